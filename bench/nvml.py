@@ -1,0 +1,182 @@
+"""NVML (``nvidia-ml-py``, imported as ``pynvml``): what the driver sees of the GPU.
+
+Where there is no NVIDIA driver (this CPU machine, a Mac, a container without the GPU mounted)
+:class:`NVML` stays usable: ``available`` is False, ``reason`` says why in one line, and every
+query returns ``None`` so a row gets an empty cell, never a made-up number.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Optional
+
+MIB = 2**20
+
+
+class NVML:
+    _instance: Optional["NVML"] = None
+
+    def __init__(self) -> None:
+        self.available = False
+        self.reason = ""
+        self._nv = None
+        try:
+            import pynvml  # provided by the nvidia-ml-py package
+        except ImportError:
+            self.reason = "NVML unavailable: the nvidia-ml-py package is not installed (pip install nvidia-ml-py)"
+            return
+        try:
+            pynvml.nvmlInit()
+        except Exception as err:  # pynvml.NVMLError_LibraryNotFound, _DriverNotLoaded, ...
+            self.reason = f"NVML unavailable: no NVIDIA driver here ({type(err).__name__}: {err})"
+            return
+        self._nv = pynvml
+        self.available = True
+
+    @classmethod
+    def get(cls) -> "NVML":
+        """One NVML session per process."""
+        if cls._instance is None:
+            cls._instance = NVML()
+        return cls._instance
+
+    def _call(self, fn_name: str, *args):
+        if not self.available:
+            return None
+        fn = getattr(self._nv, fn_name, None)
+        if fn is None:
+            return None
+        try:
+            return fn(*args)
+        except Exception:  # NVMLError_NotSupported on some boards, e.g. energy on consumer parts
+            return None
+
+    def handle(self, cuda_index: int = 0):
+        """The NVML handle of the GPU that torch calls ``cuda:cuda_index`` (by PCI bus id)."""
+        if not self.available:
+            return None
+        try:
+            import torch
+
+            props = torch.cuda.get_device_properties(cuda_index)
+            bus_id = f"{props.pci_domain_id:08X}:{props.pci_bus_id:02X}:{props.pci_device_id:02X}.0"
+        except Exception:  # older torch without the PCI fields: fall back to the index
+            bus_id = None
+        if bus_id is not None:
+            handle = self._call("nvmlDeviceGetHandleByPciBusId", bus_id)
+            if handle is not None:
+                return handle
+        return self._call("nvmlDeviceGetHandleByIndex", cuda_index)
+
+    def driver_version(self) -> str:
+        value = self._call("nvmlSystemGetDriverVersion")
+        return value.decode() if isinstance(value, bytes) else (value or "")
+
+    def device_used_mib(self, handle) -> Optional[float]:
+        info = self._call("nvmlDeviceGetMemoryInfo", handle)
+        return info.used / MIB if info is not None else None
+
+    def process_used_mib(self, handle, pid: Optional[int] = None) -> Optional[float]:
+        """This process's GPU memory as the driver counts it (context included), or None."""
+        procs = self._call("nvmlDeviceGetComputeRunningProcesses", handle)
+        if procs is None:
+            return None
+        pid = pid or os.getpid()
+        for proc in procs:
+            if proc.pid == pid and proc.usedGpuMemory is not None:
+                return proc.usedGpuMemory / MIB
+        return None  # in some containers the driver cannot map PIDs
+
+    def energy_mj(self, handle) -> Optional[int]:
+        """Total energy since the driver loaded, in millijoules (Volta and newer)."""
+        return self._call("nvmlDeviceGetTotalEnergyConsumption", handle)
+
+    def sm_clock_mhz(self, handle) -> Optional[int]:
+        if not self.available:
+            return None
+        return self._call("nvmlDeviceGetClockInfo", handle, self._nv.NVML_CLOCK_SM)
+
+    def throttle_reasons(self, handle) -> Optional[list[str]]:
+        """Active clock-event reasons that mean lost speed (idle and app-clock settings excluded)."""
+        if not self.available:
+            return None
+        mask = self._call("nvmlDeviceGetCurrentClocksEventReasons", handle)
+        if mask is None:
+            mask = self._call("nvmlDeviceGetCurrentClocksThrottleReasons", handle)
+        if mask is None:
+            return None
+        names = {
+            "SwPowerCap": "power cap", "HwSlowdown": "hardware slowdown", "SwThermalSlowdown": "thermal (software)",
+            "HwThermalSlowdown": "thermal (hardware)", "HwPowerBrakeSlowdown": "power brake", "SyncBoost": "sync boost",
+        }
+        out = []
+        for suffix, label in names.items():
+            for prefix in ("nvmlClocksEventReason", "nvmlClocksThrottleReason"):
+                bit = getattr(self._nv, prefix + suffix, None)
+                if bit is not None:
+                    if mask & bit:
+                        out.append(label)
+                    break
+        return out
+
+
+class MemorySampler:
+    """Polls memory on a thread (about every 10 ms) and keeps the peaks.
+
+    GPU: NVML device-wide and per-process used memory. Always: this process's resident set
+    (``/proc/self/statm``), the CPU peak of a case. Started and stopped around the memory pass
+    only, so polling never runs during the timed loop.
+    """
+
+    def __init__(self, cuda_index: Optional[int] = None, interval_s: float = 0.01) -> None:
+        self.interval_s = interval_s
+        self.nvml = NVML.get() if cuda_index is not None else None
+        self.handle = self.nvml.handle(cuda_index) if self.nvml and self.nvml.available else None
+        self.device_peak_mib: Optional[float] = None
+        self.process_peak_mib: Optional[float] = None
+        self.rss_peak_mib: Optional[float] = None
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def _sample(self) -> None:
+        rss = rss_mib()
+        if rss is not None:
+            self.rss_peak_mib = max(self.rss_peak_mib or 0.0, rss)
+        if self.handle is not None:
+            used = self.nvml.device_used_mib(self.handle)
+            if used is not None:
+                self.device_peak_mib = max(self.device_peak_mib or 0.0, used)
+            mine = self.nvml.process_used_mib(self.handle)
+            if mine is not None:
+                self.process_peak_mib = max(self.process_peak_mib or 0.0, mine)
+        self.samples += 1
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            time.sleep(self.interval_s)
+
+    def __enter__(self) -> "MemorySampler":
+        self._sample()
+        self._thread = threading.Thread(target=self._loop, name="ae-bench-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+
+
+def rss_mib() -> Optional[float]:
+    """Resident set size of this process in MiB (Linux), else None."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / MIB
+    except (OSError, ValueError, IndexError):
+        return None

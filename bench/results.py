@@ -1,0 +1,120 @@
+"""Where rows go: a run folder with ``results.csv`` (appended and flushed row by row),
+``samples.jsonl`` (every case's per-iteration times, for the regression check) and
+``meta.json`` (device, command, matrix). A run killed half-way keeps every finished row.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from .schema import COLUMN_NAMES, check_row
+
+RESULTS_CSV = "results.csv"
+SAMPLES_JSONL = "samples.jsonl"
+META_JSON = "meta.json"
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id(device_slug: str) -> str:
+    return f"{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{device_slug}"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path`` and rename it: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        return "+".join(map(str, value))
+    return value
+
+
+class RunWriter:
+    """Appends rows to a run folder as cases finish."""
+
+    def __init__(self, run_dir: Path, meta: Optional[dict] = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.run_dir / RESULTS_CSV
+        self.samples_path = self.run_dir / SAMPLES_JSONL
+        if self.csv_path.exists() and self.csv_path.stat().st_size:
+            with open(self.csv_path, newline="") as f:
+                header = next(csv.reader(f), [])
+            if tuple(header) != COLUMN_NAMES:
+                raise ValueError(f"{self.csv_path} has other columns than this version writes; use a new results folder")
+        else:
+            with open(self.csv_path, "w", newline="") as f:
+                csv.writer(f).writerow(COLUMN_NAMES)
+        if meta is not None:
+            atomic_write_text(self.run_dir / META_JSON, json.dumps(meta, indent=2, default=str) + "\n")
+
+    def append(self, row: dict[str, Any], samples_s: Optional[Iterable[float]] = None) -> None:
+        check_row(row)
+        with open(self.csv_path, "a", newline="") as f:
+            csv.writer(f).writerow([_cell(row[c]) for c in COLUMN_NAMES])
+            f.flush()
+            os.fsync(f.fileno())
+        if samples_s is not None:
+            with open(self.samples_path, "a") as f:
+                f.write(json.dumps({"case_key": row["case_key"], "samples_ms": [round(s * 1e3, 6) for s in samples_s]}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+
+def run_meta(facts: Any, matrix: str, command: Optional[list[str]] = None, extra: Optional[dict] = None) -> dict:
+    meta = {
+        "created": utc_now(), "commit": git_commit(), "matrix": matrix,
+        "command": " ".join(command if command is not None else sys.argv),
+        "device": facts.as_dict(),
+    }
+    meta.update(extra or {})
+    return meta
+
+
+def read_rows(run_dir: Path):
+    """The rows of a run folder as a pandas DataFrame (for reports and checks)."""
+    import pandas as pd
+
+    path = Path(run_dir) / RESULTS_CSV
+    if not path.exists():
+        raise ValueError(f"{run_dir} is not a results folder: no {RESULTS_CSV} in it")
+    try:
+        return pd.read_csv(path)
+    except Exception as err:
+        raise ValueError(f"{path} cannot be read as CSV: {err}") from err
