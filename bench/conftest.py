@@ -14,7 +14,7 @@ from typing import Optional
 import pytest
 import torch
 
-from bench.cases import AXES
+from bench.calibration import calibrate
 from bench.measure import Measurement, measure_case
 from bench.options import AXIS_HELP, DEVICE_HELP, MATRIX_HELP, MIN_TIME_HELP, RESULTS_HELP, Plan, make_plan
 from bench.results import RunWriter, new_run_id, run_meta
@@ -44,6 +44,13 @@ class AeSession:
         self.results_root = Path(config.getoption("--ae-results"))
         self.writer: Optional[RunWriter] = None
         self.rows: list[dict] = []
+        self._calibration: Optional[dict] = None
+
+    @property
+    def calibration(self) -> dict:
+        if self._calibration is None:
+            self._calibration = calibrate(self.plan.device)
+        return self._calibration
 
     @property
     def run_dir(self) -> Path:
@@ -54,7 +61,8 @@ class AeSession:
             import sys
 
             self.writer = RunWriter(self.run_dir, run_meta(self.plan.facts, self.plan.matrix.name, ["pytest"] + sys.argv[1:],
-                                                           {"entry": "pytest", "settings": self.plan.settings.__dict__}))
+                                                           {"entry": "pytest", "settings": self.plan.settings.__dict__},
+                                                           self.calibration))
         return self.writer
 
     def measure(self, case, benchmark) -> Measurement:
@@ -117,6 +125,13 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "device": facts.type, "name": facts.name, "memory_mib": round(facts.total_memory_mib), "driver": facts.driver,
         "cuda": facts.cuda, "cudnn": facts.cudnn, "torch": facts.torch, "capability": facts.capability, "slug": facts.slug,
     }
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    session = config.stash.get(_SESSION_KEY, None)
+    if session is not None and session.rows:
+        output_json["ae_bench"] = {"run_id": session.run_id, "run_dir": str(session.run_dir),
+                                   "matrix": session.plan.matrix.name, "calibration": session.calibration}
 
 
 def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info, compared_benchmark):

@@ -97,11 +97,14 @@ class RunWriter:
                 os.fsync(f.fileno())
 
 
-def run_meta(facts: Any, matrix: str, command: Optional[list[str]] = None, extra: Optional[dict] = None) -> dict:
+def run_meta(facts: Any, matrix: str, command: Optional[list[str]] = None, extra: Optional[dict] = None,
+             calibration: Optional[dict] = None) -> dict:
+    """What a run folder's ``meta.json`` holds: when, which commit, how to reproduce, on what."""
     meta = {
         "created": utc_now(), "commit": git_commit(), "matrix": matrix,
         "command": " ".join(command if command is not None else sys.argv),
         "device": facts.as_dict(),
+        "calibration": calibration or {},
     }
     meta.update(extra or {})
     return meta

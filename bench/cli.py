@@ -1,0 +1,137 @@
+"""``python -m bench`` (also the ``ae-bench`` console script).
+
+Commands: ``run`` a matrix without pytest; ``matrices`` and ``columns`` to look things up.
+Exit status: 0 done, 1 some case errored, 2 bad input (one line on stderr naming the bad value).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+from .cases import AXES, available_matrices, load_matrix
+from .options import AXIS_HELP, DEVICE_HELP, MATRIX_HELP, MIN_TIME_HELP, RESULTS_HELP, make_plan
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# name -> (add its arguments, run it); other modules register theirs with `command`
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, help_text: str):
+    def register(pair):
+        add_args, run = pair
+        COMMANDS[name] = (help_text, add_args, run)
+        return pair
+
+    return register
+
+
+def add_matrix_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--matrix", default="auto", help=MATRIX_HELP)
+    for axis, text in AXIS_HELP.items():
+        parser.add_argument(f"--{axis}", default=None, help=f"narrow the matrix: {text}")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
+def _run_args(parser: argparse.ArgumentParser) -> None:
+    add_matrix_args(parser)
+    parser.add_argument("--results", default="results", help=RESULTS_HELP)
+    parser.add_argument("--min-time", type=float, default=None, help=MIN_TIME_HELP + " (seconds)")
+    parser.add_argument("--list", action="store_true", help="list the cases (and why any are skipped) without running them")
+    parser.add_argument("-k", dest="keyword", default=None, help="only cases whose id contains this text")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .calibration import calibrate
+    from .results import RunWriter, new_run_id, run_meta
+    from .sweep import summary_table, sweep
+
+    plan = make_plan(args.matrix, lambda axis: getattr(args, axis), args.device, args.min_time)
+    cases = [c for c in plan.cases if not args.keyword or args.keyword in c.id]
+    if not cases:
+        raise ValueError(f"no case of matrix {plan.matrix.name!r} matches the selection")
+    if args.list:
+        for case in cases:
+            print(case.id + (f"    [skip: {case.skip}]" if case.skip else ""))
+        print(f"{len(cases)} cases, {sum(1 for c in cases if c.skip)} to be recorded as unsupported")
+        return EXIT_OK
+    run_id = new_run_id(plan.facts.slug)
+    run_dir = Path(args.results) / run_id
+    writer = RunWriter(run_dir, run_meta(plan.facts, plan.matrix.name, ["python", "-m", "bench"] + sys.argv[1:],
+                                         {"entry": "cli", "settings": plan.settings.__dict__}, calibrate(plan.device)))
+    print(f"ae-bench: {len(cases)} cases of matrix {plan.matrix.name!r} on {plan.facts.name} ({plan.facts.type}); rows -> {writer.csv_path}",
+          file=sys.stderr)
+    rows = sweep(cases, plan.device, plan.facts, plan.settings, writer, run_id)
+    print(summary_table(rows))
+    print(f"results: {writer.csv_path}")
+    return EXIT_FAILED if any(r["status"] == "error" for r in rows) else EXIT_OK
+
+
+command("run", "measure a matrix of cases (no pytest needed); rows are written as each case finishes")((_run_args, _run))
+
+
+def _matrices_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", help="show this matrix's groups")
+
+
+def _matrices(args: argparse.Namespace) -> int:
+    if args.name:
+        matrix = load_matrix(args.name)
+        print(f"{matrix.name}: {matrix.description}")
+        for i, group in enumerate(matrix.groups, 1):
+            print(f"  group {i}: " + "; ".join(f"{k}={','.join(map(str, v))}" for k, v in group.items()))
+        print(f"  timing: {matrix.timing}")
+        return EXIT_OK
+    for name in available_matrices():
+        print(f"{name:<10} {load_matrix(name).description}")
+    return EXIT_OK
+
+
+command("matrices", "list the named matrices, or show one")((_matrices_args, _matrices))
+
+
+def _columns(args: argparse.Namespace) -> int:
+    from .schema import markdown_table
+
+    print(markdown_table())
+    return EXIT_OK
+
+
+command("columns", "print the results.csv columns with units, as a markdown table")((lambda p: None, _columns))
+
+
+def _load_command_modules() -> None:
+    """Modules that add commands (report, plan, compare, ...) register themselves on import."""
+    import importlib
+
+    for module in ("report", "compare", "plan", "profile", "quality"):
+        try:
+            importlib.import_module(f"bench.{module}")
+        except ModuleNotFoundError as err:
+            if err.name != f"bench.{module}":
+                raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _load_command_modules()
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Benchmark PyTorch image autoencoders.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add_args, _) in COMMANDS.items():
+        add_args(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command][2](args)
+    except ValueError as err:
+        print(f"ae-bench: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("ae-bench: interrupted; rows measured so far are in the results folder", file=sys.stderr)
+        return 130
