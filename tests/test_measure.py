@@ -1,0 +1,158 @@
+"""Measuring real cases on this CPU: the row, its units, and failures that become rows."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from ae_models import create_autoencoder
+from bench.cases import Case
+from bench.device import device_facts
+from bench.measure import Settings, measure_case
+from bench.nvml import NVML, MemorySampler
+from bench.results import RunWriter
+from bench.schema import COLUMN_NAMES, check_row
+from bench.sweep import sweep
+
+CPU = torch.device("cpu")
+FAST = Settings(warmup=1, min_iters=3, max_iters=5, min_time_s=0.0, memory_iters=1)
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def facts():
+    return device_facts(CPU)
+
+
+def test_an_ok_row_has_every_column_and_consistent_figures(facts):
+    case = Case(family="transformer", preset="tiny", size="201x201", attention="eager", mode="train", batch=2)
+    m = measure_case(case, CPU, facts, FAST, "run-1")
+    row = m.row
+    check_row(row)
+    assert row["status"] == "ok" and row["reason"] == ""
+    assert row["iters"] == len(m.samples_s) >= 3
+    assert row["images_per_s"] == pytest.approx(2 / (row["median_ms"] / 1e3))
+    assert row["p10_ms"] <= row["median_ms"] <= row["p90_ms"]
+    assert row["attention_ran"] == "eager"
+    # eager attention is plain matmuls: the FLOP counter sees all of it, matching the shapes
+    assert row["attn_gflop_counted"] == pytest.approx(row["attn_gflop_analytic"], rel=1e-6)
+    assert row["tflops"] == pytest.approx(row["gflop_per_image"] * 2 / (row["median_ms"] / 1e3) / 1e3)
+    assert 0 < row["mfu"] == pytest.approx(row["tflops"] / row["peak_tflops"])
+    assert row["peak_source"].startswith("measured")
+    assert row["rss_peak_mib"] > 0 and row["alloc_peak_mib"] is None  # no allocator statistics on CPU
+    assert row["params"] == create_autoencoder("201x201", "tiny").get_num_params()
+
+
+def test_fused_attention_flops_hidden_from_the_counter_are_added_back(facts):
+    case = Case(family="transformer", preset="tiny", size="201x201", attention="flash", mode="infer", batch=2)
+    row = measure_case(case, CPU, facts, FAST).row
+    assert row["attention_ran"] == "flash"
+    assert row["attn_gflop_counted"] == 0  # the CPU flash kernel has no FLOP formula
+    assert "analytic attention" in row["flops_source"]
+    eager = measure_case(Case(family="transformer", preset="tiny", size="201x201", attention="eager", mode="infer", batch=2),
+                         CPU, facts, FAST).row
+    assert row["gflop_per_image"] == pytest.approx(eager["gflop_per_image"], rel=1e-6)
+
+
+def test_a_skipped_case_becomes_an_unsupported_row_without_running(facts):
+    row = measure_case(Case(skip="fp16 on CPU: not worth timing"), CPU, facts, FAST).row
+    assert row["status"] == "unsupported" and row["reason"].startswith("fp16 on CPU")
+    assert row["median_ms"] is None
+
+
+def test_an_impossible_kernel_becomes_an_unsupported_row(facts):
+    row = measure_case(Case(attention="mem-efficient"), CPU, facts, FAST).row
+    assert row["status"] == "unsupported" and "no CPU kernel" in row["reason"]
+
+
+def test_a_model_that_raises_becomes_an_error_row(facts):
+    row = measure_case(Case(family="tests.plugins:raising", preset="x", attention="none"), CPU, facts, FAST).row
+    assert row["status"] == "error"
+    assert "RuntimeError: this model is broken on purpose" in row["reason"] and "plugins.py" in row["reason"]
+
+
+def test_a_real_out_of_memory_becomes_an_oom_row(facts):
+    row = measure_case(Case(family="tests.plugins:huge", preset="x", attention="none"), CPU, facts, FAST).row
+    assert row["status"] == "oom", row["reason"]
+
+
+def test_the_sweep_goes_on_after_failures_and_writes_every_row(facts, tmp_path):
+    cases = [Case(family="tests.plugins:raising", preset="x", attention="none"),
+             Case(family="tests.plugins:huge", preset="x", attention="none"),
+             Case(family="cnn", preset="tiny", attention="none", batch=1)]
+    writer = RunWriter(tmp_path / "run")
+    rows = sweep(cases, CPU, facts, FAST, writer, "run", progress=None)
+    assert [r["status"] for r in rows] == ["error", "oom", "ok"]
+    table = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert list(table["status"]) == ["error", "oom", "ok"]
+    samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert [s["case_key"] for s in samples] == [cases[2].key]  # only measured cases have samples
+
+
+def test_results_csv_header_is_the_schema_and_rows_round_trip(facts, tmp_path):
+    writer = RunWriter(tmp_path)
+    row = measure_case(Case(skip="because"), CPU, facts, FAST, "r").row
+    writer.append(row)
+    with open(tmp_path / "results.csv", newline="") as f:
+        header, values = list(csv.reader(f))
+    assert tuple(header) == COLUMN_NAMES
+    assert dict(zip(header, values))["reason"] == "because"
+
+
+def test_a_row_missing_a_column_is_refused():
+    with pytest.raises(ValueError, match="missing \\['status'\\]"):
+        check_row({c: None for c in COLUMN_NAMES if c != "status"})
+
+
+def test_a_results_folder_of_another_schema_is_refused(tmp_path):
+    (tmp_path / "results.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="other columns"):
+        RunWriter(tmp_path)
+    assert (tmp_path / "results.csv").read_text() == "a,b\n1,2\n"  # nothing overwritten
+
+
+def test_nvml_degrades_with_a_clear_message_where_there_is_no_driver():
+    nvml = NVML.get()
+    if nvml.available:
+        pytest.skip("this machine has an NVIDIA driver")
+    assert nvml.reason.startswith("NVML unavailable:")
+    assert nvml.handle(0) is None and nvml.device_used_mib(None) is None and nvml.energy_mj(None) is None
+    with MemorySampler(cuda_index=0, interval_s=0.001) as sampler:
+        time.sleep(0.02)
+    assert sampler.device_peak_mib is None and sampler.process_peak_mib is None
+    assert sampler.rss_peak_mib > 0  # the CPU figure still comes
+    assert device_facts(CPU).nvml.startswith("NVML unavailable")
+
+
+def test_a_run_killed_half_way_keeps_every_finished_row_intact(tmp_path):
+    """SIGKILL the command line mid-sweep: the CSV holds whole rows only, and at least the first two."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", "--matrix", "smoke", "--results", str(tmp_path), "--min-time", "0"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 120
+        csv_path = None
+        while time.monotonic() < deadline:
+            found = list(tmp_path.glob("*/results.csv"))
+            if found and len(found[0].read_text().splitlines()) >= 3:  # header + 2 rows
+                csv_path = found[0]
+                break
+            time.sleep(0.05)
+        assert csv_path is not None, "the run wrote no rows in time"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    table = pd.read_csv(csv_path)
+    assert list(table.columns) == list(COLUMN_NAMES)
+    assert len(table) >= 2 and len(table) < 12  # killed before the end of the 12-case smoke matrix
+    assert set(table["status"]) == {"ok"} and table["median_ms"].notna().all()
