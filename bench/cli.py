@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-from .cases import AXES, available_matrices, load_matrix
+from .cases import available_matrices, load_matrix
+from .launcher import DEFAULT_CASE_TIMEOUT_S, LAUNCHERS, choose_launcher
 from .options import AXIS_HELP, DEVICE_HELP, MATRIX_HELP, MIN_TIME_HELP, RESULTS_HELP, make_plan
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # name -> (add its arguments, run it); other modules register theirs with `command`
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
@@ -42,12 +43,21 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-time", type=float, default=None, help=MIN_TIME_HELP + " (seconds)")
     parser.add_argument("--list", action="store_true", help="list the cases (and why any are skipped) without running them")
     parser.add_argument("-k", dest="keyword", default=None, help="only cases whose id contains this text")
+    parser.add_argument("--launcher", default="auto", choices=LAUNCHERS,
+                        help="where each case runs: in-process (fast), subprocess (a fresh child per case: a crash, "
+                             "kill or hang costs one row), auto (subprocess on CUDA, in-process on CPU) [default: auto]")
+    parser.add_argument("--case-timeout", type=float, default=None,
+                        help=f"seconds before a case's child process is killed and recorded as timeout "
+                             f"(subprocess launcher) [default: {DEFAULT_CASE_TIMEOUT_S:g}]")
+    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
+                        help="continue an interrupted run in RUN_DIR: cases already in its results.csv are skipped, "
+                             "the rest appended")
 
 
 def _run(args: argparse.Namespace) -> int:
     from .calibration import calibrate
     from .results import RunWriter, new_run_id, run_meta
-    from .sweep import summary_table, sweep
+    from .sweep import SweepInterrupted, summary_table, sweep
 
     plan = make_plan(args.matrix, lambda axis: getattr(args, axis), args.device, args.min_time)
     cases = [c for c in plan.cases if not args.keyword or args.keyword in c.id]
@@ -58,16 +68,47 @@ def _run(args: argparse.Namespace) -> int:
             print(case.id + (f"    [skip: {case.skip}]" if case.skip else ""))
         print(f"{len(cases)} cases, {sum(1 for c in cases if c.skip)} to be recorded as unsupported")
         return EXIT_OK
-    run_id = new_run_id(plan.facts.slug)
-    run_dir = Path(args.results) / run_id
-    writer = RunWriter(run_dir, run_meta(plan.facts, plan.matrix.name, ["python", "-m", "bench"] + sys.argv[1:],
-                                         {"entry": "cli", "settings": plan.settings.__dict__}, calibrate(plan.device)))
-    print(f"ae-bench: {len(cases)} cases of matrix {plan.matrix.name!r} on {plan.facts.name} ({plan.facts.type}); rows -> {writer.csv_path}",
-          file=sys.stderr)
-    rows = sweep(cases, plan.device, plan.facts, plan.settings, writer, run_id)
+    launcher = choose_launcher(args.launcher, plan.device, args.case_timeout)
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "results.csv").is_file():
+            raise ValueError(f"--resume {run_dir}: not a results folder (no results.csv in it)")
+        writer = RunWriter(run_dir)
+        done = writer.done_keys()
+        total = len(cases)
+        cases = [c for c in cases if c.key not in done]
+        print(f"ae-bench: resuming {run_dir}: {total - len(cases)} of {total} cases already measured", file=sys.stderr)
+        run_id = run_dir.name
+    else:
+        run_id = new_run_id(plan.facts.slug)
+        run_dir = Path(args.results) / run_id
+        writer = RunWriter(run_dir, run_meta(plan.facts, plan.matrix.name, ["python", "-m", "bench"] + sys.argv[1:],
+                                             {"entry": "cli", "settings": plan.settings.__dict__}, calibrate(plan.device)))
+    print(f"ae-bench: {len(cases)} cases of matrix {plan.matrix.name!r} on {plan.facts.name} ({plan.facts.type}), "
+          f"{launcher.name}; rows -> {writer.csv_path}", file=sys.stderr)
+    try:
+        rows = sweep(cases, plan.device, plan.facts, plan.settings, writer, run_id, launcher=launcher)
+    except SweepInterrupted as stop:
+        again = _without_option(sys.argv[1:], "--resume")
+        print(f"ae-bench: {stop}; {len(stop.rows)} rows kept in {writer.csv_path}\n"
+              f"resume with: python -m bench {' '.join(again)} --resume {run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(summary_table(rows))
     print(f"results: {writer.csv_path}")
-    return EXIT_FAILED if any(r["status"] == "error" for r in rows) else EXIT_OK
+    return EXIT_FAILED if any(r["status"] in ("error", "timeout") for r in rows) else EXIT_OK
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """``argv`` less ``option VALUE`` / ``option=VALUE``."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
 
 
 command("run", "measure a matrix of cases (no pytest needed); rows are written as each case finishes")((_run_args, _run))
@@ -134,4 +175,4 @@ def main(argv: Optional[list[str]] = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("ae-bench: interrupted; rows measured so far are in the results folder", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED

@@ -74,15 +74,35 @@ class RunWriter:
         self.csv_path = self.run_dir / RESULTS_CSV
         self.samples_path = self.run_dir / SAMPLES_JSONL
         if self.csv_path.exists() and self.csv_path.stat().st_size:
-            with open(self.csv_path, newline="") as f:
-                header = next(csv.reader(f), [])
-            if tuple(header) != COLUMN_NAMES:
-                raise ValueError(f"{self.csv_path} has other columns than this version writes; use a new results folder")
+            self._check_existing()
         else:
             with open(self.csv_path, "w", newline="") as f:
                 csv.writer(f).writerow(COLUMN_NAMES)
         if meta is not None:
             atomic_write_text(self.run_dir / META_JSON, json.dumps(meta, indent=2, default=str) + "\n")
+
+    def _check_existing(self) -> None:
+        """Accept an existing run's CSV to append to (resume): same columns, whole rows.
+
+        A run killed in the middle of a write can leave a partial last line; it is cut off (that
+        case is measured again). Anything else malformed is an error, and nothing is changed.
+        """
+        _drop_partial_last_line(self.samples_path)
+        text = self.csv_path.read_text()
+        rows = list(csv.reader(text.splitlines()))
+        if tuple(rows[0]) != COLUMN_NAMES:
+            raise ValueError(f"{self.csv_path} has other columns than this version writes; use a new results folder")
+        bad = [n for n, r in enumerate(rows[1:], 2) if len(r) != len(COLUMN_NAMES)]
+        last_whole = text.endswith("\n")
+        if bad and not (bad == [len(rows)] and not last_whole):
+            raise ValueError(f"{self.csv_path} is corrupt: line {bad[0]} has the wrong number of fields; "
+                             "fix or remove that line, or start a new results folder")
+        _drop_partial_last_line(self.csv_path)
+
+    def done_keys(self) -> set[str]:
+        """Case keys already in this run's CSV (any status): what ``--resume`` skips."""
+        with open(self.csv_path, newline="") as f:
+            return {row["case_key"] for row in csv.DictReader(f)}
 
     def append(self, row: dict[str, Any], samples_s: Optional[Iterable[float]] = None) -> None:
         check_row(row)
@@ -95,6 +115,15 @@ class RunWriter:
                 f.write(json.dumps({"case_key": row["case_key"], "samples_ms": [round(s * 1e3, 6) for s in samples_s]}) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
+
+
+def _drop_partial_last_line(path: Path) -> None:
+    """Cut a trailing line that has no newline (a write interrupted by a kill)."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        atomic_write_text(path, data[: data.rfind(b"\n") + 1].decode())
 
 
 def run_meta(facts: Any, matrix: str, command: Optional[list[str]] = None, extra: Optional[dict] = None,

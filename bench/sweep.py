@@ -1,11 +1,14 @@
-"""Many cases in one process: each row is written the moment its case finishes.
+"""Many cases, one after another: each row is written the moment its case finishes.
 
 The progress line goes to stderr (one line per case, with the running count and an ETA); the
-summary table at the end to stdout.
+summary table at the end to stdout. Ctrl-C or SIGTERM stops the sweep after what was measured
+is on disk (the case in flight is dropped and its child process, if any, killed), and raises
+:class:`SweepInterrupted` so the caller can say how to resume.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from typing import Callable, Optional, TextIO
@@ -14,28 +17,57 @@ import torch
 
 from .cases import Case
 from .device import DeviceFacts
-from .measure import Measurement, Settings, measure_case
+from .launcher import InProcess
+from .measure import Measurement, Settings
 from .results import RunWriter
+
+
+class SweepInterrupted(Exception):
+    def __init__(self, done: int, total: int, rows: list[dict]) -> None:
+        super().__init__(f"interrupted after {done} of {total} cases")
+        self.done, self.total, self.rows = done, total, rows
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def sweep(cases: list[Case], device: torch.device, facts: DeviceFacts, settings: Settings, writer: Optional[RunWriter],
           run_id: str = "", progress: Optional[TextIO] = sys.stderr,
-          on_row: Optional[Callable[[Measurement], None]] = None) -> list[dict]:
-    rows = []
+          on_row: Optional[Callable[[Measurement], None]] = None, launcher=None) -> list[dict]:
+    launcher = launcher or InProcess()
+    rows: list[dict] = []
     start = time.monotonic()
-    for i, case in enumerate(cases, 1):
-        measurement = measure_case(case, device, facts, settings, run_id)
-        if writer is not None:
-            writer.append(measurement.row, measurement.samples_s)
-        rows.append(measurement.row)
-        if on_row is not None:
-            on_row(measurement)
-        if progress is not None:
-            elapsed = time.monotonic() - start
-            eta = elapsed / i * (len(cases) - i)
-            progress.write(f"[{i}/{len(cases)} {elapsed:5.0f}s elapsed, ~{eta:.0f}s left] {progress_text(measurement.row)}\n")
-            progress.flush()
+    previous = signal.getsignal(signal.SIGTERM)
+    in_main_thread = _is_main_thread()
+    if in_main_thread:
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops as cleanly as Ctrl-C
+    try:
+        for i, case in enumerate(cases, 1):
+            measurement = launcher.run(case, device, facts, settings, run_id)
+            if writer is not None:
+                writer.append(measurement.row, measurement.samples_s)
+            rows.append(measurement.row)
+            if on_row is not None:
+                on_row(measurement)
+            if progress is not None:
+                elapsed = time.monotonic() - start
+                eta = elapsed / i * (len(cases) - i)
+                progress.write(f"[{i}/{len(cases)} {elapsed:5.0f}s elapsed, ~{eta:.0f}s left] {progress_text(measurement.row)}\n")
+                progress.flush()
+    except KeyboardInterrupt:
+        launcher.close()
+        raise SweepInterrupted(len(rows), len(cases), rows) from None
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return rows
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def progress_text(row: dict) -> str:

@@ -42,3 +42,41 @@ def raising(input_size, preset, **overrides):
 
 def huge(input_size, preset, **overrides):
     return _HugeAllocation()
+
+
+class _Hangs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x):
+        import time
+
+        time.sleep(3600)
+
+    Embedding = forward
+
+
+class _KillsItself(nn.Module):
+    """Dies the way a segfault or the OOM killer ends a process: a signal, no Python exception."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x):
+        import os
+        import signal
+
+        print("about to be killed", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    Embedding = forward
+
+
+def hangs(input_size, preset, **overrides):
+    return _Hangs()
+
+
+def killed(input_size, preset, **overrides):
+    return _KillsItself()
