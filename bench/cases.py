@@ -105,6 +105,9 @@ AXES = {
 }
 
 
+_AXIS_TYPES = {"latent": int, "batch": int, "checkpointing": bool}  # the rest are strings
+
+
 @dataclass
 class Matrix:
     name: str
@@ -153,6 +156,10 @@ def parse_matrix(data: dict, name: str = "custom", path: Optional[Path] = None) 
         for axis, values in group.items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"matrix {name}, group {i + 1}: axis {axis!r} needs a non-empty list, got {values!r}")
+            kind = _AXIS_TYPES.get(AXES[axis], str)
+            bad = [v for v in values if not isinstance(v, kind) or (kind is int and isinstance(v, bool))]
+            if bad:
+                raise ValueError(f"matrix {name}, group {i + 1}: axis {axis!r} takes {kind.__name__} values, got {bad[0]!r}")
             clean[axis] = values
         clean_groups.append(clean)
     timing = data.get("timing", {})
