@@ -11,8 +11,10 @@ import time
 
 import torch
 
-GEMM_N = 1024        # fp32 square GEMM: compute-bound on any device
-COPY_MIB = 64        # device-to-device copy: bandwidth-bound
+# fp32 square GEMM, compute-bound: big enough on a GPU that launch overhead is noise (4096^3 is
+# about 2 ms on an H200), small enough on a CPU to take well under a second
+GEMM_N = {"cuda": 4096, "cpu": 1024}
+COPY_MIB = {"cuda": 1024, "cpu": 64}  # device-to-device copy, bandwidth-bound
 REPEATS = 7
 
 
@@ -20,9 +22,10 @@ def calibrate(device: torch.device) -> dict[str, float]:
     """Median milliseconds of the fixed GEMM and copy on ``device``."""
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     gen = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(GEMM_N, GEMM_N, generator=gen).to(device)
-    b = torch.randn(GEMM_N, GEMM_N, generator=gen).to(device)
-    src = torch.ones(COPY_MIB * 2**20 // 4, device=device)
+    n, mib = GEMM_N.get(device.type, 1024), COPY_MIB.get(device.type, 64)
+    a = torch.randn(n, n, generator=gen).to(device)
+    b = torch.randn(n, n, generator=gen).to(device)
+    src = torch.ones(mib * 2**20 // 4, device=device)
     dst = torch.empty_like(src)
 
     def median_ms(fn) -> float:
@@ -37,4 +40,4 @@ def calibrate(device: torch.device) -> dict[str, float]:
         return statistics.median(times)
 
     return {"gemm_ms": median_ms(lambda: torch.mm(a, b)), "copy_ms": median_ms(lambda: dst.copy_(src)),
-            "gemm_n": GEMM_N, "copy_mib": COPY_MIB}
+            "gemm_n": n, "copy_mib": mib}

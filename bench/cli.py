@@ -95,6 +95,12 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(summary_table(rows))
     print(f"results: {writer.csv_path}")
+    try:
+        from .report import write_report
+
+        print(f"report: {write_report(run_dir)}")
+    except Exception as err:  # noqa: BLE001 - a report problem must not hide the rows measured above
+        print(f"report not written: {type(err).__name__}: {err}; retry with `python -m bench report {run_dir}`", file=sys.stderr)
     return EXIT_FAILED if any(r["status"] in ("error", "timeout") for r in rows) else EXIT_OK
 
 

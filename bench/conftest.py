@@ -32,6 +32,16 @@ def pytest_addoption(parser):
     group.addoption("--ae-results", default="results", help=RESULTS_HELP)
     group.addoption("--ae-device", default="auto", help=DEVICE_HELP)
     group.addoption("--ae-min-time", type=float, default=None, help=MIN_TIME_HELP)
+    group.addoption("--ae-profile", metavar="DIR", default=None,
+                    help="after the timed cases, profile each case apart from them into DIR (bench/test_profile.py)")
+    group.addoption("--ae-quality-seconds", type=float, default=None,
+                    help="train each case on real images for this many seconds and score it (bench/test_quality.py); off by default")
+    group.addoption("--ae-quality-steps", type=int, default=None,
+                    help="as --ae-quality-seconds, with a budget of optimizer steps")
+    group.addoption("--ae-plan-budget", metavar="SIZE", default=None,
+                    help="at the end, write a batch-size plan for a card of SIZE (8GiB; GB = 10^9 bytes) into the run folder (bench/plan.py)")
+    group.addoption("--ae-plan-accuracy", metavar="PRESETS", default="tiny",
+                    help="presets whose memory model bench/test_plan_accuracy.py checks, or 'all' [default: tiny]")
 
 
 class AeSession:
@@ -114,6 +124,17 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("ae_case", cases, ids=[c.id for c in cases])
 
 
+def pytest_collection_modifyitems(config, items):
+    # Profiles run only when asked, and after every timed case: never beside a timed loop.
+    profiles = [item for item in items if Path(str(item.path)) == Path(__file__).parent / "test_profile.py"]
+    if profiles:
+        rest = [item for item in items if item not in profiles]
+        if not config.getoption("--ae-profile"):
+            config.hook.pytest_deselected(items=profiles)
+            profiles = []
+        items[:] = rest + profiles
+
+
 @pytest.fixture(scope="session")
 def ae_session(request) -> AeSession:
     return _session(request.config)
@@ -132,6 +153,11 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     if session is not None and session.rows:
         output_json["ae_bench"] = {"run_id": session.run_id, "run_dir": str(session.run_dir),
                                    "matrix": session.plan.matrix.name, "calibration": session.calibration}
+        meta_path = session.run_dir / "meta.json"
+        if meta_path.is_file():  # the command and device facts, so a report made from this JSON says how to reproduce it
+            import json
+
+            output_json["ae_bench"]["meta"] = json.loads(meta_path.read_text())
 
 
 def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info, compared_benchmark):
@@ -144,6 +170,29 @@ def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info
                 "differences may be the machine, not the code")
 
 
+def pytest_sessionstart(session):
+    budget = session.config.getoption("--ae-plan-budget", None)
+    if budget:
+        from bench.units import parse_bytes
+
+        try:
+            parse_bytes(budget)
+        except ValueError as err:
+            raise pytest.UsageError(f"ae-bench: --ae-plan-budget: {err}") from None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """--ae-plan-budget: plan the matrix for that card; plan.csv and plan.md go into the run folder."""
+    ae, budget = session.config.stash.get(_SESSION_KEY, None), session.config.getoption("--ae-plan-budget", None)
+    if ae is not None and budget:
+        from bench.plan import write_session_plan
+
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        paths = write_session_plan(ae, budget)
+        if reporter is not None:
+            reporter.write_line(f"ae-bench: batch-size plan for {budget} written to {paths[0]} and {paths[1]}")
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     session = config.stash.get(_SESSION_KEY, None)
     if session is None or not session.rows:
@@ -152,3 +201,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.write_line(f"device: {session.plan.facts.name} ({session.plan.facts.type}), matrix: {session.plan.matrix.name}")
     terminalreporter.write_line(summary_table(session.rows))
     terminalreporter.write_line(f"rows written to {session.run_dir / 'results.csv'}")
+    try:
+        from bench.report import write_report
+
+        terminalreporter.write_line(f"report written to {write_report(session.run_dir)}")
+    except Exception as err:  # noqa: BLE001 - a report problem must not hide the rows measured above
+        terminalreporter.write_line(f"report not written: {type(err).__name__}: {err}; "
+                                    f"retry with `python -m bench report {session.run_dir}`")

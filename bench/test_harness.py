@@ -10,7 +10,6 @@ from torch.utils.benchmark import Timer
 
 from bench.cases import Case
 from bench.device import device_facts, resolve_device
-from bench.latency import time_steps
 from bench.measure import Settings, measure_case
 from bench.scenarios import prepare, synchronizer
 
@@ -21,14 +20,14 @@ CASES = [
 ]
 
 
+ROUNDS = 3  # alternate the two timers; compare each one's best round, so a burst of load on the machine hurts neither
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_harness_throughput_agrees_with_torch_benchmark_timer(case, record_property):
     device = resolve_device("auto")
     facts = device_facts(device)
-    settings = Settings(warmup=3, min_iters=10, max_iters=400, min_time_s=1.0, memory_iters=1)
-    ours = measure_case(case, device, facts, settings).row
-    assert ours["status"] == "ok", ours["reason"]
-
+    settings = Settings(warmup=3, min_iters=10, max_iters=400, min_time_s=0.5, memory_iters=1)
     scenario = prepare(case, device)
     sync = synchronizer(device)
 
@@ -36,14 +35,21 @@ def test_harness_throughput_agrees_with_torch_benchmark_timer(case, record_prope
         scenario.step()
         sync()
 
-    for _ in range(3):
-        step()
-    # Timer runs on one thread unless told; give it the threads the harness had
-    theirs = Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads()).blocked_autorange(min_run_time=1.0)
-    scenario.close()
-    theirs_images_per_s = case.batch / theirs.median
-    ratio = ours["images_per_s"] / theirs_images_per_s
+    ours, theirs = [], []
+    try:
+        for _ in range(ROUNDS):
+            row = measure_case(case, device, facts, settings).row
+            assert row["status"] == "ok", row["reason"]
+            ours.append(row["images_per_s"])
+            for _ in range(3):
+                step()
+            # Timer runs on one thread unless told; give it the threads the harness had
+            timer = Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads())
+            theirs.append(case.batch / timer.blocked_autorange(min_run_time=0.5).median)
+    finally:
+        scenario.close()
+    ratio = max(ours) / max(theirs)
     record_property("throughput_ratio", ratio)
-    print(f"\n{case.id}: harness {ours['images_per_s']:.1f} images/s, torch.utils.benchmark.Timer "
-          f"{theirs_images_per_s:.1f} images/s, ratio {ratio:.3f}")
+    print(f"\n{case.id}: harness {max(ours):.1f} images/s, torch.utils.benchmark.Timer {max(theirs):.1f} images/s "
+          f"(best of {ROUNDS}), ratio {ratio:.3f}")
     assert 0.9 <= ratio <= 1.1

@@ -1,0 +1,145 @@
+"""Profiling and roofline: a tiny real case profiled on CPU through the command line, and the
+roofline placement of steps whose intensity is known analytically."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ae_models import create_autoencoder
+from bench.cli import main
+from bench.attribution import CATEGORIES, labelled, module_category
+from bench.profile_report import compare_categories, load_profiles
+from bench.roofline import OVERHEAD_FRACTION, classify, count_step_bytes, place
+
+KERNELS = ("flash", "eager")
+
+
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory):
+    """``python -m bench profile`` over a tiny training case (12 tokens), flash and eager attention."""
+    out = tmp_path_factory.mktemp("profiles")
+    code = main(["profile", "--matrix", "quick", "--families", "transformer", "--presets", "tiny", "--sizes", "64x48",
+                 "--precisions", "fp32", "--attention", ",".join(KERNELS), "--checkpointing", "off", "--modes", "train",
+                 "--batch", "2", "--steps", "2", "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    return out, {s["attention"]: s for s in load_profiles(out)}
+
+
+def _ms(summary: dict, category: str) -> float:
+    return next(row["ms_per_step"] for row in summary["categories"] if row["category"] == category)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_attention_time_is_attributed_to_the_kernel_that_ran(profiled, kernel):
+    _, summaries = profiled
+    summary = summaries[kernel]
+    assert summary["status"] == "ok"
+    assert summary["attention_kernel"] == kernel
+    assert _ms(summary, "attention") > 0
+    detail = next(row["detail"] for row in summary["categories"] if row["category"] == "attention")
+    assert detail.endswith(f"kernel: {kernel}")
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_training_step_has_optimizer_and_matmul_time(profiled, kernel):
+    summary = profiled[1][kernel]
+    for category in ("optimizer", "qkv/proj", "mlp", "norm", "embed/conv"):
+        assert _ms(summary, category) > 0, category
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_categories_add_up_to_the_measured_wall_time(profiled, kernel):
+    summary = profiled[1][kernel]
+    total = sum(row["ms_per_step"] for row in summary["categories"])
+    assert total == pytest.approx(summary["attributed_ms"])
+    assert abs(summary["coverage"] - 1) < 0.10, summary["coverage"]
+    assert summary["coverage"] == pytest.approx(total / summary["profiled_wall_ms"])
+    assert [row["category"] for row in summary["categories"]] == [c for c in CATEGORIES if c != "idle"]  # CPU: no idle row
+
+
+def test_each_case_folder_has_tables_trace_and_memory(profiled):
+    out, summaries = profiled
+    folder = out / summaries["flash"]["case_id"]
+    trace = json.loads((folder / "trace.json").read_text())
+    assert trace["traceEvents"] and any(e.get("name") == "ae.step" for e in trace["traceEvents"])
+    ops = pd.read_csv(folder / "top_ops.csv")
+    assert (ops["op"] == "aten::addmm").any()
+    assert ops.loc[ops["op"] == "aten::addmm", "input_shapes"].str.contains(r"\[24, \d+\]").any()  # 2 images x 12 tokens
+    assert pd.read_csv(folder / "categories.csv")["ms_per_step"].sum() > 0
+    memory = pd.read_csv(folder / "memory_breakdown.csv").set_index("part")["mib"]
+    assert memory["gradients"] == pytest.approx(memory["parameters"])
+    assert memory["optimizer state"] == pytest.approx(2 * memory["parameters"], rel=0.01)  # AdamW: exp_avg, exp_avg_sq
+    assert not pd.read_csv(folder / "memory_ops.csv").empty  # profile_memory's per-op view
+    for name in ("categories.md", "top_ops.md", "memory.md"):
+        assert (folder / name).stat().st_size > 0
+
+
+def test_overview_compares_kernels_and_draws_the_roofline(profiled):
+    out, summaries = profiled
+    text = (out / "profile.md").read_text()
+    assert "Attention by kernel" in text and "with flash" in text and "with eager" in text
+    assert (out / "roofline.png").read_bytes()[:4] == b"\x89PNG"
+    side_by_side = compare_categories(list(summaries.values()))
+    assert len(side_by_side) == 1 and side_by_side.loc[0, "size"] == "64x48"
+    assert side_by_side.loc[0, "flash: attention"] == pytest.approx(summaries["flash"]["categories"][0]["share"])
+    assert side_by_side.loc[0, "eager: attention"] > 0
+    table = pd.read_csv(out / "summary.csv")
+    assert set(table["bound"]) <= {"compute-bound", "memory-bound", "overhead-bound"}
+    assert (table["intensity"] > 0).all() and (table["achieved_tflops"] > 0).all()
+
+
+def test_modules_are_labelled_by_their_role():
+    model = create_autoencoder((48, 64), "tiny")
+    modules = dict(model.named_modules())
+    parent = lambda name: modules[name.rsplit(".", 1)[0]] if "." in name else model  # noqa: E731
+    role = {name: module_category(name, modules[name], parent(name)) for name in (
+        "encoder.blocks.0.attn", "encoder.blocks.0.attn.qkv", "encoder.blocks.0.attn.proj", "encoder.blocks.0.mlp.fc1",
+        "encoder.blocks.0.mlp.act", "encoder.blocks.0.norm1", "patch_embed", "head", "to_latent")}
+    assert role == {"encoder.blocks.0.attn": "attention", "encoder.blocks.0.attn.qkv": "qkv/proj",
+                    "encoder.blocks.0.attn.proj": "qkv/proj", "encoder.blocks.0.mlp.fc1": "mlp",
+                    "encoder.blocks.0.mlp.act": "activation", "encoder.blocks.0.norm1": "norm", "patch_embed": "embed/conv",
+                    "head": "embed/conv", "to_latent": "latent"}
+    with labelled(model) as scopes:
+        assert scopes > 0
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())  # hooks removed on exit
+
+
+def test_square_matmul_intensity_is_n_over_6_in_fp32():
+    n = 256
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    moved = count_step_bytes(lambda: torch.mm(a, b))
+    assert moved.total == 3 * n * n * 4 == moved.matmul  # read A and B, write C, 4 bytes each
+    with FlopCounterMode(display=False) as counter:
+        torch.mm(a, b)
+    flops = counter.get_total_flops()
+    assert flops == 2 * n**3
+    placement = place(flops, moved.total, seconds=2 * n**3 / 0.5e12, peak_tflops=1.0, bandwidth_gbs=100.0)
+    assert placement.intensity == pytest.approx(n / 6)
+    assert placement.ridge == pytest.approx(10.0)
+    assert placement.bound == "compute-bound"  # n/6 = 42.7 FLOP/byte, above the ridge, at half the peak
+    assert placement.fraction_of_roof == pytest.approx(0.5)
+
+
+def test_elementwise_add_is_memory_bound_and_views_move_nothing():
+    n = 1 << 16
+    x, y = torch.randn(n), torch.randn(n)
+    moved = count_step_bytes(lambda: x + y)
+    assert moved.total == 3 * n * 4
+    assert count_step_bytes(lambda: x.view(256, 256).t()).total == 0
+    intensity = n / moved.total  # one FLOP per element: 1/12 FLOP/byte
+    assert classify(intensity, 0.5 * intensity * 100e9, 1e12, 100e9) == "memory-bound"
+
+
+def test_far_below_the_roof_is_overhead_bound():
+    peak, bandwidth = 1e12, 100e9
+    assert classify(50.0, 0.5 * OVERHEAD_FRACTION * peak, peak, bandwidth) == "overhead-bound"
+    assert classify(50.0, 2 * OVERHEAD_FRACTION * peak, peak, bandwidth) == "compute-bound"
+    with pytest.raises(ValueError):
+        place(0, 1, 1, 1, 1)
+    assert math.isclose(place(10, 1, 1, peak_tflops=2.0, bandwidth_gbs=200.0).ridge, 10.0)  # 2e12 FLOP/s / 2e11 bytes/s

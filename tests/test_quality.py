@@ -1,0 +1,293 @@
+"""The quality scenario: real-image data and its split, the metrics, budgeted training, the report."""
+
+import argparse
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from skimage import io
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from bench.cases import Case
+from bench.dataset import (
+    MAX_UPSCALE, SKIMAGE_PHOTOS, Rect, SourceImage, load_folder, load_skimage_photos, make_split, required_scale, to_unit_gray,
+)
+from bench.device import device_facts
+from bench.embedding_quality import neighbour_similarity, spearman
+from bench.image_metrics import reconstruction_metrics
+from bench.quality import add_quality_args, quality_cases, run_quality_case, run_quality_command
+from bench.quality_report import pareto_mask, seed_quality_verdicts
+from bench.scenarios import build_for
+from bench.training import Budget, heldout_mse, train_for_budget
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def photos():
+    images, failed = load_skimage_photos(("camera", "coins", "moon", "astronaut", "text"))
+    assert not failed, failed
+    return images
+
+
+def smooth_image(h, w, seed):
+    """A smooth random grey image in [0, 1] (sums of a few sinusoids), ``(h, w)``."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    image = sum(np.sin(2 * np.pi * (rng.uniform(0.5, 3) * x + rng.uniform(0.5, 3) * y) + rng.uniform(0, 6)) for _ in range(3))
+    return ((image - image.min()) / (image.max() - image.min())).astype(np.float32)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """Three PNGs: 8-bit grey, 8-bit RGB, 16-bit grey."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    io.imsave(folder / "a_grey.png", (smooth_image(120, 160, 1) * 255).astype(np.uint8), check_contrast=False)
+    io.imsave(folder / "b_rgb.png", (np.stack([smooth_image(100, 140, s) for s in (2, 3, 4)], -1) * 255).astype(np.uint8),
+              check_contrast=False)
+    io.imsave(folder / "c_grey16.png", (smooth_image(128, 128, 5) * 65535).astype(np.uint16), check_contrast=False)
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+def test_bundled_photographs_load_offline():
+    images, failed = load_skimage_photos()
+    assert {im.name for im in images} == set(SKIMAGE_PHOTOS), failed
+    for im in images:
+        assert im.pixels.ndim == 2 and im.pixels.dtype == np.float32
+        assert 0.0 <= im.pixels.min() and im.pixels.max() <= 1.0
+
+
+@pytest.mark.parametrize("crop_hw", [(201, 201), (152, 1280), (152, 640)])
+def test_no_heldout_crop_overlaps_a_training_crop(photos, crop_hw):
+    split = make_split(photos, crop_hw, train_per_image=40, heldout_per_image=6, seed=3)
+    train, heldout = split.train.rects, split.heldout.rects
+    assert len(heldout) == 6 * len(split.images) and len(train) == 40 * len(split.images)
+    assert not [(t, h) for t in train for h in heldout if t.overlaps(h)]
+    for rect in train + heldout:
+        image = split.images[rect.image]
+        assert (rect.height, rect.width) == crop_hw
+        assert 0 <= rect.left and rect.left + rect.width <= image.pixels.shape[1]
+        if rect in heldout:
+            assert rect.top >= image.heldout_top and rect.top + rect.height <= image.pixels.shape[0]
+        else:  # the gap rows between the bands belong to neither side
+            assert rect.top >= 0 and rect.top + rect.height <= image.train_rows <= image.heldout_top - split.gap
+
+
+def test_rect_overlap_is_shared_pixels():
+    a = Rect(0, 10, 10, 5, 5)
+    assert a.overlaps(Rect(0, 14, 14, 5, 5))       # one shared pixel
+    assert not a.overlaps(Rect(0, 15, 10, 5, 5))   # touching edges share no pixel
+    assert not a.overlaps(Rect(1, 10, 10, 5, 5))   # another image
+
+
+def test_split_is_the_same_for_the_same_seed(photos):
+    one, two = make_split(photos, (152, 640), seed=7), make_split(photos, (152, 640), seed=7)
+    assert one.train.rects == two.train.rects and one.heldout.rects == two.heldout.rects
+    assert make_split(photos, (152, 640), seed=8).train.rects != one.train.rects
+
+
+def test_small_images_are_upscaled_until_wide_crops_fit(photos):
+    camera = next(p for p in photos if p.name == "camera")  # 512x512
+    split = make_split([camera], (152, 1280))
+    image = split.images[0]
+    assert image.scale == pytest.approx(1280 / 512)
+    assert image.pixels.shape[1] >= 1280 and image.pixels.shape[0] - image.heldout_top >= 152
+    crop = split.heldout[0]
+    assert crop.shape == (1, 152, 1280) and crop.dtype == torch.float32
+    assert 0.0 <= float(crop.min()) and float(crop.max()) <= 1.0
+
+
+def test_an_image_needing_too_much_upscaling_is_refused():
+    tiny = SourceImage("tiny", smooth_image(40, 60, 0))
+    assert required_scale((40, 60), (152, 1280)) > MAX_UPSCALE
+    with pytest.raises(ValueError, match="no image is large enough for 1280x152 crops"):
+        make_split([tiny], (152, 1280))
+
+
+def test_folder_loader_reads_grey_rgb_and_16_bit_pngs(image_folder):
+    images = load_folder(image_folder)
+    assert [im.name for im in images] == ["a_grey.png", "b_rgb.png", "c_grey16.png"]  # notes.txt ignored
+    assert [im.pixels.shape for im in images] == [(120, 160), (100, 140), (128, 128)]
+    for im in images:
+        assert im.pixels.dtype == np.float32 and im.pixels.min() >= 0 and im.pixels.max() <= 1
+    assert images[2].pixels.max() > 0.99  # 16-bit scaled by its dtype's range (65535), not clipped at 255
+    split = make_split(images, (64, 64), train_per_image=4, heldout_per_image=1)
+    assert split.train.stack().shape == (12, 1, 64, 64)
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_folder(tmp_path / "nowhere")
+
+
+def test_folder_without_images_is_a_clear_error(tmp_path):
+    (tmp_path / "readme.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"has no images: expected files ending in \.png"):
+        load_folder(tmp_path)
+
+
+def test_unreadable_image_is_a_clear_error(tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="cannot read image .*broken.png"):
+        load_folder(tmp_path)
+
+
+def test_colour_and_alpha_become_one_channel():
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., 3] = 0  # fully transparent: composited on white
+    assert np.allclose(to_unit_gray(rgba), 1.0)
+    with pytest.raises(ValueError, match="expected a 2-D grey or an RGB/RGBA image"):
+        to_unit_gray(np.zeros((2, 3, 4, 5)))
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+def test_identical_images_score_perfectly(photos):
+    image = photos[0].pixels[:100, :120]
+    m = reconstruction_metrics(image, image.copy())
+    assert m.mse == 0.0 and m.psnr_db == math.inf and m.ssim == pytest.approx(1.0)
+
+
+def test_psnr_of_a_known_noise_level():
+    original = np.full((64, 64), 0.5)
+    noise = np.where(np.indices((64, 64)).sum(0) % 2 == 0, 0.1, -0.1)  # MSE exactly 0.01
+    m = reconstruction_metrics(original, original + noise)
+    assert m.mse == pytest.approx(0.01)
+    assert m.psnr_db == pytest.approx(10 * math.log10(1.0 / 0.01)) == pytest.approx(20.0)
+    assert m.psnr_db == pytest.approx(peak_signal_noise_ratio(original, original + noise, data_range=1.0))
+    assert m.ssim == pytest.approx(structural_similarity(original, original + noise, data_range=1.0))
+
+
+def test_psnr_scales_with_the_data_range():
+    original = np.zeros((16, 16))
+    m = reconstruction_metrics(original, original + 2.0, data_range=255.0)
+    assert m.psnr_db == pytest.approx(10 * math.log10(255.0**2 / 4.0))
+
+
+# -- embeddings ---------------------------------------------------------------------------------
+
+def test_spearman_matches_ranks_with_ties():
+    assert spearman([1, 2, 3, 4], [40, 30, 20, 10]) == pytest.approx(-1.0)
+    assert math.isnan(spearman([1, 2, 3], [5, 5, 5]))
+    x, y = [1, 2, 2, 3, 5, 8], [2, 1, 4, 4, 9, 7]
+    scipy_stats = pytest.importorskip("scipy.stats")
+    assert spearman(x, y) == pytest.approx(scipy_stats.spearmanr(x, y).statistic)
+
+
+class _AngleEmbedding(torch.nn.Module):
+    """Embedding = (cos t, sin t) with t proportional to the window's mean: on a left-to-right ramp
+    the angle between two windows' latents grows in proportion to their distance."""
+
+    def Embedding(self, x):  # noqa: N802
+        angle = x.double().mean(dim=(1, 2, 3)) * (math.pi / 2)
+        return torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+
+
+def test_a_position_faithful_embedding_scores_minus_one():
+    ramp = np.tile(np.linspace(0, 1, 400, dtype=np.float32), (200, 1))
+    split = make_split([SourceImage("ramp", ramp)], (32, 32), train_per_image=1, heldout_per_image=1)
+    check = neighbour_similarity(_AngleEmbedding(), split.images, (32, 32), CPU)
+    assert check.spearman < -0.99  # -1 but for rounding among pairs at equal distances
+    assert check.windows == 12
+
+
+# -- training -----------------------------------------------------------------------------------
+
+def test_budget_takes_steps_or_seconds_not_both():
+    with pytest.raises(ValueError, match="exactly one"):
+        Budget(steps=3, seconds=1.0)
+    with pytest.raises(ValueError, match="exactly one"):
+        Budget()
+    with pytest.raises(ValueError, match="bad time budget"):
+        Budget(seconds=-1)
+
+
+def test_two_seconds_of_training_lower_the_heldout_loss(photos):
+    split = make_split(photos, (64, 64), train_per_image=16, heldout_per_image=2, seed=0)
+    torch.manual_seed(0)
+    model = build_for(Case("transformer", "tiny", "64x64", attention="flash", mode="train"), CPU)
+    heldout = split.heldout.stack()
+    result = train_for_budget(model, split.train, heldout, Budget(seconds=2.0), CPU, batch=8, seed=0)
+    assert result.steps >= 1 and result.train_s >= 2.0  # a busy machine may fit only a step or two
+    assert result.curve[0].step == 0 and result.curve[-1].step == result.steps
+    assert result.curve[-1].heldout_mse < 0.8 * result.curve[0].heldout_mse  # one AdamW step already gives 0.63x
+    assert heldout_mse(model, heldout, CPU) == pytest.approx(result.curve[-1].heldout_mse)
+
+
+def test_evaluation_time_is_not_training_time(photos):
+    split = make_split(photos[:2], (64, 64), train_per_image=8, heldout_per_image=2)
+    model = build_for(Case("cnn", "tiny", "64x64", mode="train"), CPU)
+    result = train_for_budget(model, split.train, split.heldout.stack(), Budget(steps=4, eval_every=1), CPU, batch=4)
+    assert [p.step for p in result.curve] == [0, 1, 2, 3, 4]
+    assert result.steps == 4 and result.images == 16 and result.eval_s > 0
+    assert [p.train_s for p in result.curve] == sorted(p.train_s for p in result.curve)
+
+
+# -- cases, report and command ------------------------------------------------------------------
+
+def test_kernel_and_checkpointing_variants_are_one_quality_case():
+    cases = [Case("transformer", "tiny", "201x201", attention=a, checkpointing=c, mode=m)
+             for a in ("flash", "eager") for c in (False, True) for m in ("infer", "train")]
+    assert len(quality_cases(cases)) == 1
+
+
+def test_pareto_front_keeps_undominated_cases():
+    speed = pd.Series([10.0, 20.0, 5.0, 20.0])
+    psnr = pd.Series([25.0, 22.0, 24.0, 21.0])
+    assert pareto_mask(speed, psnr, maximise=True).tolist() == [True, True, False, False]
+    assert pareto_mask(pd.Series([100.0, 50.0, 80.0]), pd.Series([25.0, 20.0, 19.0]), maximise=False).tolist() == [True, True, False]
+
+
+def _row(family, preset, psnr):
+    return {"family": family, "preset": preset, "size": "201x201", "latent": 128, "precision": "fp32", "batch": 8,
+            "psnr_db": psnr, "ssim": 0.5, "status": "ok", "case_id": f"{family}-{preset}"}
+
+
+@pytest.mark.parametrize("preset, transformer_psnr, verdict", [
+    ("small", 20.6, "holds"), ("small", 20.4, "does not hold"),   # "Better": more than 0.5 dB above the CNN
+    ("tiny", 19.6, "holds"), ("tiny", 19.4, "does not hold"),     # "Good": not more than 0.5 dB below
+])
+def test_seed_quality_verdicts_follow_the_noise_rule(preset, transformer_psnr, verdict):
+    rows = pd.DataFrame([_row("cnn", preset, 20.0), _row("transformer", preset, transformer_psnr)])
+    lines = seed_quality_verdicts(rows)
+    line = lines[lines["configuration"] == f"Transformer ({preset})"].iloc[0]
+    assert line["verdict"] == verdict
+    assert line["delta_psnr_db"] == pytest.approx(transformer_psnr - 20.0)
+
+
+def test_quality_command_writes_table_plots_and_report(image_folder, tmp_path):
+    parser = argparse.ArgumentParser()
+    add_quality_args(parser)
+    out = tmp_path / "run"
+    args = parser.parse_args(["--families", "transformer", "--presets", "tiny", "--sizes", "64x64", "--device", "cpu",
+                              "--budget-steps", "3", "--images", str(image_folder), "--out", str(out)])
+    assert run_quality_command(args) == 0
+    rows = pd.read_csv(out / "quality.csv")
+    assert rows["status"].tolist() == ["ok"] and rows["steps"].tolist() == [3]
+    assert rows["psnr_db"].notna().all() and rows["peak_mib"].gt(0).all()
+    for name in ("quality.md", "quality_loss.png", "quality_pareto.png", "quality_strip_64x64.png", "quality_curves.csv"):
+        assert (out / name).is_file(), name
+    report = (out / "quality.md").read_text()
+    assert "The seed's Quality column, measured" in report and "Pareto" in report
+
+
+def test_quality_command_needs_a_budget(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_quality_args(parser)
+    args = parser.parse_args(["--presets", "tiny", "--out", str(tmp_path / "x")])
+    with pytest.raises(ValueError, match="give a training budget"):
+        run_quality_command(args)
+
+
+def test_a_failing_case_becomes_an_error_row(photos):
+    split = make_split(photos[:1], (64, 64), train_per_image=2, heldout_per_image=1)
+    case = Case("transformer", "tiny", "64x64", attention="flash", mode="train")
+    bad = run_quality_case(case, split, Budget(steps=1), CPU, device_facts(CPU), lr=float("nan"))
+    assert bad.row["status"] == "error" and "Invalid learning rate" in bad.row["reason"]
+    assert bad.row["case_id"] == "transformer-tiny-64x64-fp32-flash-b8" and bad.row["timestamp"]

@@ -1,0 +1,434 @@
+"""The report (``python -m bench report``, ``bench/report.py``): built from a real small run.
+
+A session fixture measures nine tiny cases on the CPU (plus one unsupported fp16 case), writes
+the run folder, and builds the report once; the tests check each section, each table's figures
+against the rows, each plot, and what happens with missing pieces and bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pandas as pd
+import pytest
+import torch
+
+from bench import claims as seed_claims
+from bench import cli
+from bench.cases import expand, parse_matrix
+from bench.device import device_facts
+from bench.measure import Settings
+from bench.report import build_report, fmt_num, md_table, parse_budget, write_report
+from bench.results import RunWriter, new_run_id, run_meta
+from bench.saved_run import load_run
+from bench.sweep import sweep
+
+REPO = Path(__file__).resolve().parent.parent
+SECTIONS = ("## 1. Run facts", "## 2. Headline", "## 3. Transformer vs CNN", "## 4. The seed's claims, checked",
+            "## 5. Precision and attention", "## 6. Gradient checkpointing", "## 7. Plots", "## 8. Noise and validity")
+
+# Small enough for 2 busy cores: every case is the tiny preset at batch 2 or 4.
+MATRIX = {"group": [
+    {"families": ["transformer"], "presets": ["tiny"], "sizes": ["201x201"], "precisions": ["fp32"],
+     "attention": ["eager", "flash"], "modes": ["infer"], "batch": [2, 4]},
+    {"families": ["transformer"], "presets": ["tiny"], "sizes": ["201x201"], "precisions": ["fp32"],
+     "attention": ["eager"], "checkpointing": [False, True], "modes": ["train"], "batch": [2]},
+    {"families": ["transformer"], "presets": ["tiny"], "sizes": ["201x201"], "precisions": ["amp-bf16", "fp16"],
+     "attention": ["eager"], "modes": ["infer"], "batch": [2]},
+    {"families": ["cnn"], "presets": ["tiny"], "sizes": ["201x201"], "precisions": ["fp32"], "modes": ["infer", "train"],
+     "batch": [2]},
+]}
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    """A real run folder: results.csv, samples.jsonl, meta.json of a tiny CPU sweep."""
+    torch.set_num_threads(2)
+    device = torch.device("cpu")
+    facts = device_facts(device)
+    cases = expand(parse_matrix(MATRIX, name="report-test"), device=facts)
+    settings = Settings(warmup=1, min_iters=3, max_iters=5, min_time_s=0.0, memory_iters=1)
+    run_id = new_run_id(facts.slug)
+    folder = tmp_path_factory.mktemp("report-run") / run_id
+    writer = RunWriter(folder, run_meta(facts, "report-test", ["python", "-m", "bench", "run", "--matrix", "report-test"],
+                                        {"entry": "test", "settings": settings.__dict__}))
+    sweep(cases, device, facts, settings, writer, run_id, progress=None)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def report_dir(run_dir, tmp_path_factory) -> Path:
+    """The report written into a copy of the run folder (other tests edit copies of the run)."""
+    folder = tmp_path_factory.mktemp("report") / run_dir.name
+    shutil.copytree(run_dir, folder)
+    write_report(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def report_md(report_dir) -> str:
+    return (report_dir / "report.md").read_text()
+
+
+@pytest.fixture(scope="session")
+def rows(run_dir) -> pd.DataFrame:
+    return load_run(run_dir).rows
+
+
+def section(markdown: str, heading: str) -> str:
+    """The text of one ``## N.`` section."""
+    start = markdown.index(heading)
+    nxt = markdown.find("\n## ", start + 1)
+    return markdown[start: nxt if nxt > 0 else None]
+
+
+def by_id(rows: pd.DataFrame, case_id: str) -> pd.Series:
+    match = rows[rows["case_id"] == case_id]
+    assert len(match) == 1, case_id
+    return match.iloc[0]
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+def test_the_run_measured_every_case_but_the_unsupported_one(rows):
+    assert sorted(rows["status"].value_counts().items()) == [("ok", 9), ("unsupported", 1)]
+
+
+def test_report_has_every_section_in_order(report_md):
+    positions = [report_md.index(heading) for heading in SECTIONS]
+    assert positions == sorted(positions)
+
+
+def test_run_facts_say_how_to_reproduce_from_meta(report_md, run_dir):
+    meta = json.loads((run_dir / "meta.json").read_text())
+    facts = section(report_md, "## 1. Run facts")
+    assert f"`{meta['command']}`" in facts
+    assert meta["device"]["name"] in facts
+    assert meta["created"] in facts
+    assert "python -m bench report" in facts
+
+
+# -- tables against the rows --------------------------------------------------------------------
+
+def test_throughput_table_holds_each_ok_rows_images_per_s(report_dir, rows):
+    table = pd.read_csv(report_dir / "throughput.csv")
+    ok = rows[rows["status"] == "ok"]
+    assert table.shape[0] == ok.drop_duplicates(["family", "mode", "attention", "checkpointing", "batch"]).shape[0]
+    for _, row in ok.iterrows():
+        line = table[(table["family"] == row["family"]) & (table["mode"] == row["mode"])
+                     & (table["attention"] == row["attention"]) & (table["batch"] == row["batch"])
+                     & (table["checkpointing"] == row["checkpointing"])]
+        assert line[f"{row['size']} {row['precision']}"].item() == pytest.approx(row["images_per_s"], rel=1e-9)
+
+
+def test_memory_table_holds_the_rss_peak_on_cpu(report_dir, rows):
+    table = pd.read_csv(report_dir / "memory.csv")
+    row = by_id(rows, "cnn-tiny-201x201-fp32-train-b2")
+    line = table[(table["family"] == "cnn") & (table["mode"] == "train")]
+    assert line["rss_peak_mib 201x201 fp32"].item() == pytest.approx(row["rss_peak_mib"], rel=1e-9)
+    assert not any(c.startswith("alloc_peak_mib") for c in table.columns)  # no CUDA figure on a CPU run
+
+
+def test_latency_table_has_the_rows_percentiles_and_the_slowest_sample(report_dir, run_dir, rows):
+    table = pd.read_csv(report_dir / "latency.csv").set_index("case_id")
+    samples = {json.loads(l)["case_key"]: json.loads(l)["samples_ms"] for l in (run_dir / "samples.jsonl").read_text().splitlines()}
+    for _, row in rows[rows["status"] == "ok"].iterrows():
+        for column in ("min_ms", "p10_ms", "median_ms", "p90_ms"):
+            assert table.loc[row["case_id"], column] == pytest.approx(row[column], rel=1e-9)
+        assert table.loc[row["case_id"], "max_ms"] == pytest.approx(max(samples[row["case_key"]]))
+
+
+def test_attention_kernel_table_compares_requested_and_ran(report_dir):
+    table = pd.read_csv(report_dir / "attention_kernels.csv", keep_default_na=False)
+    ok = table[table["status"] == "ok"]
+    assert set(ok["agrees"]) == {"yes"}
+    assert (ok["attention"] == ok["attention_ran"]).all()
+    assert "cnn" not in " ".join(table["case_id"])
+
+
+def test_unsupported_case_is_listed_with_its_reason(report_dir, report_md, rows):
+    row = rows[rows["status"] == "unsupported"].iloc[0]
+    table = pd.read_csv(report_dir / "not_ok.csv")
+    assert table.to_dict("records") == [{"case_id": row["case_id"], "status": "unsupported", "reason": row["reason"]}]
+    assert row["reason"] in section(report_md, "## 8. Noise and validity")
+
+
+def test_headline_is_the_fastest_case_per_size_and_mode_within_budget(report_dir, report_md, rows):
+    ok = rows[(rows["status"] == "ok") & (rows["rss_peak_mib"] <= parse_budget("8GiB"))]
+    expected = ok.loc[ok.groupby(["size", "mode"])["images_per_s"].idxmax()]
+    table = pd.read_csv(report_dir / "headline.csv")
+    assert sorted(table["case_id"]) == sorted(expected["case_id"])
+    text = section(report_md, "## 2. Headline")
+    for _, row in expected.iterrows():
+        assert f"| {row['case_id']} |" in text
+        assert f"| {fmt_num(row['images_per_s'])} |" in text
+
+
+def test_headline_says_when_nothing_fits_the_budget(run_dir, tmp_path):
+    report = build_report(load_run(run_dir), parse_budget("1MiB"))
+    text = section(report.markdown, "## 2. Headline")
+    assert "No ok case fits the budget" in text
+    assert "201x201, infer: none of the" in text
+
+
+def test_transformer_vs_cnn_ratios_are_the_rows_ratios(report_dir, report_md, rows):
+    table = pd.read_csv(report_dir / "vs_cnn.csv")
+    assert len(table) == 4  # eager and flash at b2 infer, eager and ckpt eager at b2 train; b4 has no CNN case
+    for _, pair in table.iterrows():
+        mine, cnn = by_id(rows, pair["case_id"]), by_id(rows, pair["baseline_case_id"])
+        assert (cnn["size"], cnn["precision"], cnn["mode"], cnn["batch"], cnn["preset"]) == \
+               (mine["size"], mine["precision"], mine["mode"], mine["batch"], mine["preset"])
+        assert pair["speed_ratio"] == pytest.approx(mine["images_per_s"] / cnn["images_per_s"])
+        assert pair["memory_ratio"] == pytest.approx(mine["rss_peak_mib"] / cnn["rss_peak_mib"])
+        assert pair["params_ratio"] == pytest.approx(mine["params"] / cnn["params"])
+        assert f"{pair['speed_ratio']:.2f}×" in section(report_md, "## 3. Transformer vs CNN")
+
+
+def test_precision_and_attention_are_ratios_to_fp32_and_eager_on_the_same_case(report_dir, rows):
+    precision = pd.read_csv(report_dir / "precision.csv")
+    assert list(precision["case_id"]) == ["transformer-tiny-201x201-amp-bf16-eager-infer-b2"]
+    assert precision["speed_ratio"].item() == pytest.approx(
+        by_id(rows, "transformer-tiny-201x201-amp-bf16-eager-infer-b2")["images_per_s"]
+        / by_id(rows, "transformer-tiny-201x201-fp32-eager-infer-b2")["images_per_s"])
+    attention = pd.read_csv(report_dir / "attention.csv")
+    assert sorted(attention["case_id"]) == ["transformer-tiny-201x201-fp32-flash-infer-b2",
+                                            "transformer-tiny-201x201-fp32-flash-infer-b4"]
+
+
+def test_checkpointing_reports_memory_saved_and_time_lost_in_train_mode(report_dir, report_md, rows):
+    table = pd.read_csv(report_dir / "checkpointing.csv")
+    with_ckpt = by_id(rows, "transformer-tiny-201x201-fp32-eager-ckpt-train-b2")
+    without = by_id(rows, "transformer-tiny-201x201-fp32-eager-train-b2")
+    assert table["time_lost_pct"].item() == pytest.approx((with_ckpt["median_ms"] / without["median_ms"] - 1) * 100)
+    assert table["memory_saved_pct"].item() == pytest.approx((1 - with_ckpt["rss_peak_mib"] / without["rss_peak_mib"]) * 100)
+    assert f"{table['time_lost_pct'].item():.1f} %" in section(report_md, "## 6. Gradient checkpointing")
+
+
+# -- the seed's claims ------------------------------------------------------------------------------
+
+def test_claims_are_quoted_with_their_source(report_md):
+    text = section(report_md, "## 4. The seed's claims, checked")
+    claims = seed_claims.load_claims()
+    assert claims["source"] in text
+    for row in claims["parameter_counts"]["row"]:
+        assert f"| {row['parameters']} |" in text
+    for row in claims["speed_comparison"]["row"]:
+        assert row["configuration"] in text
+
+
+def test_parameter_counts_are_computed_from_the_model_definitions(report_dir):
+    table = pd.read_csv(report_dir / "claims.csv")
+    params = table[table["claim"].str.contains(": parameters")]
+    assert len(params) == 10  # five presets x (patch, flat)
+    for _, claim in params.iterrows():
+        preset, family = re.match(r"(\w+): parameters \((.+)\)", claim["claim"]).groups()
+        assert claim["measured_value"] == seed_claims.parameter_count(family, preset, "201x201", 512)
+        assert "computed from the model definition" in claim["basis"]
+        expected = seed_claims.params_verdict(claim["measured_value"], claim["claimed_low"], seed_claims.rules_of(seed_claims.load_claims()))
+        assert claim["verdict"] == expected
+
+
+def test_flat_layout_at_1280x152_is_about_900m_parameters_mostly_projections(report_dir, report_md):
+    table = pd.read_csv(report_dir / "claims.csv")
+    flat = table[table["claim"].str.startswith("parameters of the seed's layout")].iloc[0]
+    assert 880e6 < flat["measured_value"] < 920e6
+    assert flat["verdict"] == "does not hold"
+    assert seed_claims.flat_projection_count("xlarge", "1280x152", 2048) == pytest.approx(797e6, rel=0.01)
+    assert "797M" in report_md and "902M" in report_md
+    attention = table[table["claim"] == "attention of the seed's layout"].iloc[0]
+    assert attention["measured_value"] == 0  # W_q and W_k get exactly zero gradient over one token
+
+
+def test_cpu_run_does_not_judge_gpu_memory_claims(report_dir):
+    table = pd.read_csv(report_dir / "claims.csv")
+    memory = table[table["claim"].str.contains("memory")]
+    assert set(table["verdict"]) <= set(seed_claims.VERDICTS)
+    judged = memory[memory["verdict"].isin(["holds", "does not hold"])]
+    assert judged["claim"].str.contains("seed's layout").all()  # only the computed lower bound is judged on a CPU
+
+
+@pytest.mark.parametrize("measured, low, high, verdict", [
+    (0.8, 0.8, 0.8, "holds"), (0.6, 0.8, 0.8, "holds"), (0.59, 0.8, 0.8, "does not hold"),  # ±25% of 0.8 = ±0.2
+    (0.45, 0.4, 0.4, "holds"), (0.29, 0.4, 0.4, "does not hold"),  # the ±0.1 absolute floor for small ratios
+    (1.2, 1.3, 1.4, "holds"), (1.8, 1.3, 1.4, "does not hold"), (float("nan"), 1.0, 1.0, "not measured in this run"),
+])
+def test_ratio_verdict_rule(measured, low, high, verdict):
+    assert seed_claims.ratio_verdict(measured, low, high, seed_claims.rules_of(seed_claims.load_claims())) == verdict
+
+
+@pytest.mark.parametrize("measured, verdict", [(650_000, "holds"), (350_000, "holds"), (660_000, "does not hold")])
+def test_params_verdict_rule_is_30_percent(measured, verdict):
+    assert seed_claims.params_verdict(measured, 500_000, seed_claims.rules_of(seed_claims.load_claims())) == verdict
+
+
+# -- plots ----------------------------------------------------------------------------------------
+
+def test_every_referenced_png_exists_and_opens(report_dir, report_md):
+    paths = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report_md)
+    assert {Path(p).stem for p in paths} == {"throughput_vs_batch", "memory_vs_batch", "transformer_vs_cnn",
+                                             "latency_distribution", "attention_maps"}
+    for rel in paths:
+        image = matplotlib.image.imread(report_dir / rel)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_attention_maps_are_labelled_as_an_untrained_model(report_md):
+    assert "untrained transformer-tiny at 201x201" in section(report_md, "## 7. Plots")
+
+
+# -- missing pieces ---------------------------------------------------------------------------------
+
+def _copy_with(run_dir: Path, tmp_path: Path, edit) -> Path:
+    folder = tmp_path / run_dir.name
+    shutil.copytree(run_dir, folder)
+    frame = pd.read_csv(folder / "results.csv", dtype=str, keep_default_na=False)
+    edit(frame)
+    frame.to_csv(folder / "results.csv", index=False)
+    return folder
+
+
+def test_run_with_failures_oom_and_no_samples_still_renders_and_says_what_is_missing(run_dir, tmp_path):
+    def edit(frame):
+        cnn = frame["family"] == "cnn"
+        frame.loc[cnn, "status"] = "error"
+        frame.loc[cnn, "reason"] = "RuntimeError: broken on purpose [cnn.py:1]"
+        oom = frame["case_id"] == "transformer-tiny-201x201-fp32-eager-ckpt-train-b2"
+        frame.loc[oom, "status"] = "oom"
+        frame.loc[oom, "reason"] = "CUDA out of memory (fabricated)"
+
+    folder = _copy_with(run_dir, tmp_path, edit)
+    (folder / "samples.jsonl").unlink()
+    (folder / "meta.json").unlink()
+    markdown = write_report(folder).read_text()
+    assert all(heading in markdown for heading in SECTIONS)
+    assert "no pair: the run has no ok case with a CNN counterpart" in markdown
+    assert "broken on purpose" in markdown and "CUDA out of memory (fabricated)" in markdown
+    assert "no meta.json in the folder" in markdown
+    assert "Not drawn: no per-iteration samples" in markdown
+    assert "| reproduce the run | not recorded |" in markdown
+    claims = pd.read_csv(folder / "claims.csv")
+    speed = claims[claims["claim"] == "Transformer (tiny): speed vs CNN (transformer)"]
+    assert speed["verdict"].item() == "not measured in this run"
+
+
+def test_run_where_nothing_ran_still_renders(run_dir, tmp_path):
+    def edit(frame):
+        frame["status"] = "error"
+        frame["reason"] = "ValueError: nothing ran (fabricated)"
+
+    folder = _copy_with(run_dir, tmp_path, edit)
+    markdown = write_report(folder).read_text()
+    assert "0 measured case(s)" in markdown
+    assert "_No ok case fits the budget (or none ran)._" in markdown
+    assert "Not drawn: no ok patch-transformer case" in markdown
+    assert not re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+
+
+def test_gpu_rows_get_memory_and_batch_verdicts(run_dir, tmp_path):
+    """A CUDA run judges the seed's memory claims on the NVML peak (rows edited to look like one)."""
+    def edit(frame):
+        frame["device"] = "cuda"
+        frame["nvml_process_peak_mib"] = frame["rss_peak_mib"]
+        train = frame["case_id"] == "transformer-tiny-201x201-fp32-eager-train-b2"
+        frame.loc[train, "batch"] = "64"
+        frame.loc[train, "nvml_process_peak_mib"] = "1500"
+
+    folder = _copy_with(run_dir, tmp_path, edit)
+    write_report(folder)
+    claims = pd.read_csv(folder / "claims.csv").set_index("claim")
+    assert claims.loc["tiny: memory at the recommended batch", "verdict"] == "holds"  # 1500 MiB within 1-2 GB
+    assert claims.loc["tiny: recommended batch fits 8 GiB (8,192 MiB)", "verdict"] == "holds"
+    assert claims.loc["tiny: memory at the recommended batch", "measured_value"] == 1500
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+def test_custom_template_is_used(report_dir, tmp_path, capsys):
+    template = tmp_path / "mine.md"
+    template.write_text("cases: {{ ok_count }}\n{{ headline | md_table }}\n")
+    out = tmp_path / "out"
+    assert cli.main(["report", str(report_dir), "--template", str(template), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert text.startswith("cases: 9\n| input size (WxH) |")
+    assert f"report: {out / 'report.md'}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "nothing-here", "does not exist"),
+    (lambda d: d.mkdir() or d, "is not a results folder: no results.csv"),
+    (lambda d: (d.parent / "bad.json").write_text('{"benchmarks": [{"name": ') and d.parent / "bad.json", "is not valid JSON"),
+    (lambda d: (d.parent / "other.json").write_text('{"benchmarks": [{"name": "x", "extra_info": {}}]}') and d.parent / "other.json",
+     "has no ae-bench row in extra_info"),
+])
+def test_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys, make, message):
+    target = make(tmp_path / "input")
+    assert cli.main(["report", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda text: text[: len(text) - 120], "is truncated or corrupt"),
+    (lambda text: text.replace(",ok,", ",done,", 1), "is not one of ok"),
+    (lambda text: "", "is empty"),
+])
+def test_corrupt_csv_overwrites_nothing(report_dir, tmp_path, capsys, corrupt, message):
+    folder = tmp_path / "run"
+    shutil.copytree(report_dir, folder)
+    csv_path = folder / "results.csv"
+    csv_path.write_text(corrupt(csv_path.read_text()))
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert cli.main(["report", str(folder)]) == 2
+    assert message in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
+def test_broken_template_overwrites_nothing(report_dir, tmp_path, capsys):
+    folder = tmp_path / "run"
+    shutil.copytree(report_dir, folder)
+    before = (folder / "report.md").read_text()
+    template = tmp_path / "broken.md"
+    template.write_text("{{ no_such_value }}\n")
+    assert cli.main(["report", str(folder), "--template", str(template)]) == 2
+    assert "no_such_value" in capsys.readouterr().err
+    assert (folder / "report.md").read_text() == before
+
+
+def test_budget_accepts_binary_and_decimal_units():
+    assert parse_budget("8GiB") == 8192
+    assert parse_budget("6144 MiB") == 6144
+    assert parse_budget("8GB") == pytest.approx(8e9 / 2**20)
+    with pytest.raises(ValueError, match="bad memory budget"):
+        parse_budget("8")
+
+
+def test_md_table_escapes_pipes():
+    assert md_table(pd.DataFrame({"a": ["x|y"]})) == "| a |\n|---|\n| x\\|y |"
+
+
+# -- the pytest entry point ------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_pytest_session_writes_the_report_and_its_json_makes_the_same_one(tmp_path):
+    """``pytest bench`` ends with the report in the run folder; the saved JSON regenerates it."""
+    json_path = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "pytest", "bench/test_speed.py", "--ae-matrix", "smoke", "-q", "-p", "no:cacheprovider",
+           "-k", "cnn-tiny-201x201-fp32-infer or transformer-tiny-201x201-fp32-flash-infer",
+           f"--benchmark-json={json_path}", "--ae-results", str(tmp_path / "results")]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run,) = (tmp_path / "results").iterdir()
+    assert f"report written to {run / 'report.md'}" in done.stdout
+    folder_md = (run / "report.md").read_text()
+    assert cli.main(["report", str(json_path)]) == 0
+    json_md = (tmp_path / "bench-report" / "report.md").read_text()
+    # The same rows, so the same headline and ratios; the JSON report also knows how the run was made.
+    assert section(json_md, "## 2. Headline") == section(folder_md, "## 2. Headline")
+    assert section(json_md, "## 3. Transformer vs CNN") == section(folder_md, "## 3. Transformer vs CNN")
+    assert "--ae-matrix smoke" in section(json_md, "## 1. Run facts")
