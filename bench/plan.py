@@ -66,7 +66,6 @@ RECOMMEND_WITHIN = 0.05         # recommended: smallest batch within 5% of the b
 DEFAULT_MAX_BATCH = 16384       # the search stops here: "at least this many"
 PLAN_MODES = ("train", "infer")
 SEED_CLAIMS = Path(__file__).parent / "data" / "seed_claims.toml"
-SEED_BATCH_CLAIMS = Path(__file__).parent / "data" / "seed_batch_claims.toml"
 
 MEASURED, EMULATED, PREDICTED = "measured", "emulated", "predicted"
 

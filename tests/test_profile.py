@@ -69,8 +69,10 @@ def test_each_case_folder_has_tables_trace_and_memory(profiled):
     trace = json.loads((folder / "trace.json").read_text())
     assert trace["traceEvents"] and any(e.get("name") == "ae.step" for e in trace["traceEvents"])
     ops = pd.read_csv(folder / "top_ops.csv")
-    assert (ops["op"] == "aten::addmm").any()
-    assert ops.loc[ops["op"] == "aten::addmm", "input_shapes"].str.contains(r"\[24, \d+\]").any()  # 2 images x 12 tokens
+    # which matmul ranks highest depends on timing; one of the linear layers' matmuls always makes the list
+    matmuls = ops["op"].isin(["aten::addmm", "aten::mm"])
+    assert matmuls.any()
+    assert ops.loc[matmuls, "input_shapes"].str.contains(r"\[24, \d+\]").any()  # 2 images x 12 tokens
     assert pd.read_csv(folder / "categories.csv")["ms_per_step"].sum() > 0
     memory = pd.read_csv(folder / "memory_breakdown.csv").set_index("part")["mib"]
     assert memory["gradients"] == pytest.approx(memory["parameters"])
