@@ -13,6 +13,7 @@ falls back silently.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Iterable, Optional
 
 import torch
@@ -51,6 +52,7 @@ def check_attention_name(name: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=256)  # asked on every attention call: keep it off the hot path
 def why_unsupported(impl: str, device_type: str, dtype: torch.dtype, head_dim: int) -> Optional[str]:
     """The reason ``impl`` cannot run here, or ``None`` when it can (as far as rules tell).
 

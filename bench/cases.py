@@ -13,7 +13,7 @@ import itertools
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from ae_models import ATTENTION_IMPLS, CNN_PRESETS, FAMILIES, PRESETS, format_size, is_transformer, parse_size
 
@@ -21,6 +21,9 @@ PRECISIONS = ("fp32", "tf32", "amp-fp16", "amp-bf16", "fp16", "bf16")
 MODES = ("infer", "train", "embed")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 NO_ATTENTION = "none"  # the attention value of a family without attention (the CNN)
+
+if TYPE_CHECKING:
+    from .device import DeviceFacts
 
 MATRIX_DIR = Path(__file__).parent / "matrices"
 

@@ -7,7 +7,7 @@ the verdict rules' tolerances. Verdicts:
 - ``does not hold``: it is not;
 - ``not measurable on this device``: the claim is about GPU memory and the run is on a CPU;
 - ``not measured in this run``: the run has no case that tests it (the basis says what to run);
-- ``not measurable by this suite``: reconstruction quality, attention time alone;
+- ``not measurable by this suite``: reconstruction quality (judged by ``python -m bench quality`` instead), attention time alone;
 - ``baseline``: the CNN row, 1.0x by definition.
 
 Parameter counts are computed from the model definitions on the meta device (no memory, no
@@ -31,6 +31,9 @@ from .tables import CNN_MATCH, ok_rows, with_peak
 CLAIMS_FILE = Path(__file__).parent / "data" / "seed_claims.toml"
 
 HOLDS, FAILS = "holds", "does not hold"
+# the speed run times untrained models; the quality scenario trains them and judges this claim
+QUALITY_ELSEWHERE = ("needs trained models, which a speed run does not have: `python -m bench quality` trains both families "
+                     "for the same budget and judges this claim in its quality.md")
 NOT_ON_DEVICE, NOT_IN_RUN, NOT_BY_SUITE = "not measurable on this device", "not measured in this run", "not measurable by this suite"
 BASELINE = "baseline"  # the CNN row of the seed's table: 1.0x by definition, nothing to test
 VERDICTS = (HOLDS, FAILS, NOT_ON_DEVICE, NOT_IN_RUN, NOT_BY_SUITE, BASELINE)
@@ -258,7 +261,7 @@ def check_speed_comparison(claims: dict, pairs: pd.DataFrame, device: str) -> li
             out.append(_row(section, f"{config}: speed, memory", f"{claim['speed']}, {claim['memory']}", "1.00× by definition",
                             BASELINE, "the baseline every ratio is taken against", 1.0, 1.0, 1.0))
             out.append(_row(section, f"{config}: quality", claim["quality"], "—", NOT_BY_SUITE,
-                            "reconstruction quality needs trained models; this suite times untrained ones"))
+                            QUALITY_ELSEWHERE))
             continue
         for family in spec["families"]:
             chosen = pairs[(pairs["family"] == family) & pairs["attention"].isin(claim["attention"])]
@@ -294,7 +297,7 @@ def check_speed_comparison(claims: dict, pairs: pd.DataFrame, device: str) -> li
                                 basis.replace("measured: median", "measured: median peak-memory ratio"),
                                 memory.median(), claim["memory_ratio"], claim["memory_ratio"]))
         out.append(_row(section, f"{config}: quality", claim["quality"], "—", NOT_BY_SUITE,
-                        "reconstruction quality needs trained models; this suite times untrained ones"))
+                        QUALITY_ELSEWHERE))
     return out
 
 

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 from .cases import available_matrices, load_matrix
 from .launcher import DEFAULT_CASE_TIMEOUT_S, LAUNCHERS, choose_launcher
-from .options import AXIS_HELP, DEVICE_HELP, MATRIX_HELP, MIN_TIME_HELP, RESULTS_HELP, make_plan
+from .options import AXIS_HELP, DEVICE_HELP, MATRIX_HELP, MIN_TIME_HELP, RESULTS_HELP, case_listing, plan_from_args
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -59,14 +59,10 @@ def _run(args: argparse.Namespace) -> int:
     from .results import RunWriter, new_run_id, run_meta
     from .sweep import SweepInterrupted, summary_table, sweep
 
-    plan = make_plan(args.matrix, lambda axis: getattr(args, axis), args.device, args.min_time)
-    cases = [c for c in plan.cases if not args.keyword or args.keyword in c.id]
-    if not cases:
-        raise ValueError(f"no case of matrix {plan.matrix.name!r} matches the selection")
+    plan = plan_from_args(args)
+    cases = plan.cases
     if args.list:
-        for case in cases:
-            print(case.id + (f"    [skip: {case.skip}]" if case.skip else ""))
-        print(f"{len(cases)} cases, {sum(1 for c in cases if c.skip)} to be recorded as unsupported")
+        print(case_listing(cases))
         return EXIT_OK
     launcher = choose_launcher(args.launcher, plan.device, args.case_timeout)
     if args.resume:
@@ -90,7 +86,8 @@ def _run(args: argparse.Namespace) -> int:
         rows = sweep(cases, plan.device, plan.facts, plan.settings, writer, run_id, launcher=launcher)
     except SweepInterrupted as stop:
         again = _without_option(sys.argv[1:], "--resume")
-        print(f"ae-bench: {stop}; {len(stop.rows)} rows kept in {writer.csv_path}\n"
+        kept = len(writer.done_keys())  # the file is the truth: a signal can land between a write and the count
+        print(f"ae-bench: interrupted; {kept} rows kept in {writer.csv_path} ({stop.total} cases asked for)\n"
               f"resume with: python -m bench {' '.join(again)} --resume {run_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(summary_table(rows))

@@ -110,8 +110,11 @@ def _interrupt_after(args: list[str], cwd: Path, rows_wanted: int, sig: int) -> 
 
 
 def interrupted_then_resumed(work: Path, sig: int = signal.SIGINT) -> FaultResult:
-    args = ["run", "--matrix", "smoke", "--results", "r", "--launcher", "in-process", *FAST]
+    # half a second per case: a poller slowed by a busy machine still catches the sweep half-way
+    args = ["run", "--matrix", "smoke", "--results", "r", "--launcher", "in-process", "--min-time", "0.5"]
     proc, err, run_csv = _interrupt_after(args, work, 2, sig)
+    if proc.returncode == 0:
+        raise RuntimeError("the sweep finished before the signal arrived; the machine is too busy for this scenario")
     before = csv_rows(run_csv)
     resume_hint = next((line for line in err.splitlines() if line.startswith("resume with:")), "")
     again = bench_cli(*resume_hint.removeprefix("resume with: python -m bench ").split(), cwd=work)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -63,5 +62,18 @@ def make_plan(matrix: str, get_axis: Callable[[str], Optional[str]], device: str
     return Plan(torch_device, facts, loaded, cases, settings)
 
 
-def default_results_dir() -> Path:
-    return Path("results")
+def plan_from_args(args) -> Plan:
+    """The plan a command's parsed ``add_matrix_args`` options (and ``-k``, ``--min-time``) select."""
+    plan = make_plan(args.matrix, lambda axis: getattr(args, axis), args.device, getattr(args, "min_time", None))
+    keyword = getattr(args, "keyword", None)
+    plan.cases = [c for c in plan.cases if not keyword or keyword in c.id]
+    if not plan.cases:
+        raise ValueError(f"no case of matrix {plan.matrix.name!r} matches the selection")
+    return plan
+
+
+def case_listing(cases: list[Case]) -> str:
+    """One line per case, with the reason a case would be recorded as unsupported."""
+    lines = [case.id + (f"    [skip: {case.skip}]" if case.skip else "") for case in cases]
+    lines.append(f"{len(cases)} cases, {sum(1 for c in cases if c.skip)} to be recorded as unsupported")
+    return "\n".join(lines)

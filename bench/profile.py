@@ -287,17 +287,14 @@ def _profile_args(parser) -> None:
 
 def _profile(args) -> int:
     from .cli import EXIT_FAILED, EXIT_OK
-    from .options import make_plan
+    from .options import case_listing, plan_from_args
 
     if args.steps < 1:
         raise ValueError(f"bad --steps {args.steps}: expected at least 1")
-    plan = make_plan(args.matrix, lambda axis: getattr(args, axis), args.device)
-    cases = [c for c in plan.cases if not args.keyword or args.keyword in c.id]
-    if not cases:
-        raise ValueError(f"no case of matrix {plan.matrix.name!r} matches the selection")
+    plan = plan_from_args(args)
+    cases = plan.cases
     if args.list:
-        for case in cases:
-            print(case.id + (f"    [skip: {case.skip}]" if case.skip else ""))
+        print(case_listing(cases))
         return EXIT_OK
     out = Path(args.out) if args.out else Path("results") / f"{new_run_id(plan.facts.slug)}-profile"
     print(f"ae-bench: profiling {len(cases)} cases on {plan.facts.name} ({plan.facts.type}), {args.steps} steps each -> {out}",

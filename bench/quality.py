@@ -38,7 +38,7 @@ from .measure import is_oom
 from .quality_report import empty_quality_row
 from .memory import memory_pass
 from .results import utc_now
-from .scenarios import build_for, case_context, release_memory
+from .scenarios import build_for, case_context, release_memory, train_step
 from .training import DEFAULT_LR, EVAL_BATCH, Budget, CurvePoint, train_for_budget
 
 DEFAULT_MATRIX = "quality"
@@ -190,8 +190,6 @@ def run_quality_case(case: Case, split: Split, budget: Budget, device: torch.dev
 
 def _child_peak_rss(case: Case, seed: int, threads: int, steps: int) -> tuple[float, float]:
     """In this (fresh) process: RSS before the model is built and peak RSS over ``steps`` training steps (MiB)."""
-    import torch.nn.functional as F
-
     from .nvml import rss_mib
 
     torch.set_num_threads(threads)
@@ -202,12 +200,7 @@ def _child_peak_rss(case: Case, seed: int, threads: int, steps: int) -> tuple[fl
     cpu = torch.device("cpu")
     x = torch.rand(case.batch, 1, *case.hw, dtype=prec.weight_dtype(case.precision))  # pixels in [0, 1], like the crops
     for _ in range(steps):
-        optimizer.zero_grad(set_to_none=True)
-        with prec.autocast(case.precision, cpu):
-            recon, _ = model(x)
-            loss = F.mse_loss(recon.float(), x.float())
-        loss.backward()
-        optimizer.step()
+        train_step(model, x, optimizer, None, case.precision, cpu)
     return base, _vm_hwm_mib()
 
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any, Optional
@@ -28,7 +26,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from .results import atomic_write_text
+from .results import atomic_write_bytes, atomic_write_text
 
 QUALITY_CSV, CURVES_CSV, STRIPS_NPZ, META_JSON, REPORT_MD = (
     "quality.csv", "quality_curves.csv", "quality_strips.npz", "quality_meta.json", "quality.md")
@@ -73,21 +71,6 @@ QUALITY_COLUMNS: dict[str, tuple[str, str]] = {
 
 def empty_quality_row() -> dict[str, Any]:
     return {c: None for c in QUALITY_COLUMNS} | {"reason": "", "status": ""}
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write beside ``path`` under a temporary name, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class QualityWriter:

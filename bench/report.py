@@ -15,9 +15,7 @@ definitions); the only other numbers are the seed's claims, quoted from ``data/s
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -28,7 +26,7 @@ from . import claims as seed_claims
 from . import plots, tables
 from .cli import EXIT_OK, command
 from .latency import NOISE_THRESHOLD
-from .results import atomic_write_text
+from .results import atomic_write_bytes, atomic_write_text
 from .saved_run import SavedRun, load_run
 
 REPORT_MD = "report.md"
@@ -408,21 +406,6 @@ def _attention_model(rows: pd.DataFrame) -> Optional[tuple[str, str, str, float]
 
 
 # -- writing --------------------------------------------------------------------------------------
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write beside ``path`` under a temporary name, then rename: readers never see half a PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def write_report(source: Path, out: Optional[Path] = None, budget: str = DEFAULT_BUDGET,
                  template: Optional[Path] = None) -> Path:

@@ -89,21 +89,7 @@ def prepare(case: Case, device: torch.device, seed: int = 0) -> Scenario:
         scaler = torch.amp.GradScaler(device.type) if prec.needs_grad_scaler(case.precision) else None
 
         def make_step(fn: Callable) -> Callable[[], torch.Tensor]:
-            def step() -> torch.Tensor:
-                optimizer.zero_grad(set_to_none=True)
-                with autocast():
-                    recon, _ = fn(inputs)
-                    loss = F.mse_loss(recon.float(), inputs.float())
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
-                return loss
-
-            return step
+            return lambda: train_step(fn, inputs, optimizer, scaler, case.precision, device)
 
         return Scenario(case, device, model, inputs, make_step(runner), make_step(eager_fn), optimizer, compiled)
 
@@ -118,6 +104,23 @@ def prepare(case: Case, device: torch.device, seed: int = 0) -> Scenario:
         return step
 
     return Scenario(case, device, model, inputs, make_step(runner), make_step(eager_fn), None, compiled)
+
+
+def train_step(forward: Callable, inputs: torch.Tensor, optimizer: torch.optim.Optimizer,
+               scaler: Optional[torch.amp.GradScaler], precision: str, device: torch.device) -> torch.Tensor:
+    """One reconstruction training step: MSE loss in fp32, backward (scaled for amp-fp16), AdamW."""
+    optimizer.zero_grad(set_to_none=True)
+    with prec.autocast(precision, device):
+        recon, _ = forward(inputs)
+        loss = F.mse_loss(recon.float(), inputs.float())
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ import torch
 from .cases import Case
 from .device import device_facts, resolve_device
 from .launcher import InProcess, Subprocess
+from .livemem import measure_live_peak
 from .measure import Settings
 from .nvml import rss_mib
 from .results import atomic_write_text, utc_now
@@ -44,6 +45,7 @@ def soak(n_cases: int, every: int = 50) -> dict:
     facts = device_facts(device)
     launcher = InProcess()
     first = launcher.run(PROBE, device, facts, SETTINGS, "soak").row
+    first_live = measure_live_peak(PROBE, PROBE.batch).peak_bytes / 2**20
     samples = [(0, rss_mib())]
     start = time.monotonic()
     for i, case in enumerate(itertools.islice(itertools.cycle(SMALL_CASES), n_cases), 1):
@@ -54,8 +56,10 @@ def soak(n_cases: int, every: int = 50) -> dict:
             samples.append((i, rss_mib()))
     in_process_s = (time.monotonic() - start) / n_cases
     last = launcher.run(PROBE, device, facts, SETTINGS, "soak").row
+    last_live = measure_live_peak(PROBE, PROBE.batch).peak_bytes / 2**20
     return {"samples": samples, "per_case_s": in_process_s, "probe_first_mib": first["rss_peak_mib"],
-            "probe_last_mib": last["rss_peak_mib"], "facts": facts}
+            "probe_last_mib": last["rss_peak_mib"], "probe_first_live_mib": first_live, "probe_last_live_mib": last_live,
+            "facts": facts}
 
 
 def child_overhead(n_cases: int) -> dict:
@@ -94,8 +98,11 @@ def main(argv: list[str]) -> int:
         "| cases done | resident memory (MiB) |", "| --- | --- |",
         *[f"| {i} | {mib:.1f} |" for i, mib in rss], "",
         f"Growth from case 50 to case {rss[-1][0]}: **{growth:+.1f} MiB** ({growth / baseline * 100:+.1f}%).", "",
-        f"The same case (`{PROBE.id}`) measured first and after {args.cases} others: peak resident memory "
-        f"{result['probe_first_mib']:.1f} MiB then {result['probe_last_mib']:.1f} MiB.", "",
+        f"The same case (`{PROBE.id}`) measured first and after {args.cases} others: peak of live tensor memory "
+        f"(the CPU allocator's own events, `bench/livemem.py`) {result['probe_first_live_mib']:.3f} MiB then "
+        f"{result['probe_last_live_mib']:.3f} MiB; peak resident memory {result['probe_first_mib']:.1f} MiB then "
+        f"{result['probe_last_mib']:.1f} MiB (the process's high-water mark: it includes pages the allocator keeps "
+        "after the first cases, so it rises once and then stays, as the table above shows).", "",
         f"Launcher cost over {args.child_cases} cases: in-process {overhead['in-process'] * 1e3:.0f} ms per case, "
         f"subprocess {overhead['subprocess'] * 1e3:.0f} ms per case, so isolation adds "
         f"**{(overhead['subprocess'] - overhead['in-process']):.2f} s per case** (a fresh interpreter importing torch).", "",

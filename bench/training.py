@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from . import precision as prec
-from .scenarios import synchronizer
+from .scenarios import synchronizer, train_step
 
 DEFAULT_LR = 1e-3       # one learning rate for every family: AdamW at 1e-3 trains both in a few hundred steps
 DEFAULT_EVALS = 8       # curve points over the budget when no interval is given
@@ -147,21 +147,7 @@ def train_for_budget(model: nn.Module, train: Dataset, curve_images: torch.Tenso
         if on_point is not None:
             on_point(p)
 
-    def step(x: torch.Tensor) -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        with prec.autocast(precision, device):
-            recon, _ = model(x)
-            loss = F.mse_loss(recon.float(), x.float())
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        return loss
-
-    result.step = lambda: step(next(data).to(device=device, dtype=dtype))
+    result.step = lambda: train_step(model, next(data).to(device=device, dtype=dtype), optimizer, scaler, precision, device)
     model.train()
     point(float("nan"))
     next_point = [0.0]
@@ -171,7 +157,7 @@ def train_for_budget(model: nn.Module, train: Dataset, curve_images: torch.Tenso
         sync()
         start = time.perf_counter()
         x = next(data).to(device=device, dtype=dtype, non_blocking=True)
-        loss = step(x)
+        loss = train_step(model, x, optimizer, scaler, precision, device)
         sync()
         result.train_s += time.perf_counter() - start
         result.steps += 1
