@@ -110,7 +110,7 @@ def _interrupt_after(args: list[str], cwd: Path, rows_wanted: int, sig: int) -> 
 
 
 def interrupted_then_resumed(work: Path, sig: int = signal.SIGINT) -> FaultResult:
-    # half a second per case: a poller slowed by a busy machine still catches the sweep half-way
+    # longer cases than FAST (up to the smoke matrix's 20 iterations): a poller on a busy machine still catches the sweep half-way
     args = ["run", "--matrix", "smoke", "--results", "r", "--launcher", "in-process", "--min-time", "0.5"]
     proc, err, run_csv = _interrupt_after(args, work, 2, sig)
     if proc.returncode == 0:

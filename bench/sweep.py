@@ -28,6 +28,9 @@ class SweepInterrupted(Exception):
         self.done, self.total, self.rows = done, total, rows
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -38,10 +41,12 @@ def sweep(cases: list[Case], device: torch.device, facts: DeviceFacts, settings:
     launcher = launcher or InProcess()
     rows: list[dict] = []
     start = time.monotonic()
-    previous = signal.getsignal(signal.SIGTERM)
     in_main_thread = _is_main_thread()
-    if in_main_thread:
-        signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops as cleanly as Ctrl-C
+    previous = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS} if in_main_thread else {}
+    for sig in previous:
+        # SIGTERM stops as cleanly as Ctrl-C; SIGINT is set explicitly because a shell starts
+        # background jobs with it ignored, and Python then never raises KeyboardInterrupt
+        signal.signal(sig, _raise_interrupt)
     try:
         for i, case in enumerate(cases, 1):
             measurement = launcher.run(case, device, facts, settings, run_id)
@@ -59,8 +64,8 @@ def sweep(cases: list[Case], device: torch.device, facts: DeviceFacts, settings:
         launcher.close()
         raise SweepInterrupted(len(rows), len(cases), rows) from None
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return rows
 
 
