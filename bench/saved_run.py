@@ -153,24 +153,30 @@ def _load_benchmark_json(path: Path) -> SavedRun:
         raise ValueError(f"{path} is not a pytest-benchmark JSON file: no 'benchmarks' list")
     if not data["benchmarks"]:
         raise ValueError(f"{path} holds no benchmarks: nothing to report")
-    records, samples = [], {}
+    records, samples, others = [], {}, []
     for i, bench in enumerate(data["benchmarks"]):
         extra = bench.get("extra_info") if isinstance(bench, dict) else None
         if not isinstance(extra, dict) or "case_key" not in extra or "status" not in extra:
-            name = bench.get("name", f"#{i}") if isinstance(bench, dict) else f"#{i}"
-            raise ValueError(f"{path}: benchmark {name} has no ae-bench row in extra_info "
-                             f"(the file was not saved by `pytest bench`)")
+            # other benchmarks of the same session (bench/test_blocks.py, ...) carry no case row
+            others.append(bench.get("name", f"#{i}") if isinstance(bench, dict) else f"#{i}")
+            continue
         records.append({c: extra.get(c) for c in COLUMN_NAMES})
         if isinstance(extra.get("samples_ms"), list):
             try:
                 samples[extra["case_key"]] = [float(v) for v in extra["samples_ms"]]
             except (TypeError, ValueError):
                 raise ValueError(f"{path}: benchmark {bench.get('name', i)} has non-numeric samples_ms") from None
+    if not records:
+        raise ValueError(f"{path}: none of its {len(others)} benchmarks has an ae-bench row in extra_info "
+                         f"(the file was not saved by `pytest bench`)")
     rows = typed_rows(records, str(path), first_line=None)
     ae = data.get("ae_bench") if isinstance(data.get("ae_bench"), dict) else {}
     meta = ae.get("meta") if isinstance(ae.get("meta"), dict) else _meta_from_benchmark_json(data, ae)
     notes = ["read from a pytest-benchmark JSON file, which keeps only the cases that were timed: cases skipped as "
              "unsupported before timing are not in it" + (f"; the run folder {ae['run_dir']} has every row" if ae.get("run_dir") else "")]
+    if others:
+        notes.append(f"{len(others)} other benchmark(s) of the session, with no case row, were left out: {', '.join(others[:5])}"
+                     + (" ..." if len(others) > 5 else ""))
     if not ae.get("meta"):
         notes.append("this JSON does not carry the run's meta.json: the command is unknown, the device facts come from machine_info")
     return SavedRun(rows, samples, meta, path, "pytest-benchmark JSON", path.parent / f"{path.stem}-report", notes)

@@ -368,7 +368,7 @@ def _bad_config(tmp_path: Path) -> list[str]:
     (lambda t: [str(t / "nope"), str(t / "nope2")], "baseline .*nope does not exist"),
     (lambda t: [str(_runs(t)[0]), str(t / "c" / "samples.jsonl")], "candidate .* is neither a pytest-benchmark .json file nor a results folder"),
     (_bad_schema, "candidate: .*results.csv is not an ae-bench results.csv: its header lacks"),
-    (_foreign_json, "candidate: .*other.json: benchmark test_x has no ae-bench row"),
+    (_foreign_json, "candidate: .*other.json: none of its 1 benchmarks has an ae-bench row"),
     (_other_gpu, "different machines: device 'NVIDIA GeForce RTX 4070' \\(baseline\\) vs 'NVIDIA H200'.*--allow-different-machines"),
     (_other_torch, "different machines: torch '2.13.0\\+cu128' \\(baseline\\) vs '2.12.0\\+cu128'"),
     (_nothing_in_common, "no case in common"),

@@ -364,7 +364,7 @@ def test_custom_template_is_used(report_dir, tmp_path, capsys):
     (lambda d: d.mkdir() or d, "is not a results folder: no results.csv"),
     (lambda d: (d.parent / "bad.json").write_text('{"benchmarks": [{"name": ') and d.parent / "bad.json", "is not valid JSON"),
     (lambda d: (d.parent / "other.json").write_text('{"benchmarks": [{"name": "x", "extra_info": {}}]}') and d.parent / "other.json",
-     "has no ae-bench row in extra_info"),
+     "none of its 1 benchmarks has an ae-bench row in extra_info"),
 ])
 def test_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys, make, message):
     target = make(tmp_path / "input")
@@ -432,3 +432,13 @@ def test_pytest_session_writes_the_report_and_its_json_makes_the_same_one(tmp_pa
     assert section(json_md, "## 2. Headline") == section(folder_md, "## 2. Headline")
     assert section(json_md, "## 3. Transformer vs CNN") == section(folder_md, "## 3. Transformer vs CNN")
     assert "--ae-matrix smoke" in section(json_md, "## 1. Run facts")
+    # A session that also ran other benchmarks (bench/test_blocks.py) saves them beside the cases:
+    # the report and the regression check read the cases and leave the others out.
+    mixed = json.loads(json_path.read_text())
+    mixed["benchmarks"].append({"name": "test_block_forward[small-800tok-ours]", "extra_info": {},
+                                "stats": mixed["benchmarks"][0]["stats"]})
+    mixed_path = tmp_path / "mixed.json"
+    mixed_path.write_text(json.dumps(mixed))
+    assert cli.main(["report", str(mixed_path)]) == 0
+    assert "1 other benchmark(s) of the session" in (tmp_path / "mixed-report" / "report.md").read_text()
+    assert cli.main(["compare", str(run), str(mixed_path), "-q"]) == 0
