@@ -638,6 +638,18 @@ def _fmt(value, digits: int = 0) -> str:
     return str(value)
 
 
+
+def _variant(row: dict) -> list[str]:
+    """What tells a plan row apart beyond family, preset and size: precision, kernel, ckpt, latent."""
+    out = [row["precision"]]
+    if row["attention"] != "none":
+        out.append(row["attention"])
+    if row["checkpointing"]:
+        out.append("ckpt")
+    if row["latent"]:
+        out.append(f"z{row['latent']}")
+    return out
+
 def plan_markdown(result: PlanResult, seed_rows: Optional[list[dict]] = None) -> str:
     env = result.env
     budget = env.budget
@@ -658,13 +670,7 @@ def plan_markdown(result: PlanResult, seed_rows: Optional[list[dict]] = None) ->
             "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in result.rows:
         case_label = "-".join(str(x) for x in (r["family"], r["preset"], r["size"]))
-        extras = [r["precision"]]
-        if r["attention"] != "none":
-            extras.append(r["attention"])
-        if r["checkpointing"]:
-            extras.append("ckpt")
-        if r["latent"]:
-            extras.append(f"z{r['latent']}")
+        extras = _variant(r)
         note = r["reason"] or r["notes"] or ""
         if r["status"] not in ("ok",):
             note = f"**{r['status']}**: {note}"
@@ -702,13 +708,7 @@ def _seed_section(result: PlanResult, seed_rows: list[dict]) -> list[str]:
             card = budget.card_total(budget.predicted_reserved(model.peak(top)))
             at_seed = f"{card / MIB:,.0f}"
             fits = "yes" if budget.fits(budget.predicted_reserved(model.peak(top))) else "**no**"
-        parts = [row["family"], row["precision"]]
-        if row["attention"] != "none":
-            parts.append(row["attention"])
-        if row["checkpointing"]:
-            parts.append("ckpt")
-        if row["latent"]:
-            parts.append(f"z{row['latent']}")
+        parts = [row["family"], *_variant(row)]
         label = " ".join(str(p) for p in parts)
         status = "" if row["status"] == "ok" else f" ({row['status']})"
         out.append(f"| {row['preset']} | {seed['memory']} | {seed['recommended_batch']} | {label}{status} | "
