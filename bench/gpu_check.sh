@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every CUDA path of the suite in one prepared run, for a lent GPU machine (about 8 minutes on an
-# H200). Writes under $OUT: the logs, and gpu-check.tar.gz with every folder it made (the speed
+# Every CUDA path of the suite in one prepared run, for a lent GPU machine (each step has a time
+# limit: 12.5 minutes at most in all; not yet run on a GPU). Writes under $OUT: the logs, and gpu-check.tar.gz with every folder it made (the speed
 # run with its report, the emulated 8 GiB plan, the profiles with their memory snapshot, the
 # regression-check plumbing). Needs no install: run from the repository root.
 #
