@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every CUDA path of the suite in one prepared run, for a lent GPU machine (each step has a time
-# limit: 12.5 minutes at most in all; not yet run on a GPU). Writes under $OUT: the logs, and gpu-check.tar.gz with every folder it made (the speed
-# run with its report, the emulated 8 GiB plan, the profiles with their memory snapshot, the
-# regression-check plumbing). Needs no install: run from the repository root.
+# limit: 12.5 minutes at most in all; not yet run on a GPU). Writes under $OUT: the logs, and
+# gpu-check.tar.gz with every folder it made (the speed run with its report, the emulated 8 GiB
+# plan, the profiles with their memory snapshot, the regression-check plumbing). Needs no install: run from the repository root.
 #
 #   OUT=/tmp/gpu-check bash bench/gpu_check.sh
 #   PRESETS=tiny SIZES=201x201 OUT=/tmp/rehearsal bash bench/gpu_check.sh     # rehearsal on a CPU
