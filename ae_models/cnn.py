@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .sizes import SizeLike, as_hw
+from .sizes import SizeLike, as_hw, check_image_batch
 from .transformer import check_latent_dim, check_preset
 
 STAGES = 4  # each halves H and W: the image is padded to a multiple of 2**STAGES
@@ -88,15 +88,9 @@ class Autoencoder_CNN(nn.Module):  # noqa: N801 - the seed's class name
         self.decoder = nn.Sequential(*[_up(w_in, w_out) for w_in, w_out in zip(widths[::-1], widths[::-1][1:] + [widths[0]])])
         self.head = nn.Conv2d(widths[0], config.in_channels, 3, padding=1)
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 4:
-            raise ValueError(f"expected a batch (B, C, H, W), got a tensor of shape {tuple(x.shape)}")
-        if x.shape[1] != self.config.in_channels:
-            raise ValueError(f"model takes {self.config.in_channels} channel(s), got {x.shape[1]} (input shape {tuple(x.shape)})")
-
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W) -> (B, latent_dim)``."""
-        self._check_input(x)
+        check_image_batch(x, self.config.in_channels)
         m = 2**STAGES
         H, W = x.shape[-2:]
         x = F.pad(x, (0, math.ceil(W / m) * m - W, 0, math.ceil(H / m) * m - H))

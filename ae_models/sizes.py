@@ -47,3 +47,11 @@ def as_hw(size: SizeLike) -> tuple[int, int]:
             raise ValueError(f"bad input_size {tuple(size)}: height and width must be positive")
         return int(height), int(width)
     raise ValueError(f"bad input_size {size!r}: give (H, W) in tensor order, e.g. (152, 1280), or a 'WxH' string, e.g. '1280x152'")
+
+
+def check_image_batch(x, channels: int) -> None:
+    """Reject anything but a ``(B, channels, H, W)`` batch, naming the shape received."""
+    if x.dim() != 4:
+        raise ValueError(f"expected a batch (B, C, H, W), got a tensor of shape {tuple(x.shape)}")
+    if x.shape[1] != channels:
+        raise ValueError(f"model takes {channels} channel(s), got {x.shape[1]} (input shape {tuple(x.shape)})")

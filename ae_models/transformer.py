@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from .attention import ATTENTION_IMPLS, check_attention_name
 from .layers import BlockStack, init_weights
-from .sizes import SizeLike, as_hw, format_size
+from .sizes import SizeLike, as_hw, check_image_batch, format_size
 
 LATENT_MIN, LATENT_MAX = 128, 8192
 TOKENIZERS = ("patch", "flat")
@@ -220,12 +220,6 @@ class _AutoencoderBase(nn.Module):
     def get_num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 4:
-            raise ValueError(f"expected a batch (B, C, H, W), got a tensor of shape {tuple(x.shape)}")
-        if x.shape[1] != self.config.in_channels:
-            raise ValueError(f"model takes {self.config.in_channels} channel(s), got {x.shape[1]} (input shape {tuple(x.shape)})")
-
     # Each tokenizer defines _encode(x, return_weights) -> (z, grid, maps)
     # and _decode(z, output_size, return_weights) -> (image, maps).
 
@@ -280,7 +274,7 @@ class PatchTransformerAutoencoder(_AutoencoderBase):
         return x.reshape(B, C, gh * p, gw * p)[:, :, : hw[0], : hw[1]]
 
     def _encode(self, x, return_weights):
-        self._check_input(x)
+        check_image_batch(x, self.config.in_channels)
         p = self.config.patch_size
         if p > min(x.shape[-2:]):
             raise ValueError(f"patch_size {p} is larger than the image {format_size(tuple(x.shape[-2:]))}")
@@ -323,7 +317,7 @@ class FlatTransformerAutoencoder(_AutoencoderBase):
         self.set_grad_checkpointing(config.grad_checkpointing)
 
     def _encode(self, x, return_weights):
-        self._check_input(x)
+        check_image_batch(x, self.config.in_channels)
         if tuple(x.shape[-2:]) != tuple(self.config.input_size):
             got, want = tuple(x.shape[-2:]), tuple(self.config.input_size)
             hint = " (input_size is (H, W) in tensor order: did you pass (W, H)?)" if got == want[::-1] else ""
