@@ -1,25 +1,21 @@
-"""pytest entry point: ``pytest bench --benchmark-autosave``.
+"""pytest entry point: ``pytest bench --benchmark-autosave`` (a thin face over ``bench.core``).
 
-Adds ``--ae-*`` options, parametrizes ``test_speed`` with one test per case (ids such as
-``transformer-small-1280x152-amp-bf16-flash-ckpt-train-b16``), times each case through
-pytest-benchmark (one round = one batch, synchronised on CUDA), and writes every row to
-``results/<run-id>/results.csv`` as soon as its case finishes.
+Adds ``--ae-*`` options and parametrizes ``test_speed`` with one test per case (ids such as
+``transformer-small-1280x152-amp-bf16-flash-ckpt-train-b16``). Each case goes through the same
+run start, launcher, timer and run end as ``python -m bench run`` (``bench/core/session.py``);
+pytest-benchmark is handed the per-iteration samples the core measured, so its JSON and
+``results.csv`` hold the same numbers.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
 import pytest
-import torch
 
-from bench.calibration import calibrate
-from bench.measure import Measurement, measure_case
-from bench.options import AXIS_HELP, DEVICE_HELP, MATRIX_HELP, MIN_TIME_HELP, RESULTS_HELP, Plan, make_plan
-from bench.results import RunWriter, new_run_id, run_meta
-from bench.scenarios import synchronizer
-from bench.sweep import summary_table
+from bench.core.commandline import AXIS_HELP, DEVICE_HELP, MATRIX_HELP, MIN_TIME_HELP, RESULTS_HELP, add_launcher_args
 
 DEFAULT_STORAGE = "file://./.benchmarks"
 
@@ -31,7 +27,8 @@ def pytest_addoption(parser):
         group.addoption(f"--ae-{axis}", default=None, help=f"narrow the matrix: {text}")
     group.addoption("--ae-results", default="results", help=RESULTS_HELP)
     group.addoption("--ae-device", default="auto", help=DEVICE_HELP)
-    group.addoption("--ae-min-time", type=float, default=None, help=MIN_TIME_HELP)
+    group.addoption("--ae-min-time", type=float, default=None, help=MIN_TIME_HELP + " (seconds)")
+    add_launcher_args(group.addoption, "--ae-")
     group.addoption("--ae-profile", metavar="DIR", default=None,
                     help="after the timed cases, profile each case apart from them into DIR (bench/test_profile.py)")
     group.addoption("--ae-quality-seconds", type=float, default=None,
@@ -39,63 +36,34 @@ def pytest_addoption(parser):
     group.addoption("--ae-quality-steps", type=int, default=None,
                     help="as --ae-quality-seconds, with a budget of optimizer steps")
     group.addoption("--ae-plan-budget", metavar="SIZE", default=None,
-                    help="at the end, write a batch-size plan for a card of SIZE (8GiB; GB = 10^9 bytes) into the run folder (bench/plan.py)")
-    group.addoption("--ae-plan-accuracy", metavar="PRESETS", default="tiny",
-                    help="presets whose memory model bench/test_plan_accuracy.py checks, or 'all' [default: tiny]")
+                    help="at the end, write a batch-size plan for a card of SIZE (8GiB; GB = 10^9 bytes) into the run folder "
+                         "(bench/plan/planner.py)")
 
 
 class AeSession:
-    """The run that this pytest session is: its plan, its folder and its rows."""
+    """The run that this pytest session is: its selection, and the run opened on its first case."""
 
-    def __init__(self, config, plan: Plan) -> None:
+    def __init__(self, config, selection) -> None:
         self.config = config
-        self.plan = plan
-        self.run_id = new_run_id(plan.facts.slug)
-        self.results_root = Path(config.getoption("--ae-results"))
-        self.writer: Optional[RunWriter] = None
-        self.rows: list[dict] = []
-        self._calibration: Optional[dict] = None
+        self.selection = selection
+        self.run = None  # opened on the first case, so --collect-only leaves no folder
 
     @property
-    def calibration(self) -> dict:
-        if self._calibration is None:
-            self._calibration = calibrate(self.plan.device)
-        return self._calibration
+    def run_dir(self) -> Optional[Path]:
+        return self.run.run_dir if self.run else None
 
     @property
-    def run_dir(self) -> Path:
-        return self.results_root / self.run_id
+    def rows(self) -> list[dict]:
+        return self.run.rows if self.run else []
 
-    def _writer(self) -> RunWriter:
-        if self.writer is None:  # created on the first row, so --collect-only leaves no folder
-            import sys
+    def measure(self, case):
+        if self.run is None:
+            from bench.core.session import start_run
 
-            self.writer = RunWriter(self.run_dir, run_meta(self.plan.facts, self.plan.matrix.name, ["pytest"] + sys.argv[1:],
-                                                           {"entry": "pytest", "settings": self.plan.settings.__dict__},
-                                                           self.calibration))
-        return self.writer
-
-    def measure(self, case, benchmark) -> Measurement:
-        device = self.plan.device
-        sync = synchronizer(device)
-
-        def timed_loop(step, iters):
-            if getattr(benchmark, "disabled", False):  # --benchmark-disable: time it ourselves
-                from bench.latency import time_steps
-
-                return time_steps(step, device, iters)
-
-            def one_batch():
-                step()
-                sync()
-
-            benchmark.pedantic(one_batch, rounds=iters, iterations=1, warmup_rounds=0)
-            return list(benchmark.stats.stats.data), "sync-perf-counter"
-
-        measurement = measure_case(case, device, self.plan.facts, self.plan.settings, self.run_id, timed_loop)
-        self._writer().append(measurement.row, measurement.samples_s)
-        self.rows.append(measurement.row)
-        return measurement
+            option = self.config.getoption
+            self.run = start_run(self.selection, Path(option("--ae-results")), "pytest", ["pytest"] + sys.argv[1:],
+                                 option("--ae-launcher"), option("--ae-case-timeout"))
+        return self.run.measure(case)
 
 
 _SESSION_KEY = pytest.StashKey[AeSession]()
@@ -106,21 +74,30 @@ def _session(config) -> AeSession:
 
 
 def pytest_configure(config):
+    from bench.core.selection import make_selection
+
     option = lambda axis: config.getoption(f"--ae-{axis}")  # noqa: E731
     try:
-        plan = make_plan(config.getoption("--ae-matrix"), option, config.getoption("--ae-device"),
-                         config.getoption("--ae-min-time"))
+        selection = make_selection(config.getoption("--ae-matrix"), option, config.getoption("--ae-device"),
+                                   config.getoption("--ae-min-time"))
+        budget = config.getoption("--ae-plan-budget")
+        if budget:
+            from bench.units import parse_bytes
+
+            parse_bytes(budget)
     except ValueError as err:
         raise pytest.UsageError(f"ae-bench: {err}") from None
-    config.stash[_SESSION_KEY] = AeSession(config, plan)
+    config.stash[_SESSION_KEY] = AeSession(config, selection)
     # Keep saved runs of different GPUs and torch versions apart: compare never mixes them.
     if getattr(config.option, "benchmark_storage", None) == DEFAULT_STORAGE:
-        config.option.benchmark_storage = f"{DEFAULT_STORAGE}/{plan.facts.slug}-torch{torch.__version__.split('+')[0]}"
+        import torch
+
+        config.option.benchmark_storage = f"{DEFAULT_STORAGE}/{selection.facts.slug}-torch{torch.__version__.split('+')[0]}"
 
 
 def pytest_generate_tests(metafunc):
     if "ae_case" in metafunc.fixturenames:
-        cases = _session(metafunc.config).plan.cases
+        cases = _session(metafunc.config).selection.cases
         metafunc.parametrize("ae_case", cases, ids=[c.id for c in cases])
 
 
@@ -141,7 +118,7 @@ def ae_session(request) -> AeSession:
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    facts = _session(config).plan.facts
+    facts = _session(config).selection.facts
     machine_info["ae_bench"] = {
         "device": facts.type, "name": facts.name, "memory_mib": round(facts.total_memory_mib), "driver": facts.driver,
         "cuda": facts.cuda, "cudnn": facts.cudnn, "torch": facts.torch, "capability": facts.capability, "slug": facts.slug,
@@ -150,14 +127,14 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     session = config.stash.get(_SESSION_KEY, None)
-    if session is not None and session.rows:
-        output_json["ae_bench"] = {"run_id": session.run_id, "run_dir": str(session.run_dir),
-                                   "matrix": session.plan.matrix.name, "calibration": session.calibration}
-        meta_path = session.run_dir / "meta.json"
-        if meta_path.is_file():  # the command and device facts, so a report made from this JSON says how to reproduce it
-            import json
+    if session is not None and session.run is not None:
+        import json
 
-            output_json["ae_bench"]["meta"] = json.loads(meta_path.read_text())
+        meta = json.loads((session.run_dir / "meta.json").read_text())
+        # the command and device facts, so a report made from this JSON says how to reproduce it
+        output_json["ae_bench"] = {"run_id": session.run.run_id, "run_dir": str(session.run_dir),
+                                   "matrix": session.selection.matrix.name, "calibration": meta.get("calibration", {}),
+                                   "meta": meta}
 
 
 def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info, compared_benchmark):
@@ -170,41 +147,31 @@ def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info
                 "differences may be the machine, not the code")
 
 
-def pytest_sessionstart(session):
-    budget = session.config.getoption("--ae-plan-budget", None)
-    if budget:
-        from bench.units import parse_bytes
-
-        try:
-            parse_bytes(budget)
-        except ValueError as err:
-            raise pytest.UsageError(f"ae-bench: --ae-plan-budget: {err}") from None
-
-
 def pytest_sessionfinish(session, exitstatus):
-    """--ae-plan-budget: plan the matrix for that card; plan.csv and plan.md go into the run folder."""
+    """Stop a child still running; with --ae-plan-budget, plan the matrix for that card into the run folder."""
     ae, budget = session.config.stash.get(_SESSION_KEY, None), session.config.getoption("--ae-plan-budget", None)
-    if ae is not None and budget:
-        from bench.plan import write_session_plan
+    if ae is None or ae.run is None:
+        return
+    ae.run.close()
+    if budget:
+        from bench.plan.planner import write_selection_plan
 
+        modes = sorted({c.mode for c in ae.selection.cases}, reverse=True) if session.config.getoption("--ae-modes") else None
+        paths = write_selection_plan(ae.selection, ae.run_dir, budget, *([modes] if modes else []))
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        paths = write_session_plan(ae, budget)
         if reporter is not None:
             reporter.write_line(f"ae-bench: batch-size plan for {budget} written to {paths[0]} and {paths[1]}")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     session = config.stash.get(_SESSION_KEY, None)
-    if session is None or not session.rows:
+    if session is None or session.run is None:
         return
-    terminalreporter.section("ae-bench")
-    terminalreporter.write_line(f"device: {session.plan.facts.name} ({session.plan.facts.type}), matrix: {session.plan.matrix.name}")
-    terminalreporter.write_line(summary_table(session.rows))
-    terminalreporter.write_line(f"rows written to {session.run_dir / 'results.csv'}")
-    try:
-        from bench.report import write_report
+    from bench.core.session import end_run
 
-        terminalreporter.write_line(f"report written to {write_report(session.run_dir)}")
-    except Exception as err:  # noqa: BLE001 - a report problem must not hide the rows measured above
-        terminalreporter.write_line(f"report not written: {type(err).__name__}: {err}; "
-                                    f"retry with `python -m bench report {session.run_dir}`")
+    terminalreporter.section("ae-bench")
+    facts = session.selection.facts
+    terminalreporter.write_line(f"device: {facts.name} ({facts.type}), matrix: {session.selection.matrix.name}, "
+                                f"launcher: {session.run.launcher.name}")
+    for line in end_run(session.run):
+        terminalreporter.write_line(line)

@@ -26,7 +26,7 @@ step() {  # name, time limit in seconds, command...
 
 python - <<'PY' | tee "$OUT/summary.log"
 import torch
-from bench.device import device_facts, resolve_device
+from bench.trackers.device import device_facts, resolve_device
 facts = device_facts(resolve_device("auto"))
 print({k: v for k, v in facts.as_dict().items() if k != "extra"})
 PY

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.utils.benchmark import Timer
 
-from bench.cases import Case
-from bench.device import device_facts, resolve_device
-from bench.measure import Settings, measure_case
-from bench.scenarios import prepare, synchronizer
+from bench.core.cases import Case
+from bench.trackers.device import device_facts, resolve_device
+from bench.core.measure import Settings, measure_case
+from bench.core.steps import prepare, synchronizer
 
 CASES = [
     Case(family="transformer", preset="tiny", size="201x201", attention="flash", mode="infer", batch=8),

@@ -1,8 +1,8 @@
 """The batch-size plan's memory model against real steps (collected by ``pytest bench``).
 
-For each configuration: the model (``bench/memmodel.py``: fake tensors, storage accounting, lines
+For each configuration: the model (``bench/plan/predictor.py``: fake tensors, storage accounting, lines
 in the batch) predicts the peak of live tensor memory of a training step on this CPU; the step then
-runs for real and ``bench/livemem.py`` reads the peak from the CPU allocator's events
+runs for real and ``bench/plan/reference.py`` reads the peak from the CPU allocator's events
 (``torch.profiler``). They must agree within 10%. The table is printed at the end of the module.
 
 By default only the tiny preset runs (16 configurations, real steps of at most 16 images);
@@ -18,7 +18,7 @@ import contextlib
 import pytest
 
 from ae_models import PRESETS
-from bench.plan import (ACCURACY_ATTENTION, ACCURACY_PRECISIONS, ACCURACY_SIZES, CHECK_BATCH_CAP, Budget, check_case,
+from bench.plan.planner import (ACCURACY_ATTENTION, ACCURACY_PRECISIONS, ACCURACY_SIZES, CHECK_BATCH_CAP, Budget, check_case,
                         check_table, config_label)
 from bench.units import parse_bytes
 
@@ -40,7 +40,7 @@ def _presets(config) -> list[str]:
 
 def pytest_generate_tests(metafunc):
     if "accuracy_case" in metafunc.fixturenames:
-        from bench.plan import accuracy_grid
+        from bench.plan.planner import accuracy_grid
 
         cases = accuracy_grid(_presets(metafunc.config), ACCURACY_SIZES, ACCURACY_PRECISIONS, ACCURACY_ATTENTION)
         metafunc.parametrize("accuracy_case", cases, ids=[config_label(c) for c in cases])

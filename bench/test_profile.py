@@ -1,7 +1,7 @@
 """Profiles of the selected cases: ``pytest bench --benchmark-autosave --ae-profile DIR``.
 
 Deselected unless ``--ae-profile`` is given; ``bench/conftest.py`` runs these after every timed
-case, and each profile is a run of its own (``bench/profile.py``), so the profiler's overhead never
+case, and each profile is a run of its own (``bench/profile/profiler.py``), so the profiler's overhead never
 reaches the benchmark numbers. A case whose timed run did not succeed is not profiled.
 """
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.profile import profile_case, write_overview
+from bench.profile.profiler import profile_case, write_overview
 
 
 def test_profile(ae_case, ae_session, request):

@@ -2,7 +2,7 @@
 
 Skipped unless ``--ae-quality-seconds S`` or ``--ae-quality-steps N`` is given, so ``pytest bench``
 never trains by default. One test per quality case of the selected matrix (attention,
-checkpointing, compile and mode collapsed: see ``bench/quality.py``); each trains on scikit-image's
+checkpointing, compile and mode collapsed: see ``bench/quality/run.py``); each trains on scikit-image's
 bundled photographs for the budget and records MSE, PSNR, SSIM, throughput and peak memory in
 pytest-benchmark's ``extra_info`` and in ``<results>/<run-id>/quality.csv``; ``quality.md`` and the
 plots are written when the session ends.
@@ -14,18 +14,18 @@ import sys
 
 import pytest
 
-from bench.options import make_plan
-from bench.quality import QualityData, quality_case_id, quality_cases, run_quality_case
-from bench.quality_report import QualityWriter
-from bench.results import git_commit, utc_now
-from bench.training import Budget
+from bench.core.selection import make_selection
+from bench.quality.run import QualityData, quality_case_id, quality_cases, run_quality_case
+from bench.quality.report import QualityWriter
+from bench.runs.provenance import git_commit, utc_now
+from bench.quality.training import Budget
 
 
 def pytest_generate_tests(metafunc):
     if "quality_case" in metafunc.fixturenames:
         config = metafunc.config
         # the same plan conftest.py made for test_speed (it validated these options already)
-        plan = make_plan(config.getoption("--ae-matrix"), lambda axis: config.getoption(f"--ae-{axis}"),
+        plan = make_selection(config.getoption("--ae-matrix"), lambda axis: config.getoption(f"--ae-{axis}"),
                          config.getoption("--ae-device"))
         cases = quality_cases(plan.cases)
         metafunc.parametrize("quality_case", cases, ids=[quality_case_id(c) for c in cases])

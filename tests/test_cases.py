@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from bench.cases import Case, expand, load_matrix, parse_axis_values, parse_matrix, why_skip
-from bench.device import DeviceFacts
+from bench.core.cases import Case, expand, load_matrix, parse_axis_values, parse_matrix, why_skip
+from bench.trackers.device import DeviceFacts
 
 CPU = DeviceFacts(type="cpu", name="test cpu")
 

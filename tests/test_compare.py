@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 import torch
 
-from bench import compare_stats as st
-from bench.cases import Case
+from bench.compare import stats as st
+from bench.core.cases import Case
 from bench.cli import main
-from bench.device import device_facts
-from bench.measure import Settings, measure_case
-from bench.results import RunWriter, run_meta
-from bench.schema import empty_row
+from bench.trackers.device import device_facts
+from bench.core.measure import Settings, measure_case
+from bench.runs.writer import RunWriter
+from bench.runs.provenance import run_meta
+from bench.runs.schema import empty_row
 
 CPU = torch.device("cpu")
 STABLE = Case(family="transformer", preset="tiny", size="201x201", attention="flash", mode="infer", batch=2)

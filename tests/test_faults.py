@@ -1,13 +1,13 @@
 """Faults done for real through the command line: no measured row is ever lost.
 
-The same scenarios make the fault table (``python -m bench.faults``).
+The same scenarios make the fault table (``python -m bench.selfcheck.faults``).
 """
 
 import signal
 
 import pytest
 
-from bench import faults
+from bench.selfcheck import faults as faults
 
 
 def test_a_case_that_raises_costs_one_error_row_and_exit_1(tmp_path):
@@ -33,7 +33,7 @@ def test_an_interrupted_sweep_keeps_its_rows_and_resumes_to_the_end(tmp_path, si
     result = faults.interrupted_then_resumed(tmp_path, sig)
     assert result.rows_before >= 2 and result.rows_after == 12 and result.rows_lost == 0
     assert result.exit_status == "130 then 0"
-    assert "resume with: python -m bench run" in result.message
+    assert "resume with: " in result.message and " -m bench run " in result.message
 
 
 def test_a_truncated_csv_is_repaired_on_resume_without_losing_whole_rows(tmp_path):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.latency import plan_iterations, quantile, summarize
+from bench.trackers.latency import plan_iterations, quantile, summarize
 
 
 def test_statistics_of_known_samples():

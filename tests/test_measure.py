@@ -14,13 +14,16 @@ import pytest
 import torch
 
 from ae_models import create_autoencoder
-from bench.cases import Case
-from bench.device import device_facts
-from bench.measure import Settings, measure_case
-from bench.nvml import NVML, MemorySampler
-from bench.results import RunWriter
-from bench.schema import COLUMN_NAMES, check_row
-from bench.sweep import sweep
+from bench.core.cases import Case
+from bench.trackers.device import device_facts
+from bench.core.measure import Settings, measure_case
+from bench.trackers.nvml import NVML, MemorySampler
+from bench.runs.writer import RunWriter
+from bench.runs.schema import COLUMN_NAMES, check_row
+from bench.core.launchers import InProcess
+from bench.core.loop import sweep
+from bench.core.selection import Selection
+from bench.core.session import Run
 
 CPU = torch.device("cpu")
 FAST = Settings(warmup=1, min_iters=3, max_iters=5, min_time_s=0.0, memory_iters=1)
@@ -88,8 +91,8 @@ def test_the_sweep_goes_on_after_failures_and_writes_every_row(facts, tmp_path):
     cases = [Case(family="tests.plugins:raising", preset="x", attention="none"),
              Case(family="tests.plugins:huge", preset="x", attention="none"),
              Case(family="cnn", preset="tiny", attention="none", batch=1)]
-    writer = RunWriter(tmp_path / "run")
-    rows = sweep(cases, CPU, facts, FAST, writer, "run", progress=None)
+    run = Run(Selection(CPU, facts, None, cases, FAST), "run", tmp_path / "run", RunWriter(tmp_path / "run"), InProcess())
+    rows = sweep(run, cases, progress=None)
     assert [r["status"] for r in rows] == ["error", "oom", "ok"]
     table = pd.read_csv(tmp_path / "run" / "results.csv")
     assert list(table["status"]) == ["error", "oom", "ok"]

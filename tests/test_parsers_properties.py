@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ae_models import parse_size
-from bench.cases import AXES, parse_axis_values, parse_matrix
+from bench.core.cases import AXES, parse_axis_values, parse_matrix
 
 TEXT = st.text(alphabet=string.printable + "×é\u00a0", max_size=30)
 SETTINGS = settings(max_examples=300, deadline=None, derandomize=True)
@@ -61,7 +61,7 @@ def test_matrix_parser_raises_only_value_error_on_any_toml_shaped_data(data):
 @given(st.lists(st.dictionaries(st.sampled_from(sorted(AXES)), st.lists(JSONISH, min_size=1, max_size=3), max_size=3),
                 min_size=1, max_size=2))
 def test_matrix_expansion_raises_only_value_error_on_bad_axis_values(groups):
-    from bench.cases import expand
+    from bench.core.cases import expand
 
     try:
         cases = expand(parse_matrix({"group": groups}))

@@ -8,9 +8,9 @@ import io
 import numpy as np
 import pytest
 
-from bench.cases import Case
-from bench.memmodel import CATEGORIES, MAX_BATCH, MemoryModel, fit, largest_power_of_two
-from bench.plan import (
+from bench.core.cases import Case
+from bench.plan.predictor import CATEGORIES, MAX_BATCH, MemoryModel, fit, largest_power_of_two
+from bench.plan.planner import (
     DEFAULT_CONTEXT_MIB, PLAN_COLUMNS, Budget, SearchError, Trial, configurations, cuda_target_skip, find_gpu, make_env,
     recommend_measured, recommend_predicted, search_max_batch,
 )
@@ -85,7 +85,7 @@ def test_budget_smaller_than_context_leaves_nothing():
 def test_make_env_resolves_budget_gpu_and_defaults():
     import torch
 
-    from bench.device import device_facts
+    from bench.trackers.device import device_facts
 
     cpu = torch.device("cpu")
     facts = device_facts(cpu)
@@ -269,8 +269,8 @@ def test_measured_path_builds_its_row_from_trials_and_timings(monkeypatch):
     """The GPU path's bookkeeping, with the CUDA trial and timing replaced by a card of known size."""
     import torch
 
-    from bench import plan
-    from bench.device import device_facts
+    from bench.plan import planner as plan
+    from bench.trackers.device import device_facts
 
     budget = Budget(8 * GIB, display_reserve=256 * MIB, context_bytes=400 * MIB, context_source="test")
     card = fake_card(500, 20, budget, [])
@@ -291,8 +291,8 @@ def test_measured_path_builds_its_row_from_trials_and_timings(monkeypatch):
 def test_measured_path_reports_a_card_too_small_for_one_image(monkeypatch):
     import torch
 
-    from bench import plan
-    from bench.device import device_facts
+    from bench.plan import planner as plan
+    from bench.trackers.device import device_facts
 
     budget = Budget(GIB, display_reserve=0, context_bytes=400 * MIB)
     card = fake_card(0, 5000, budget, [])

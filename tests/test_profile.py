@@ -13,9 +13,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ae_models import create_autoencoder
 from bench.cli import main
-from bench.attribution import CATEGORIES, labelled, module_category
-from bench.profile_report import compare_categories, load_profiles
-from bench.roofline import OVERHEAD_FRACTION, classify, count_step_bytes, place
+from bench.profile.attribution import CATEGORIES, labelled, module_category
+from bench.profile.report import compare_categories, load_profiles
+from bench.profile.roofline import OVERHEAD_FRACTION, classify, count_step_bytes, place
 
 KERNELS = ("flash", "eager")
 

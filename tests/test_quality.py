@@ -10,17 +10,18 @@ import torch
 from skimage import io
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from bench.cases import Case
-from bench.dataset import (
+from bench.core.cases import Case
+from bench.quality.dataset import (
     MAX_UPSCALE, SKIMAGE_PHOTOS, Rect, SourceImage, load_folder, load_skimage_photos, make_split, required_scale, to_unit_gray,
 )
-from bench.device import device_facts
-from bench.embedding_quality import neighbour_similarity, spearman
-from bench.image_metrics import reconstruction_metrics
-from bench.quality import add_quality_args, quality_cases, run_quality_case, run_quality_command
-from bench.quality_report import pareto_mask, seed_quality_verdicts
-from bench.scenarios import build_for
-from bench.training import Budget, heldout_mse, train_for_budget
+from bench.trackers.device import device_facts
+from bench.quality.embeddings import neighbour_similarity, spearman
+from bench.quality.metrics import reconstruction_metrics
+from bench.quality.command import add_quality_args, run_quality_command
+from bench.quality.run import quality_cases, run_quality_case
+from bench.quality.report import pareto_mask, seed_quality_verdicts
+from bench.core.steps import build_for
+from bench.quality.training import Budget, heldout_mse, train_for_budget
 
 CPU = torch.device("cpu")
 

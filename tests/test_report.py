@@ -1,4 +1,4 @@
-"""The report (``python -m bench report``, ``bench/report.py``): built from a real small run.
+"""The report (``python -m bench report``, ``bench/report/build.py``): built from a real small run.
 
 A session fixture measures nine tiny cases on the CPU (plus one unsupported fp16 case), writes
 the run folder, and builds the report once; the tests check each section, each table's figures
@@ -19,15 +19,16 @@ import pandas as pd
 import pytest
 import torch
 
-from bench import claims as seed_claims
+from bench.report import claims as seed_claims
 from bench import cli
-from bench.cases import expand, parse_matrix
-from bench.device import device_facts
-from bench.measure import Settings
-from bench.report import build_report, fmt_num, md_table, parse_budget, write_report
-from bench.results import RunWriter, new_run_id, run_meta
-from bench.saved_run import load_run
-from bench.sweep import sweep
+from bench.core.cases import expand, parse_matrix
+from bench.trackers.device import device_facts
+from bench.core.measure import Settings
+from bench.report.build import build_report, fmt_num, md_table, parse_budget, write_report
+from bench.runs.writer import RunWriter
+from bench.runs.provenance import new_run_id, run_meta
+from bench.runs.reader import load_run
+from bench.core.loop import sweep
 
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = ("## 1. Run facts", "## 2. Headline", "## 3. Transformer vs CNN", "## 4. The seed's claims, checked",

@@ -1,0 +1,110 @@
+"""``python -m bench compare`` (a run against a baseline: exit 1 on a regression) and ``baseline``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bench.compare import stats as st
+from bench.core.commandline import EXIT_OK, Command
+
+
+def _percent(fraction: float) -> str:
+    """0.1 -> '10%%': a percentage inside an argparse help string (which %-formats it)."""
+    return f"{fraction:.0%}".replace("%", "%%")
+
+
+def _compare_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("baseline", type=Path,
+                        help="a saved run: pytest-benchmark .json, a results folder, a folder of runs (the latest is "
+                             "used), or a baseline store such as baselines/ (the candidate machine's sub-folder is used)")
+    parser.add_argument("candidate", type=Path, help="the run to check, in any of the same forms")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="TOML thresholds: [defaults] time/memory/memory_floor_mib/max_spread, and [[group]] tables "
+                             "with match = pattern(s) on case ids or keys, the same keys, and ignore = true")
+    parser.add_argument("--time-threshold", default=None,
+                        help=f"fail when the median is slower by more than this (0.1 or 10%%) [default: {_percent(st.TIME_THRESHOLD)}]")
+    parser.add_argument("--memory-threshold", default=None,
+                        help=f"fail when peak memory grows by more than this [default: {_percent(st.MEMORY_THRESHOLD)}]")
+    parser.add_argument("--memory-floor-mib", type=float, default=None,
+                        help=f"... and by more than this many MiB [default: {st.MEMORY_FLOOR_MIB:g}]")
+    parser.add_argument("--max-spread", default=None,
+                        help=f"a run whose IQR / median exceeds this cannot fail a case [default: {_percent(st.MAX_SPREAD)}]")
+    parser.add_argument("--confidence", type=float, default=st.CONFIDENCE, help="bootstrap interval level [default: 0.95]")
+    parser.add_argument("--resamples", type=int, default=st.RESAMPLES, help="bootstrap resamples [default: 2000]")
+    parser.add_argument("--seed", type=int, default=st.SEED, help="bootstrap seed [default: 0]")
+    parser.add_argument("--normalize", action="store_true",
+                        help="divide candidate times by the ratio of the runs' calibration GEMM times (clock drift)")
+    parser.add_argument("--allow-different-machines", action="store_true",
+                        help="compare runs from different GPU models or torch versions anyway")
+    parser.add_argument("--check-rss", action="store_true",
+                        help="judge peak RSS too where no GPU memory figure exists (whole-process, order-dependent)")
+    parser.add_argument("--fail-on-noisy", action="store_true", help="treat a noisy case as a failure")
+    parser.add_argument("--markdown", type=Path, default=None, help="write the markdown summary here (a PR comment)")
+    parser.add_argument("--json", type=Path, default=None, help="write the full report here as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the headline")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from bench.compare.verdicts import _finite, compare_runs, load_rules, open_run, parse_fraction, _non_negative
+    from bench.runs.files import atomic_write_text
+
+    cli = {"time": parse_fraction(args.time_threshold, "--time-threshold") if args.time_threshold is not None else None,
+           "memory": parse_fraction(args.memory_threshold, "--memory-threshold") if args.memory_threshold is not None else None,
+           "memory_floor_mib": _non_negative(args.memory_floor_mib, "--memory-floor-mib") if args.memory_floor_mib is not None else None,
+           "max_spread": parse_fraction(args.max_spread, "--max-spread") if args.max_spread is not None else None}
+    if not 0 < args.confidence < 1:
+        raise ValueError(f"bad --confidence {args.confidence}: expected a fraction between 0 and 1, e.g. 0.95")
+    if args.resamples < 100:
+        raise ValueError(f"bad --resamples {args.resamples}: expected at least 100")
+    rules = load_rules(args.config, cli)
+    for path, role in ((args.baseline, "baseline"), (args.candidate, "candidate")):
+        if not path.exists():  # before reading either, so a missing baseline is named as such
+            raise ValueError(f"{role} {path} does not exist")
+    candidate = open_run(args.candidate, "candidate")
+    baseline = open_run(args.baseline, "baseline", prefer=candidate.machine_key)
+    result = compare_runs(baseline, candidate, rules, normalize=args.normalize,
+                          allow_different_machines=args.allow_different_machines, check_rss=args.check_rss,
+                          fail_on_noisy=args.fail_on_noisy, confidence=args.confidence, resamples=args.resamples,
+                          seed=args.seed)
+    text = result.markdown()
+    if args.markdown:
+        atomic_write_text(args.markdown, text)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(_finite(result.as_json()), indent=2, default=str, allow_nan=False) + "\n")
+    print(result.headline() if args.quiet else text)
+    return result.exit_status
+
+
+def _baseline_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", type=Path, nargs="?",
+                        help="the run to keep as this machine's baseline (a results folder or pytest-benchmark .json)")
+    parser.add_argument("--store", type=Path, default=Path("baselines"), help="where baselines live [default: baselines]")
+    parser.add_argument("--key", action="store_true",
+                        help="print this machine's baseline folder name (<device-slug>-torch<version>) and exit")
+    parser.add_argument("--device", default="auto", help="the device --key describes [default: auto]")
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    from bench.compare.verdicts import machine_key, save_baseline
+
+    if args.key:
+        import torch
+
+        from bench.trackers.device import device_facts, resolve_device
+
+        print(machine_key(device_facts(resolve_device(args.device)).slug, torch.__version__))
+        return EXIT_OK
+    if args.run is None:
+        raise ValueError("give the run to keep as the baseline (or --key to print this machine's baseline folder name)")
+    dest = save_baseline(args.run, args.store)
+    print(dest)
+    return EXIT_OK
+
+
+COMMANDS = [
+    Command("compare", "check a run against a baseline: slower or hungrier beyond thresholds -> exit 1", _compare_args, _compare),
+    Command("baseline", "keep a run as the baseline for its GPU model and torch version (baselines/<device>-torch<ver>/)",
+            _baseline_args, _baseline),
+]

@@ -1,0 +1,86 @@
+"""What every command shares, without importing torch: exit codes, the command record, the
+matrix-selection options and their help texts.
+
+Command modules (``bench/<package>/command.py``) import this and are imported by ``bench/cli.py``;
+none of them imports the CLI back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# axis -> help text; the option is --ae-<axis> under pytest and --<axis> on the command line
+AXIS_HELP = {
+    "families": "model families, comma-separated: transformer, transformer-flat, cnn, or package.module:factory",
+    "presets": "presets: tiny, small, medium, large, xlarge",
+    "sizes": "input sizes as WxH (1280x152 is 1280 wide, 152 high), comma-separated",
+    "latents": "latent dimensions 128..8192 (0 = the preset's default)",
+    "tokenizers": "transformer tokenizers: patch, flat",
+    "precisions": "precisions: fp32, tf32, amp-fp16, amp-bf16, fp16, bf16",
+    "attention": "attention kernels: flash, mem-efficient, cudnn, math, eager, auto",
+    "checkpointing": "gradient checkpointing: on, off (or both: on,off)",
+    "compile": "torch.compile modes: off, default, reduce-overhead, max-autotune",
+    "modes": "what is timed: infer (forward), train (forward+backward+AdamW), embed (Embedding)",
+    "batch": "batch sizes in images, comma-separated",
+}
+
+MATRIX_HELP = "named matrix (auto, smoke, quick, default, example) or a .toml path; auto = default on a GPU, quick on a CPU"
+RESULTS_HELP = "folder that receives one sub-folder per run (results.csv, samples.jsonl, meta.json) [default: results]"
+DEVICE_HELP = "device to measure on: auto, cpu, cuda, cuda:N [default: auto]"
+MIN_TIME_HELP = "override the matrix's minimum timed seconds per case"
+KEYWORD_HELP = "only cases whose id contains this text"
+
+LAUNCHER_CHOICES = ("auto", "in-process", "subprocess")
+DEFAULT_CASE_TIMEOUT_S = 900.0
+
+
+def add_launcher_args(add_option, prefix: str = "--") -> None:
+    """The launcher options, shared by ``run`` (``--launcher``) and pytest (``--ae-launcher``)."""
+    add_option(f"{prefix}launcher", default="auto", choices=LAUNCHER_CHOICES,
+               help="where each case runs: in-process (fast), subprocess (a fresh child per case: a crash, kill or hang "
+                    "costs one row), auto (subprocess on CUDA, in-process on CPU) [default: auto]")
+    add_option(f"{prefix}case-timeout", type=float, default=None,
+               help=f"seconds before a case's child process is killed and recorded as timeout (subprocess launcher) "
+                    f"[default: {DEFAULT_CASE_TIMEOUT_S:g}]")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``python -m bench NAME``: its help line, its options and what it does (returns an exit code)."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def add_matrix_args(parser: argparse.ArgumentParser) -> None:
+    """``--matrix``, one ``--<axis>`` per axis and ``--device``: the case selection every command shares."""
+    parser.add_argument("--matrix", default="auto", help=MATRIX_HELP)
+    for axis, text in AXIS_HELP.items():
+        parser.add_argument(f"--{axis}", default=None, help=f"narrow the matrix: {text}")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
+def without_option(argv: list[str], option: str) -> list[str]:
+    """``argv`` less ``option VALUE`` / ``option=VALUE``."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
+
+
+def rerun_command(argv: list[str]) -> str:
+    """The shell line that runs ``python -m bench ARGV`` again with this interpreter, quoted."""
+    return shlex.join([sys.executable, "-m", "bench", *argv])

@@ -1,0 +1,429 @@
+"""The run report: ``report.md`` from ``report_template.md``, the CSV tables and the PNG plots.
+
+``python -m bench report RESULTS [--budget 8GiB] [--template PATH] [--out DIR]`` regenerates it
+from saved rows (a results folder, or a pytest-benchmark JSON file) without running anything;
+``pytest bench`` writes it at the end of a session (``bench/conftest.py``).
+
+Everything is computed in memory first (rows read and checked, tables, figures, the template
+rendered); only then are files written, each atomically. So a bad input or a broken template
+stops with one line naming the problem and leaves every existing file as it was.
+
+Every figure in the report comes from the run's rows (or, for parameter counts, from the model
+definitions); the only other numbers are the seed's claims, quoted from ``data/seed_claims.toml``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pandas as pd
+
+from bench.report import claims as seed_claims
+from bench.report import plots as plots
+from bench.report import tables as tables
+from bench.trackers.latency import NOISE_THRESHOLD
+from bench.runs.files import atomic_write_bytes, atomic_write_text
+from bench.runs.reader import SavedRun, load_run
+
+REPORT_MD = "report.md"
+PLOTS_DIR = "plots"
+DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "report_template.md"
+DEFAULT_BUDGET = "8GiB"
+
+# The table CSVs written next to results.csv: name -> what it holds (quoted in the report).
+TABLE_FILES = {
+    "throughput": ("throughput.csv", "images/s of each ok case, by preset and workload x input size and precision"),
+    "memory": ("memory.csv", "peak memory (MiB) of each ok case per figure (allocator, NVML, RSS), same axes"),
+    "latency": ("latency.csv", "ms per batch: min, p10, median, p90, mean, IQR, CV and the slowest sample"),
+    "attention_kernels": ("attention_kernels.csv", "attention requested vs the kernel(s) that ran, per transformer case"),
+    "not_ok": ("not_ok.csv", "cases that were skipped (unsupported), ran out of memory, failed or timed out, with reasons"),
+    "headline": ("headline.csv", "the fastest case per input size and mode within the memory budget"),
+    "vs_cnn": ("vs_cnn.csv", "each transformer case against the matching CNN case: speed, memory and parameter ratios"),
+    "precision": ("precision.csv", "each case against the same case in fp32"),
+    "attention": ("attention.csv", "each case against the same case with eager attention"),
+    "checkpointing": ("checkpointing.csv", "each training case with checkpointing against the same case without"),
+    "claims": ("claims.csv", "the seed's claims, our figures and the verdicts"),
+}
+
+PRESET_ORDER = ("tiny", "small", "medium", "large", "xlarge")
+
+
+# -- budget and formatting ----------------------------------------------------------------------
+
+_BUDGET_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(GiB|MiB|GB|MB)\s*$", re.IGNORECASE)
+_BUDGET_UNITS = {"gib": 1024.0, "mib": 1.0, "gb": 1e9 / 2**20, "mb": 1e6 / 2**20}
+
+
+def parse_budget(text: str) -> float:
+    """``8GiB``, ``6144MiB``, ``8GB`` (10^9 bytes) -> MiB."""
+    match = _BUDGET_RE.match(str(text))
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"bad memory budget {text!r}: expected a positive size with a unit, e.g. 8GiB or 6144MiB")
+    return float(match.group(1)) * _BUDGET_UNITS[match.group(2).lower()]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def fmt_num(value: Any, digits: int = 3) -> str:
+    """Three significant figures, thousands separated; an empty cell is a dash."""
+    if _missing(value):
+        return "—"
+    value = float(value)
+    if abs(value) >= 10 ** digits:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+FORMATS: dict[str, Callable[[Any], str]] = {
+    "text": lambda v: "—" if _missing(v) or v == "" else str(v),
+    "int": lambda v: "—" if _missing(v) else f"{int(v):,d}",
+    "num": fmt_num,
+    "mib": lambda v: "—" if _missing(v) else f"{float(v):,.0f}",
+    "ratio": lambda v: "—" if _missing(v) else f"{float(v):.2f}×",
+    "pct": lambda v: "—" if _missing(v) else f"{float(v):.1f} %",
+    "frac_pct": lambda v: "—" if _missing(v) else f"{float(v) * 100:.1f} %",
+    "count": lambda v: "—" if _missing(v) else seed_claims.fmt_count(float(v)),
+    "bool": lambda v: "—" if _missing(v) else ("yes" if v else "no"),
+}
+
+
+def show(frame: pd.DataFrame, spec: list[tuple[str, str, str]]) -> pd.DataFrame:
+    """A display table: ``spec`` is ``(column, header with unit, format)``; cells become strings."""
+    out = pd.DataFrame({header: [FORMATS[kind](v) for v in frame[column]] if column in frame else []
+                        for column, header, kind in spec})
+    return out
+
+
+def md_table(frame: Optional[pd.DataFrame]) -> str:
+    """A markdown table of a display frame (pipes in cells escaped); empty frames render nothing."""
+    if frame is None or frame.empty:
+        return ""
+
+    def cell(v: Any) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+@dataclass
+class Report:
+    markdown: str
+    tables: dict[str, pd.DataFrame]
+    plots: dict[str, bytes]
+    context: dict = field(default_factory=dict)
+
+
+def load_template(path: Optional[Path] = None):
+    """The Jinja2 template, compiled (a syntax error is a ValueError naming the line)."""
+    import jinja2
+
+    path = Path(path) if path else DEFAULT_TEMPLATE
+    if not path.is_file():
+        raise ValueError(f"report template {path} not found" + ("" if path != DEFAULT_TEMPLATE else "; pass --template PATH"))
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
+                             lstrip_blocks=True, autoescape=False)
+    env.filters["md_table"] = md_table
+    env.filters["num"] = fmt_num
+    try:
+        return env.from_string(path.read_text(encoding="utf-8")), path
+    except jinja2.TemplateSyntaxError as err:
+        raise ValueError(f"report template {path} line {err.lineno}: {err.message}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"report template {path} is not UTF-8 text: {err}") from None
+
+
+def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path] = None) -> Report:
+    """Tables, figures and the rendered markdown of ``run``; nothing is written."""
+    import jinja2
+
+    template, template_path = load_template(template_path)
+    rows = run.rows
+    device = run.device_type
+    ctx: dict[str, Any] = {"budget_mib": budget_mib, "budget": seed_claims.budget_text(budget_mib),
+                           "device": device, "template": str(template_path)}
+    out_tables: dict[str, pd.DataFrame] = {}
+    out_plots: dict[str, bytes] = {}
+    memory_label = "process RSS" if device != "cuda" else "GPU memory"
+
+    # 0. The CSV pivots.
+    out_tables["throughput"] = tables.throughput_table(rows)
+    out_tables["memory"] = tables.memory_table(rows)
+    out_tables["latency"] = tables.latency_table(rows, run.samples_ms)
+    out_tables["attention_kernels"] = tables.attention_kernel_table(rows)
+    out_tables["not_ok"] = tables.not_ok_table(rows)
+
+    # 1. Run facts.
+    ctx["facts"] = _facts(run)
+    counts = tables.status_counts(rows)
+    ctx["status_counts"] = ", ".join(f"{n} {s}" for s, n in counts.items())
+    ctx["ok_count"] = counts.get("ok", 0)
+
+    # 2. Headline.
+    winners, fit_counts = tables.headline(rows, budget_mib)
+    out_tables["headline"] = winners.drop(columns=["reason"], errors="ignore")
+    ctx["headline"] = show(winners, [
+        ("size", "input size (WxH)", "text"), ("mode", "mode", "text"), ("case_id", "case", "text"),
+        ("batch", "batch (images)", "int"), ("images_per_s", "throughput (images/s)", "num"),
+        ("median_ms", "median (ms/batch)", "num"), ("peak_mib", f"peak {memory_label} (MiB)", "mib"),
+        ("gflop_per_image", "GFLOP/image", "num"), ("tflops", "achieved TFLOP/s", "num"), ("mfu", "MFU (%)", "frac_pct")])
+    ctx["headline_notes"] = _headline_notes(rows, fit_counts, budget_mib)
+    ctx["peak_rule"] = ("the peak is NVML's per-process figure where NVML answered (it includes the CUDA context), "
+                        "else the allocator's reserved peak" if device == "cuda" else
+                        "the peak is the process's resident memory (RSS) during the case's memory pass: on a CPU it "
+                        "includes the interpreter, torch and memory cached by earlier cases")
+
+    # 3. Transformer vs CNN.
+    cnn_pairs = tables.vs_cnn(rows)
+    out_tables["vs_cnn"] = cnn_pairs
+    cnn_summary = tables.summarize_pairs(cnn_pairs, ["family", "preset", "attention"])
+    cnn_summary = cnn_summary.sort_values(["family", "preset"], key=_preset_key).reset_index(drop=True)
+    ctx["vs_cnn_summary"] = show(cnn_summary, [
+        ("family", "family", "text"), ("preset", "preset", "text"), ("attention", "attention", "text"),
+        ("pairs", "matched cases", "int"), ("speed_ratio", "speed (× CNN images/s)", "ratio"),
+        ("speed_ratio_min", "slowest (×)", "ratio"), ("speed_ratio_max", "fastest (×)", "ratio"),
+        ("memory_ratio", f"memory (× CNN peak MiB, {memory_label})", "ratio"), ("params_ratio", "parameters (× CNN)", "ratio")])
+    ctx["vs_cnn_pairs"] = show(cnn_pairs, [
+        ("case_id", "transformer case", "text"), ("baseline_case_id", "CNN case", "text"),
+        ("images_per_s", "transformer (images/s)", "num"), ("baseline_images_per_s", "CNN (images/s)", "num"),
+        ("speed_ratio", "speed (×)", "ratio"), ("peak_mib", "transformer peak (MiB)", "mib"),
+        ("baseline_peak_mib", "CNN peak (MiB)", "mib"), ("memory_ratio", "memory (×)", "ratio"),
+        ("params", "transformer parameters", "count"), ("baseline_params", "CNN parameters", "count"),
+        ("params_ratio", "parameters (×)", "ratio")])
+    ctx["vs_cnn_notes"] = _pairing_notes(cnn_pairs, "CNN", ", ".join(tables.CNN_MATCH))
+    if device != "cuda" and not cnn_pairs.empty:
+        ctx["vs_cnn_notes"].append("on a CPU the memory ratio compares process RSS, which includes the interpreter and "
+                                   "torch: it is compressed towards 1× and says little about GPU memory")
+
+    # 5. Precision and attention (computed before the claims, which reuse the pairs).
+    precision_pairs = tables.vs_axis(rows, "precision", "fp32")
+    attention_pairs = tables.vs_axis(rows, "attention", "eager")
+    ckpt_pairs = tables.checkpointing_table(rows)
+    out_tables["precision"], out_tables["attention"], out_tables["checkpointing"] = precision_pairs, attention_pairs, ckpt_pairs
+    for key, pairs, axis, base in (("precision", precision_pairs, "precision", "fp32"),
+                                   ("attention", attention_pairs, "attention", "eager")):
+        summary = tables.summarize_pairs(pairs, [axis, "mode"])
+        ctx[f"{key}_summary"] = show(summary, [
+            (axis, axis, "text"), ("mode", "mode", "text"), ("pairs", "matched cases", "int"),
+            ("speed_ratio", f"speed (× {base} images/s)", "ratio"), ("speed_ratio_min", "slowest (×)", "ratio"),
+            ("speed_ratio_max", "fastest (×)", "ratio"), ("memory_ratio", f"memory (× {base} peak MiB, {memory_label})", "ratio")])
+        ctx[f"{key}_pairs"] = show(pairs, [
+            ("case_id", "case", "text"), ("baseline_case_id", f"{base} case", "text"),
+            ("images_per_s", "images/s", "num"), ("baseline_images_per_s", f"{base} images/s", "num"),
+            ("speed_ratio", "speed (×)", "ratio"), ("peak_mib", "peak (MiB)", "mib"),
+            ("baseline_peak_mib", f"{base} peak (MiB)", "mib"), ("memory_ratio", "memory (×)", "ratio")])
+        ctx[f"{key}_notes"] = _pairing_notes(pairs, base, f"every axis but {axis}")
+    kernels = out_tables["attention_kernels"]
+    ran = kernels[kernels["status"] == "ok"].groupby(["attention", "attention_ran"]).size().reset_index(name="cases")
+    ctx["kernels_summary"] = show(ran, [("attention", "requested", "text"), ("attention_ran", "ran (seen at the dispatcher)", "text"),
+                                        ("cases", "cases", "int")])
+
+    # 6. Gradient checkpointing.
+    ckpt_summary = tables.summarize_pairs(ckpt_pairs, ["family", "preset"]) if not ckpt_pairs.empty else pd.DataFrame()
+    if not ckpt_summary.empty:
+        ckpt_summary["memory_saved_pct"] = (1 - ckpt_summary["memory_ratio"]) * 100
+        ckpt_summary["time_lost_pct"] = (ckpt_summary["time_ratio"] - 1) * 100
+        ckpt_summary = ckpt_summary.sort_values(["family", "preset"], key=_preset_key)
+    ctx["ckpt_summary"] = show(ckpt_summary, [
+        ("family", "family", "text"), ("preset", "preset", "text"), ("pairs", "matched train cases", "int"),
+        ("memory_saved_pct", f"memory saved (% of peak MiB, {memory_label})", "pct"),
+        ("time_lost_pct", "time lost (% of ms/batch)", "pct")])
+    ctx["ckpt_pairs"] = show(ckpt_pairs, [
+        ("case_id", "case", "text"), ("baseline_peak_mib", "peak without (MiB)", "mib"), ("peak_mib", "peak with (MiB)", "mib"),
+        ("memory_saved_pct", "memory saved (%)", "pct"), ("baseline_median_ms", "without (ms/batch)", "num"),
+        ("median_ms", "with (ms/batch)", "num"), ("time_lost_pct", "time lost (%)", "pct")])
+    ctx["ckpt_notes"] = _pairing_notes(ckpt_pairs, "no-checkpointing",
+                                       "every axis but checkpointing, in train mode")
+
+    # 4. The seed's claims.
+    claims = seed_claims.load_claims()
+    rules = seed_claims.rules_of(claims)
+    checked = seed_claims.check_all(claims, rows, device, budget_mib, cnn_pairs,
+                                    {"precision": precision_pairs, "checkpointing": ckpt_pairs, "attention": attention_pairs})
+    out_tables["claims"] = pd.DataFrame([dict(r, table=k) for k, group in checked.items() for r in group])
+    claim_spec = [("claim", "claim", "text"), ("seed_says", "the seed says", "text"), ("measured", "ours", "text"),
+                  ("verdict", "verdict", "text"), ("basis", "how it was obtained", "text")]
+    ctx["claims"] = {k: show(pd.DataFrame(v), claim_spec) for k, v in checked.items()}
+    ctx["claims_sections"] = {k: claims[k]["section"] for k in checked}
+    ctx["claims_source"] = seed_claims.claim_source(claims)
+    ctx["claims_file"] = "bench/data/seed_claims.toml"
+    ctx["claims_rules"] = rules.text()
+    ctx["flat_architecture"] = claims["flat_layout"]["architecture"]
+    verdicts = out_tables["claims"]["verdict"].value_counts()
+    ctx["claims_tally"] = ", ".join(f"{int(verdicts[v])} {v}" for v in seed_claims.VERDICTS if v in verdicts)
+
+    # 7. Plots.
+    figures: list[dict] = []
+
+    def figure(name: str, title: str, make: Callable[[], Optional[bytes]], why_not: str) -> None:
+        png = make()
+        path = f"{PLOTS_DIR}/{name}.png"
+        if png is not None:
+            out_plots[path] = png
+        figures.append({"name": name, "title": title, "path": path if png is not None else None, "missing": why_not})
+
+    figure("throughput_vs_batch", "Throughput vs batch size, per preset",
+           lambda: plots.throughput_vs_batch(rows, device), "no ok case was measured")
+    figure("memory_vs_batch", f"Peak memory vs batch size, with the {ctx['budget']} budget",
+           lambda: plots.memory_vs_batch(rows, device, budget_mib), "no ok case recorded a peak")
+    figure("transformer_vs_cnn", "Transformer / CNN ratios", lambda: plots.ratio_bars(cnn_summary, device),
+           "no transformer case has a matching CNN case")
+    figure("latency_distribution", "Latency distribution of the slowest cases",
+           lambda: plots.latency_distribution(rows, run.samples_ms, device),
+           "no per-iteration samples were saved for the ok cases")
+    model = _attention_model(rows)
+    if model is not None:
+        family, preset, size, latent = model
+        figure("attention_maps", f"Attention maps per layer, untrained {family}-{preset} at {size}",
+               lambda: plots.attention_maps_figure(family, preset, size, latent),
+               "the model has a single token: its maps are 1×1 (see section 4)")
+    else:
+        figures.append({"name": "attention_maps", "title": "Attention maps per layer", "path": None,
+                        "missing": "no ok patch-transformer case in this run to take a model from"})
+    ctx["figures"] = figures
+
+    # 8. Noise and validity.
+    settings = run.meta.get("settings", {}) if isinstance(run.meta.get("settings"), dict) else {}
+    threshold = float(settings.get("noise_threshold", NOISE_THRESHOLD))
+    ok = tables.ok_rows(rows).copy()
+    ok["iqr_pct"] = ok["iqr_ms"] / ok["median_ms"] * 100
+    noisy = ok[ok["noisy"].map(lambda v: v is True)]
+    ctx["noise_threshold"] = f"{threshold * 100:g} %"
+    ctx["noisy"] = show(noisy, [("case_id", "case", "text"), ("median_ms", "median (ms/batch)", "num"),
+                                ("iqr_ms", "IQR (ms)", "num"), ("iqr_pct", "IQR / median (%)", "pct"),
+                                ("cv", "CV (%)", "frac_pct"), ("iters", "samples", "int")])
+    ctx["noisy_count"], ctx["ok_rows"] = len(noisy), len(ok)
+    throttled = ok[ok["throttled"].map(lambda v: v is True)]
+    ctx["throttled"] = show(throttled, [("case_id", "case", "text"), ("throttle_reasons", "NVML reasons", "text"),
+                                        ("sm_clock_mhz", "SM clock (MHz)", "num")])
+    ctx["throttle_known"] = bool(ok["throttled"].map(lambda v: v is not None).any())
+    ctx["not_ok"] = show(out_tables["not_ok"], [("case_id", "case", "text"), ("status", "status", "text"), ("reason", "reason", "text")])
+    disagree = kernels[kernels["agrees"] == "no"]
+    ctx["kernel_disagreements"] = show(disagree, [("case_id", "case", "text"), ("attention", "requested", "text"),
+                                                  ("attention_ran", "ran", "text")])
+    ctx["run_notes"] = list(run.notes)
+    ctx["table_files"] = [{"file": f, "what": what} for f, what in TABLE_FILES.values()]
+
+    try:
+        markdown = template.render(**ctx)
+    except jinja2.TemplateError as err:
+        raise ValueError(f"report template {template_path}: {err}") from None
+    return Report(markdown, out_tables, out_plots, ctx)
+
+
+def _preset_key(column: pd.Series) -> pd.Series:
+    if column.name == "preset":
+        return column.map(lambda p: PRESET_ORDER.index(p) if p in PRESET_ORDER else len(PRESET_ORDER))
+    return column
+
+
+def _facts(run: SavedRun) -> pd.DataFrame:
+    meta, rows = run.meta, run.rows
+    device = meta.get("device", {}) if isinstance(meta.get("device"), dict) else {}
+    unknown = "not recorded"
+
+    def first(*values: Any) -> str:
+        for v in values:
+            if not _missing(v) and v not in ("", None):
+                return str(v)
+        return unknown
+
+    def row_value(column: str) -> Any:
+        values = [v for v in rows[column] if not _missing(v) and v != ""]
+        return values[0] if values else None
+
+    run_ids = sorted({r for r in rows["run_id"] if r})
+    calibration = meta.get("calibration") or {}
+    calibration_text = unknown
+    if calibration.get("gemm_ms") is not None:
+        calibration_text = (f"{calibration['gemm_n']:g}² fp32 GEMM {calibration['gemm_ms']:.3g} ms, "
+                            f"{calibration['copy_mib']:g} MiB copy {calibration['copy_ms']:.3g} ms")
+    settings = meta.get("settings") or {}
+    settings_text = ", ".join(f"{k} {v}" for k, v in settings.items()) if settings else unknown
+    memory = device.get("total_memory_mib")
+    command_text = first(meta.get("command"))
+    facts = [
+        ("run", ", ".join(run_ids) or unknown),
+        ("source", f"{run.source} ({run.kind})"),
+        ("device", f"{first(device.get('name'), row_value('device_name'))} ({first(device.get('type'), row_value('device'))})"),
+        ("device memory", f"{float(memory):,.0f} MiB" if not _missing(memory) and memory else unknown),
+        ("driver", first(device.get("driver"), "none (no NVIDIA driver)" if run.device_type == "cpu" else None)),
+        ("torch", first(device.get("torch"), row_value("torch"))),
+        ("CUDA / cuDNN", f"{first(device.get('cuda'))} / {first(device.get('cudnn'))}" if device.get("cuda") else
+         ("none (CPU build or CPU run)" if run.device_type == "cpu" else unknown)),
+        ("torch threads", first(device.get("threads"), row_value("threads"))),
+        ("date", first(meta.get("created"), row_value("timestamp"))),
+        ("commit", first(meta.get("commit"))),
+        ("matrix", first(meta.get("matrix"))),
+        ("timing settings", settings_text),
+        ("calibration", calibration_text),
+        ("reproduce the run", f"`{command_text}`" + (f" at commit {meta['commit']}" if meta.get("commit") else "")
+         if command_text != unknown else unknown),
+        ("regenerate this report", f"`python -m bench report {run.source}`"),
+    ]
+    return pd.DataFrame(facts, columns=["fact", "value"])
+
+
+def _headline_notes(rows: pd.DataFrame, counts: pd.DataFrame, budget_mib: float) -> list[str]:
+    notes = []
+    for r in counts.itertuples():
+        if r.fit == 0:
+            notes.append(f"{r.size}, {r.mode}: none of the {r.ok} ok case(s) fits {budget_mib:,.0f} MiB "
+                         f"({r.over} over the budget, {r.no_peak} without a peak figure)")
+    measured_sizes = set(counts["size"])
+    for size, group in rows.groupby("size", sort=True):
+        if size not in measured_sizes:
+            statuses = ", ".join(f"{n} {s}" for s, n in group["status"].value_counts().items())
+            notes.append(f"{size}: no case ran ({statuses}); see section 8")
+    return notes
+
+
+def _pairing_notes(pairs: pd.DataFrame, baseline: str, match: str) -> list[str]:
+    if pairs.empty:
+        return [f"no pair: the run has no ok case with a {baseline} counterpart equal on {match}; "
+                f"add the {baseline} variant of a case to the matrix to measure this"]
+    return []
+
+
+def _attention_model(rows: pd.DataFrame) -> Optional[tuple[str, str, str, float]]:
+    """The smallest patch-transformer preset the run measured, at its first size and latent."""
+    ok = tables.ok_rows(rows)
+    ok = ok[ok["family"] == "transformer"]
+    if ok.empty:
+        return None
+    ok = ok.assign(order=ok["preset"].map(lambda p: PRESET_ORDER.index(p) if p in PRESET_ORDER else len(PRESET_ORDER)))
+    first = ok.sort_values("order", kind="stable").iloc[0]
+    return "transformer", first["preset"], first["size"], 0 if _missing(first["latent"]) else float(first["latent"])
+
+
+# -- writing --------------------------------------------------------------------------------------
+
+def write_report(source: Path, out: Optional[Path] = None, budget: str = DEFAULT_BUDGET,
+                 template: Optional[Path] = None) -> Path:
+    """Read ``source`` (results folder or pytest-benchmark JSON), build the report, write it.
+
+    Returns the path of ``report.md``. Raises ValueError (nothing written) on bad input.
+    """
+    budget_mib = parse_budget(budget)
+    run = load_run(Path(source))
+    out_dir = Path(out) if out else run.default_out
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"output {out_dir} exists and is not a folder")
+    report = build_report(run, budget_mib, Path(template) if template else None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for key, frame in report.tables.items():
+        atomic_write_text(out_dir / TABLE_FILES[key][0], frame.to_csv(index=False))
+    for rel, png in report.plots.items():
+        atomic_write_bytes(out_dir / rel, png)
+    path = out_dir / REPORT_MD
+    atomic_write_text(path, report.markdown)
+    return path

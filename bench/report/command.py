@@ -1,0 +1,33 @@
+"""``python -m bench report``: report.md, table CSVs and plots from a saved run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.core.commandline import EXIT_OK, Command
+
+DEFAULT_BUDGET = "8GiB"
+
+
+def _report_args(parser) -> None:
+    parser.add_argument("results", metavar="RESULTS",
+                        help="a results folder (results.csv, samples.jsonl, meta.json) or a pytest-benchmark JSON file")
+    parser.add_argument("--budget", default=DEFAULT_BUDGET,
+                        help="memory budget for the headline and the memory plot, e.g. 8GiB or 6144MiB [default: 8GiB]")
+    parser.add_argument("--template", default=None, help="Jinja2 template [default: report_template.md at the repository top]")
+    parser.add_argument("--out", default=None,
+                        help="folder for report.md, the tables and plots [default: the results folder; for a JSON file, "
+                             "<name>-report next to it]")
+
+
+def _report(args) -> int:
+    from bench.report.build import write_report
+
+    path = write_report(Path(args.results), Path(args.out) if args.out else None, args.budget,
+                        Path(args.template) if args.template else None)
+    print(f"report: {path}")
+    return EXIT_OK
+
+
+COMMANDS = [Command("report", "write report.md, table CSVs and plots from a saved run (results folder or pytest-benchmark JSON)",
+                    _report_args, _report)]

@@ -1,0 +1,39 @@
+"""Where a run comes from: its id, the time, the commit, the command and the device (``meta.json``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id(device_slug: str) -> str:
+    return f"{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{device_slug}"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def run_meta(facts: Any, matrix: str, command: Optional[list[str]] = None, extra: Optional[dict] = None,
+             calibration: Optional[dict] = None) -> dict:
+    """What a run folder's ``meta.json`` holds: when, which commit, how to reproduce, on what."""
+    meta = {
+        "created": utc_now(), "commit": git_commit(), "matrix": matrix,
+        "command": " ".join(command if command is not None else sys.argv),
+        "device": facts.as_dict(),
+        "calibration": calibration or {},
+    }
+    meta.update(extra or {})
+    return meta

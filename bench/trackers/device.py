@@ -1,0 +1,185 @@
+"""The device under test: its facts, and its peak compute and bandwidth per precision.
+
+Peaks come from ``data/gpus.toml`` (datasheet or derived figures, each with its source) for known
+GPUs; for a CPU or an unlisted GPU they are measured here with a large GEMM and a large copy,
+and the row says so (``peak_source``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import re
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from bench.trackers.nvml import NVML
+
+GPU_TABLE = Path(__file__).resolve().parents[1] / "data" / "gpus.toml"
+
+# precision -> the dtype whose peak bounds it
+PEAK_DTYPE = {"fp32": "fp32", "tf32": "tf32", "amp-fp16": "fp16", "fp16": "fp16", "amp-bf16": "bf16", "bf16": "bf16"}
+
+
+@dataclass
+class DeviceFacts:
+    type: str                       # "cuda" or "cpu"
+    name: str                       # "NVIDIA H200", or the CPU model
+    index: int = 0
+    total_memory_mib: float = 0.0   # device memory (GPU) or system memory (CPU)
+    capability: str = ""            # CUDA compute capability, "9.0"
+    driver: str = ""
+    cuda: str = ""
+    cudnn: str = ""
+    torch: str = torch.__version__
+    python: str = platform.python_version()
+    threads: int = 0                # torch intra-op threads (CPU)
+    nvml: str = ""                  # "ok" or why NVML is unavailable
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def slug(self) -> str:
+        """Folder-safe name, e.g. ``nvidia-h200`` or ``cpu-2c-intel-xeon``."""
+        if self.type == "cuda":
+            base = self.name
+        else:
+            base = f"cpu {os.cpu_count()}c {' '.join(self.name.split()[:3])}"
+        return re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-")
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["slug"] = self.slug
+        return out
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _system_memory_mib() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    except (ValueError, OSError, AttributeError):
+        return 0.0
+
+
+def resolve_device(requested: str = "auto") -> torch.device:
+    """``auto`` is the first CUDA device when there is one, else the CPU."""
+    if requested == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as err:
+        raise ValueError(f"bad device {requested!r}: expected auto, cpu, cuda or cuda:N") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {requested!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device type {device.type!r}: expected cpu or cuda")
+    return device
+
+
+def device_facts(device: torch.device) -> DeviceFacts:
+    if device.type == "cuda":
+        index = device.index or 0
+        props = torch.cuda.get_device_properties(index)
+        facts = DeviceFacts(
+            type="cuda", name=props.name, index=index, total_memory_mib=props.total_memory / 2**20,
+            capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda or "",
+            cudnn=str(torch.backends.cudnn.version() or ""), threads=torch.get_num_threads(),
+        )
+        nvml = NVML.get()
+        facts.nvml = "ok" if nvml.available else nvml.reason
+        if nvml.available:
+            facts.driver = nvml.driver_version()
+        return facts
+    return DeviceFacts(type="cpu", name=cpu_model(), total_memory_mib=_system_memory_mib(), threads=torch.get_num_threads(),
+                       nvml=NVML.get().reason or "no GPU")
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_table() -> tuple[dict, ...]:
+    return tuple(tomllib.loads(GPU_TABLE.read_text())["gpu"])
+
+
+def lookup_gpu(name: str) -> Optional[dict]:
+    """The table entry whose ``match`` pattern is found in ``name`` (longest pattern wins)."""
+    hits = [g for g in gpu_table() if re.search(g["match"], name)]
+    return max(hits, key=lambda g: len(g["match"])) if hits else None
+
+
+@dataclass
+class Peak:
+    tflops: float
+    source: str
+    bandwidth_gbs: float = 0.0
+
+
+def peak_for(facts: DeviceFacts, precision: str) -> Peak:
+    """Peak TFLOP/s for ``precision`` on this device, and where the figure comes from."""
+    dtype = PEAK_DTYPE[precision]
+    if facts.type == "cuda":
+        entry = lookup_gpu(facts.name)
+        if entry is not None:
+            return Peak(float(entry[dtype]), f"table: {entry['name']} ({entry['source']})", float(entry["bandwidth_gbs"]))
+    tflops = measured_gemm_tflops(facts.type, dtype)
+    return Peak(tflops, f"measured: {dtype} GEMM on this {facts.type}", measured_copy_gbs(facts.type))
+
+
+@functools.lru_cache(maxsize=None)
+def measured_gemm_tflops(device_type: str, dtype: str, n: int = 0) -> float:
+    """Best of a few square GEMMs: the practical compute peak of this device for ``dtype``."""
+    torch_dtype = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    device = torch.device("cuda" if device_type == "cuda" else "cpu")
+    if device_type == "cpu" and dtype in ("fp16", "tf32"):
+        dtype, torch_dtype = ("fp32", torch.float32) if dtype == "tf32" else (dtype, torch_dtype)
+    n = n or (8192 if device_type == "cuda" else 1024)
+    if device_type == "cpu" and dtype == "fp16":
+        n = 256  # CPU fp16 GEMM is very slow; a small one still tells its rate
+    a = torch.randn(n, n, device=device).to(torch_dtype)
+    b = torch.randn(n, n, device=device).to(torch_dtype)
+    prev = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
+    try:
+        best = float("inf")
+        for _ in range(4):
+            _sync(device)
+            start = time.perf_counter()
+            torch.mm(a, b)
+            _sync(device)
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev
+    return 2 * n**3 / best / 1e12
+
+
+@functools.lru_cache(maxsize=None)
+def measured_copy_gbs(device_type: str, mib: int = 256) -> float:
+    """Best of a few large device-to-device copies, bytes read + written per second (GB/s)."""
+    device = torch.device("cuda" if device_type == "cuda" else "cpu")
+    src = torch.empty(mib * 2**20 // 4, dtype=torch.float32, device=device).fill_(1.0)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(4):
+        _sync(device)
+        start = time.perf_counter()
+        dst.copy_(src)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.numel() * 4 / best / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
