@@ -1,18 +1,36 @@
-"""The models under test: the transformer image autoencoder and the CNN baseline."""
+"""The models under test: the transformer image autoencoder and the CNN baseline.
 
-from .attention import ATTENTION_IMPLS, UnsupportedAttentionError, detect_attention_kernels, record_attention_kernels
-from .cnn import CNN_PRESETS, Autoencoder_CNN, create_cnn_autoencoder
-from .registry import FAMILIES, build_model, is_transformer
-from .sizes import as_hw, format_size, parse_size
-from .transformer import (
-    PRESETS, AttentionMaps, Autoencoder_Transformer, FlatTransformerAutoencoder, PatchTransformerAutoencoder,
-    TransformerAEConfig, create_autoencoder,
-)
-from .visualize import visualize_attention_map
+The names are loaded on first use (PEP 562), so ``from ae_models.catalog import PRESETS`` or
+``from ae_models.sizes import parse_size`` does not import torch; ``from ae_models import
+build_model`` imports what it needs.
+"""
 
-__all__ = [
-    "ATTENTION_IMPLS", "CNN_PRESETS", "FAMILIES", "PRESETS", "AttentionMaps", "Autoencoder_CNN", "Autoencoder_Transformer",
-    "FlatTransformerAutoencoder", "PatchTransformerAutoencoder", "TransformerAEConfig", "UnsupportedAttentionError",
-    "as_hw", "build_model", "create_autoencoder", "create_cnn_autoencoder", "detect_attention_kernels", "format_size",
-    "is_transformer", "parse_size", "record_attention_kernels", "visualize_attention_map",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "ATTENTION_IMPLS": "catalog", "CNN_PRESETS": "catalog", "FAMILIES": "catalog", "PRESETS": "catalog",
+    "is_transformer": "catalog",
+    "as_hw": "sizes", "format_size": "sizes", "parse_size": "sizes",
+    "UnsupportedAttentionError": "attention", "detect_attention_kernels": "attention", "record_attention_kernels": "attention",
+    "Autoencoder_CNN": "cnn", "create_cnn_autoencoder": "cnn",
+    "build_model": "registry",
+    "AttentionMaps": "transformer", "Autoencoder_Transformer": "transformer", "FlatTransformerAutoencoder": "transformer",
+    "PatchTransformerAutoencoder": "transformer", "TransformerAEConfig": "transformer", "create_autoencoder": "transformer",
+    "visualize_attention_map": "visualize",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'ae_models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

@@ -22,7 +22,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-ATTENTION_IMPLS = ("flash", "mem-efficient", "cudnn", "math", "eager", "auto")
+from .catalog import ATTENTION_IMPLS
+
 
 _BACKENDS = {
     "flash": SDPBackend.FLASH_ATTENTION,

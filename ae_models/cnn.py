@@ -17,18 +17,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .catalog import CNN_PRESETS
 from .sizes import SizeLike, as_hw, check_image_batch
 from .transformer import check_latent_dim, check_preset
 
 STAGES = 4  # each halves H and W: the image is padded to a multiple of 2**STAGES
 
-CNN_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(base_channels=8, latent_dim=128),
-    "small": dict(base_channels=16, latent_dim=256),
-    "medium": dict(base_channels=32, latent_dim=512),
-    "large": dict(base_channels=64, latent_dim=1024),
-    "xlarge": dict(base_channels=128, latent_dim=2048),
-}
 
 
 @dataclass

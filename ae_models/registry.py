@@ -14,11 +14,11 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
+from .catalog import FAMILIES
 from .cnn import create_cnn_autoencoder
 from .sizes import SizeLike
 from .transformer import create_autoencoder
 
-FAMILIES = ("transformer", "transformer-flat", "cnn")
 
 
 def _transformer_flat(input_size: SizeLike, preset: str, **overrides: Any) -> nn.Module:
@@ -31,9 +31,6 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "cnn": create_cnn_autoencoder,
 }
 
-
-def is_transformer(family: str) -> bool:
-    return family.startswith("transformer")
 
 
 def resolve_factory(family: str) -> Callable[..., nn.Module]:

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import ATTENTION_IMPLS, check_attention_name
+from .catalog import PRESETS
 from .layers import BlockStack, init_weights
 from .sizes import SizeLike, as_hw, check_image_batch, format_size
 
@@ -36,13 +37,6 @@ TOKENIZERS = ("patch", "flat")
 # Widths follow the seed (128..2048). Depth 2+1 blocks with an MLP ratio of 2 put each preset
 # within 30% of the seed's parameter table at 201x201, latent 512 (see README for the figures):
 # with width fixed per preset, doubling it quadruples the block parameters, as the seed's table does.
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(embed_dim=128, num_heads=4),
-    "small": dict(embed_dim=256, num_heads=4),
-    "medium": dict(embed_dim=512, num_heads=8),
-    "large": dict(embed_dim=1024, num_heads=16),
-    "xlarge": dict(embed_dim=2048, num_heads=16),
-}
 
 # The seed's keyword names, accepted so the user's existing calls keep working.
 _SEED_ALIASES = {"use_gradient_checkpointing": "grad_checkpointing", "use_flash_attention": "attention"}

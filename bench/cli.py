@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Optional
 
@@ -30,8 +31,66 @@ def commands() -> dict[str, Command]:
     return found
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line (naming the option) and exits 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"ae-bench: error: {self.prog.removeprefix('python -m bench').strip() or 'bench'}: {message} "
+                              f"(see `{self.prog} --help`)\n")
+
+
+def _value_options(parser: argparse.ArgumentParser) -> set[str]:
+    """The option strings of ``parser`` and its sub-commands that take one value."""
+    found = set()
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+            elif action.option_strings and action.nargs is None:
+                found.update(action.option_strings)
+    return found
+
+
+def prepare_argv(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """Make the two common slips of a command line clear instead of cryptic:
+
+    - a value that starts with ``-`` (``--budget -1GB``) is joined to its option (``--budget=-1GB``), so
+      the option's own check names the bad value instead of argparse saying "expected one argument";
+    - a value split in two (``--budget 8 GB``) is refused in one line that names the option and both words.
+    """
+    takes_value = _value_options(parser)
+    known = takes_value | {s for a in parser._actions for s in a.option_strings}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in takes_value and i + 1 < len(argv):
+            value = argv[i + 1]
+            if value.startswith("-") and value not in known and not value.startswith("--"):
+                out.append(f"{arg}={value}")
+                i += 2
+                continue
+            if i + 2 < len(argv) and _looks_like_a_unit(value, argv[i + 2]):
+                raise SystemExit(f"ae-bench: error: {arg}: got {value!r} followed by {argv[i + 2]!r}; write the value as one "
+                                 f"word ({arg} {value}{argv[i + 2]}) or quote it ({arg} '{value} {argv[i + 2]}')")
+        out.append(arg)
+        i += 1
+    return out
+
+
+def _looks_like_a_unit(value: str, following: str) -> bool:
+    """``8`` then ``GB``: a number and a unit that the shell split apart."""
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return following.lower() in {"b", "kb", "mb", "gb", "tb", "kib", "mib", "gib", "tib", "s", "ms", "%"}
+
+
 def build_parser(table: Optional[dict[str, Command]] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench", description="Benchmark PyTorch image autoencoders.")
+    parser = OneLineParser(prog="python -m bench", description="Benchmark PyTorch image autoencoders.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, cmd in (table or commands()).items():
         cmd.add_arguments(sub.add_parser(name, help=cmd.help, description=cmd.help))
@@ -40,7 +99,14 @@ def build_parser(table: Optional[dict[str, Command]] = None) -> argparse.Argumen
 
 def main(argv: Optional[list[str]] = None) -> int:
     table = commands()
-    args = build_parser(table).parse_args(argv)
+    parser = build_parser(table)
+    try:
+        args = parser.parse_args(prepare_argv(sys.argv[1:] if argv is None else list(argv), parser))
+    except SystemExit as stop:
+        if isinstance(stop.code, str):  # prepare_argv's one line
+            print(stop.code, file=sys.stderr)
+            return EXIT_USAGE
+        raise
     try:
         return table[args.command].run(args)
     except ValueError as err:
@@ -49,3 +115,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("ae-bench: interrupted; rows measured so far are in the results folder", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `python -m bench matrices | head`: the reader left; nothing is lost
+        sys.stdout = open(os.devnull, "w")
+        return 0

@@ -9,6 +9,7 @@ pytest-benchmark is handed the per-iteration samples the core measured, so its J
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Optional
@@ -29,6 +30,12 @@ def pytest_addoption(parser):
     group.addoption("--ae-device", default="auto", help=DEVICE_HELP)
     group.addoption("--ae-min-time", type=float, default=None, help=MIN_TIME_HELP + " (seconds)")
     add_launcher_args(group.addoption, "--ae-")
+    group.addoption("--ae-selfcheck", action="store_true",
+                    help="also run the cross-checks (harness vs torch.utils.benchmark, our Block vs nn.TransformerEncoderLayer, "
+                         "the memory model vs real steps): figures go to the run's selfcheck.json and the report")
+    group.addoption("--ae-plan-accuracy", metavar="PRESETS", default="tiny",
+                    help="with --ae-selfcheck: presets whose memory model bench/test_plan_accuracy.py checks, or 'all' "
+                         "[default: tiny]")
     group.addoption("--ae-profile", metavar="DIR", default=None,
                     help="after the timed cases, profile each case apart from them into DIR (bench/test_profile.py)")
     group.addoption("--ae-quality-seconds", type=float, default=None,
@@ -47,6 +54,8 @@ class AeSession:
         self.config = config
         self.selection = selection
         self.run = None  # opened on the first case, so --collect-only leaves no folder
+        self.progress = None
+        self.selfchecks: list[dict] = []
 
     @property
     def run_dir(self) -> Optional[Path]:
@@ -57,13 +66,47 @@ class AeSession:
         return self.run.rows if self.run else []
 
     def measure(self, case):
+        self.ensure_run()
+        measurement = self.run.measure(case)
+        self._say(self.progress.line(measurement.row))
+        return measurement
+
+    def record_selfcheck(self, figures: dict) -> None:
+        """Add one cross-check's figures to the run's selfcheck.json (rewritten whole each time)."""
+        import json
+
+        from bench.runs.files import atomic_write_text
+        from bench.selfcheck.crosschecks import SELFCHECK_JSON
+
+        self.ensure_run()
+        self.selfchecks.append(figures)
+        atomic_write_text(self.run_dir / SELFCHECK_JSON, json.dumps(self.selfchecks, indent=1) + "\n")
+        self._say("ae-bench selfcheck: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                      for k, v in figures.items() if not isinstance(v, list)))
+
+    def ensure_run(self) -> None:
         if self.run is None:
+            from bench.core.loop import Progress
             from bench.core.session import start_run
 
             option = self.config.getoption
             self.run = start_run(self.selection, Path(option("--ae-results")), "pytest", ["pytest"] + sys.argv[1:],
                                  option("--ae-launcher"), option("--ae-case-timeout"))
-        return self.run.measure(case)
+            self.progress = Progress(len(self.selection.cases))
+            self._say(f"ae-bench: {len(self.selection.cases)} cases of matrix {self.selection.matrix.name!r} on "
+                      f"{self.selection.facts.name} ({self.selection.facts.type}), {self.run.launcher.name}; "
+                      f"rows -> {self.run.writer.csv_path}")
+
+    def _say(self, line: str) -> None:
+        """A line on the terminal between pytest's own output: the same progress line as ``python -m bench run``."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None:
+            return
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            if reporter._tw.width_of_current_line:  # after pytest's progress dots
+                reporter.write("\n")
+            reporter.write_line(line)
 
 
 _SESSION_KEY = pytest.StashKey[AeSession]()
@@ -88,11 +131,27 @@ def pytest_configure(config):
     except ValueError as err:
         raise pytest.UsageError(f"ae-bench: {err}") from None
     config.stash[_SESSION_KEY] = AeSession(config, selection)
+    _shorten_benchmark_table(config)
     # Keep saved runs of different GPUs and torch versions apart: compare never mixes them.
     if getattr(config.option, "benchmark_storage", None) == DEFAULT_STORAGE:
         import torch
 
         config.option.benchmark_storage = f"{DEFAULT_STORAGE}/{selection.facts.slug}-torch{torch.__version__.split('+')[0]}"
+
+
+# pytest-benchmark's defaults, and what this suite shows instead unless the user chose otherwise: the
+# columns a person reads (per-batch median and spread, batches/s, rounds) under the case id alone.
+# The JSON that --benchmark-autosave writes keeps every statistic either way.
+_BENCHMARK_DEFAULT_COLUMNS = ["min", "max", "mean", "stddev", "median", "iqr", "outliers", "ops", "rounds", "iterations"]
+_SHORT_COLUMNS = ["median", "iqr", "ops", "rounds"]
+
+
+def _shorten_benchmark_table(config) -> None:
+    option = config.option
+    if getattr(option, "benchmark_columns", None) == _BENCHMARK_DEFAULT_COLUMNS:
+        option.benchmark_columns = _SHORT_COLUMNS
+    if getattr(option, "benchmark_name", None) == "normal":
+        option.benchmark_name = "short"
 
 
 def pytest_generate_tests(metafunc):
@@ -101,15 +160,19 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("ae_case", cases, ids=[c.id for c in cases])
 
 
+# benchmark modules that run only when asked, after every timed case (never beside a timed loop)
+_ON_REQUEST = {"test_profile.py": "--ae-profile", "test_selfcheck.py": "--ae-selfcheck", "test_plan_accuracy.py": "--ae-selfcheck"}
+
+
 def pytest_collection_modifyitems(config, items):
-    # Profiles run only when asked, and after every timed case: never beside a timed loop.
-    profiles = [item for item in items if Path(str(item.path)) == Path(__file__).parent / "test_profile.py"]
-    if profiles:
-        rest = [item for item in items if item not in profiles]
-        if not config.getoption("--ae-profile"):
-            config.hook.pytest_deselected(items=profiles)
-            profiles = []
-        items[:] = rest + profiles
+    here = Path(__file__).parent
+    later = [item for item in items if Path(str(item.path)).parent == here and Path(str(item.path)).name in _ON_REQUEST]
+    if not later:
+        return
+    dropped = [item for item in later if not config.getoption(_ON_REQUEST[Path(str(item.path)).name])]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    items[:] = [item for item in items if item not in later] + [item for item in later if item not in dropped]
 
 
 @pytest.fixture(scope="session")

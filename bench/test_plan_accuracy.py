@@ -18,8 +18,10 @@ import contextlib
 import pytest
 
 from ae_models import PRESETS
-from bench.plan.planner import (ACCURACY_ATTENTION, ACCURACY_PRECISIONS, ACCURACY_SIZES, CHECK_BATCH_CAP, Budget, check_case,
-                        check_table, config_label)
+from bench.plan.budget import Budget
+from bench.plan.check import check_case, check_table
+from bench.plan.defaults import ACCURACY_ATTENTION, ACCURACY_PRECISIONS, ACCURACY_SIZES, CHECK_BATCH_CAP
+from bench.plan.planner import config_label
 from bench.units import parse_bytes
 
 TOLERANCE = 0.10
@@ -40,7 +42,7 @@ def _presets(config) -> list[str]:
 
 def pytest_generate_tests(metafunc):
     if "accuracy_case" in metafunc.fixturenames:
-        from bench.plan.planner import accuracy_grid
+        from bench.plan.check import accuracy_grid
 
         cases = accuracy_grid(_presets(metafunc.config), ACCURACY_SIZES, ACCURACY_PRECISIONS, ACCURACY_ATTENTION)
         metafunc.parametrize("accuracy_case", cases, ids=[config_label(c) for c in cases])

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.profile.profiler import profile_case, write_overview
+from bench.profile.profiler import profile_case
+from bench.profile.report import write_overview
 
 
 def test_profile(ae_case, ae_session, request):
@@ -17,8 +18,8 @@ def test_profile(ae_case, ae_session, request):
     timed = next((row for row in ae_session.rows if row["case_key"] == ae_case.key), None)
     if timed is not None and timed["status"] != "ok":
         pytest.skip(f"not profiled: its timed run was {timed['status']}: {timed['reason']}")
-    plan = ae_session.plan
-    result = profile_case(ae_case, plan.device, plan.facts, out, warmup=max(2, plan.settings.warmup))
+    selection = ae_session.selection
+    result = profile_case(ae_case, selection.device, selection.facts, out, warmup=max(2, selection.settings.warmup))
     write_overview(out)
     summary = result.summary
     if result.status in ("unsupported", "oom"):

@@ -24,10 +24,10 @@ from bench.quality.training import Budget
 def pytest_generate_tests(metafunc):
     if "quality_case" in metafunc.fixturenames:
         config = metafunc.config
-        # the same plan conftest.py made for test_speed (it validated these options already)
-        plan = make_selection(config.getoption("--ae-matrix"), lambda axis: config.getoption(f"--ae-{axis}"),
-                         config.getoption("--ae-device"))
-        cases = quality_cases(plan.cases)
+        # the same selection conftest.py made for test_speed (it validated these options already)
+        selection = make_selection(config.getoption("--ae-matrix"), lambda axis: config.getoption(f"--ae-{axis}"),
+                                   config.getoption("--ae-device"))
+        cases = quality_cases(selection.cases)
         metafunc.parametrize("quality_case", cases, ids=[quality_case_id(c) for c in cases])
 
 
@@ -42,10 +42,11 @@ def quality_run(request, ae_session):
         budget = Budget(steps=steps, seconds=seconds)
     except ValueError as err:
         raise pytest.UsageError(f"ae-bench: {err}") from None
-    plan = ae_session.plan
+    selection = ae_session.selection
     meta = {"created": utc_now(), "commit": git_commit(), "command": " ".join(["pytest"] + sys.argv[1:]), "entry": "pytest",
-            "matrix": plan.matrix.name, "budget": {"steps": budget.steps, "seconds": budget.seconds, "eval_every": None},
-            "lr": None, "device": plan.facts.as_dict()}
+            "matrix": selection.matrix.name, "budget": {"steps": budget.steps, "seconds": budget.seconds, "eval_every": None},
+            "lr": None, "device": selection.facts.as_dict()}
+    ae_session.ensure_run()  # the session's run folder, opened here when no timed case opened it yet
     writer = QualityWriter(ae_session.run_dir, meta)
     data = QualityData()
     yield budget, data, writer
@@ -58,13 +59,13 @@ def quality_run(request, ae_session):
 
 def test_quality(benchmark, quality_case, quality_run, ae_session):
     budget, data, writer = quality_run
-    plan = ae_session.plan
+    selection = ae_session.selection
     split = data.split(quality_case.hw)
     benchmark.group = f"quality-{quality_case.size}"
     holder = {}
 
     def train_and_score():
-        holder["result"] = run_quality_case(quality_case, split, budget, plan.device, plan.facts, ae_session.run_id)
+        holder["result"] = run_quality_case(quality_case, split, budget, selection.device, selection.facts, ae_session.run.run_id)
 
     benchmark.pedantic(train_and_score, rounds=1, iterations=1, warmup_rounds=0)
     result = holder["result"]

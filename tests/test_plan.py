@@ -10,10 +10,11 @@ import pytest
 
 from bench.core.cases import Case
 from bench.plan.predictor import CATEGORIES, MAX_BATCH, MemoryModel, fit, largest_power_of_two
-from bench.plan.planner import (
-    DEFAULT_CONTEXT_MIB, PLAN_COLUMNS, Budget, SearchError, Trial, configurations, cuda_target_skip, find_gpu, make_env,
-    recommend_measured, recommend_predicted, search_max_batch,
-)
+from bench.plan.budget import EMULATED, MEASURED, Budget, PlanEnv, cuda_target_skip, find_gpu, make_env
+from bench.plan.defaults import DEFAULT_CONTEXT_MIB
+from bench.plan.output import PLAN_COLUMNS
+from bench.plan.planner import configurations
+from bench.plan.search import SearchError, Trial, recommend_measured, recommend_predicted, search_max_batch
 from bench.units import GIB, MIB, parse_bytes
 
 # -- units ------------------------------------------------------------------------------------------
@@ -105,11 +106,30 @@ def test_make_env_resolves_budget_gpu_and_defaults():
 
 def test_find_gpu_by_short_name():
     assert find_gpu("rtx4060")["name"] == "NVIDIA GeForce RTX 4060"
-    assert find_gpu("RTX 4060 Ti")["name"] == "NVIDIA GeForce RTX 4060 Ti"
+    assert find_gpu("RTX 4060 Ti 16GB")["name"] == "NVIDIA GeForce RTX 4060 Ti 16GB"
     assert find_gpu("rtx4070laptop")["memory_gib"] == 8
     assert find_gpu("rtx4070")["memory_gib"] == 12  # the desktop 4070 is a 12 GB card
     with pytest.raises(ValueError, match="unknown or ambiguous"):
         find_gpu("rtx9999")
+
+
+def test_a_card_sold_with_two_memory_sizes_needs_the_size():
+    with pytest.raises(ValueError, match="say which: rtx4060ti-8gb, rtx4060ti-16gb"):
+        find_gpu("rtx4060ti")
+    assert find_gpu("rtx4060ti-16gb")["memory_gib"] == 16
+    assert find_gpu("rtx4060ti-8gb")["memory_gib"] == 8
+    with pytest.raises(ValueError, match="not 12 GB"):
+        find_gpu("rtx4060ti-12gb")
+    assert find_gpu("rtx4060-8gb")["name"] == "NVIDIA GeForce RTX 4060"  # a size that names the only one is fine
+
+
+def test_plan_budget_comes_from_the_chosen_variant():
+    import torch
+
+    from bench.trackers.device import device_facts
+
+    env = make_env(torch.device("cpu"), device_facts(torch.device("cpu")), None, "rtx4060ti-16gb")
+    assert env.budget.card_bytes == 16 * GIB
 
 
 # -- the search ------------------------------------------------------------------------------------------
@@ -278,7 +298,7 @@ def test_measured_path_builds_its_row_from_trials_and_timings(monkeypatch):
     speeds = {1: 10.0, 2: 20.0, 4: 40.0, 8: 80.0, 16: 150.0, 32: 190.0, 64: 196.0, 128: 199.0, 256: 200.0, 330: 200.0}
     monkeypatch.setattr(plan, "cuda_throughput", lambda case, device, batch: speeds.get(batch, 200.0))
     cpu = torch.device("cpu")
-    env = plan.PlanEnv(budget, "test card", cpu, device_facts(cpu), source=plan.EMULATED)
+    env = PlanEnv(budget, "test card", cpu, device_facts(cpu), source=EMULATED)
     row, model = plan.plan_case(Case(preset="tiny", attention="eager", mode="train"), env)
     expected = int((budget.usable / MIB - 500) // 20)
     assert row["status"] == "ok" and row["source"] == "emulated" and row["max_batch"] == expected
@@ -298,7 +318,7 @@ def test_measured_path_reports_a_card_too_small_for_one_image(monkeypatch):
     card = fake_card(0, 5000, budget, [])
     monkeypatch.setattr(plan, "cuda_trial", lambda case, device, batch: card(batch))
     cpu = torch.device("cpu")
-    env = plan.PlanEnv(budget, "test card", cpu, device_facts(cpu), source=plan.MEASURED)
+    env = PlanEnv(budget, "test card", cpu, device_facts(cpu), source=MEASURED)
     row, _ = plan.plan_case(Case(preset="tiny", attention="flash", mode="train"), env)
     assert row["status"] == "does-not-fit" and row["max_batch"] == 0
     assert "even a batch of 1" in row["reason"]

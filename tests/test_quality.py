@@ -19,7 +19,8 @@ from bench.quality.embeddings import neighbour_similarity, spearman
 from bench.quality.metrics import reconstruction_metrics
 from bench.quality.command import add_quality_args, run_quality_command
 from bench.quality.run import quality_cases, run_quality_case
-from bench.quality.report import pareto_mask, seed_quality_verdicts
+from bench.quality.pareto import pareto_mask
+from bench.quality.report import seed_quality_verdicts
 from bench.core.steps import build_for
 from bench.quality.training import Budget, heldout_mse, train_for_budget
 

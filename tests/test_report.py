@@ -19,18 +19,25 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.report import claims as seed_claims
+import ae_models
+import ae_models.registry
 from bench import cli
+from bench.core import model_facts
 from bench.core.cases import expand, parse_matrix
-from bench.trackers.device import device_facts
-from bench.core.measure import Settings
-from bench.report.build import build_report, fmt_num, md_table, parse_budget, write_report
-from bench.runs.writer import RunWriter
-from bench.runs.provenance import new_run_id, run_meta
-from bench.runs.reader import load_run
 from bench.core.loop import sweep
+from bench.core.measure import Settings
+from bench.core.selection import Selection
+from bench.core.session import start_run
+from bench.report import claims as seed_claims
+from bench.report.build import build_report, parse_budget, write_report
+from bench.report.display import fmt_num, md_table
+from bench.runs.model_facts import ATTENTION_MAPS_PNG, read_model_facts
+from bench.runs.reader import load_run
+from bench.runs.seed_claims import load_claims
+from bench.trackers.device import device_facts
 
 REPO = Path(__file__).resolve().parent.parent
+REFERENCE_RUN = REPO / "results" / "20261128-162441-cpu-2c-intel-r-xeon-r-processor"
 SECTIONS = ("## 1. Run facts", "## 2. Headline", "## 3. Transformer vs CNN", "## 4. The seed's claims, checked",
             "## 5. Precision and attention", "## 6. Gradient checkpointing", "## 7. Plots", "## 8. Noise and validity")
 
@@ -49,18 +56,28 @@ MATRIX = {"group": [
 
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory) -> Path:
-    """A real run folder: results.csv, samples.jsonl, meta.json of a tiny CPU sweep."""
+    """A real run folder of a tiny CPU sweep, started as every run is (so with its model facts):
+    results.csv, samples.jsonl, meta.json, model_facts.json and plots/attention_maps.png."""
     torch.set_num_threads(2)
     device = torch.device("cpu")
     facts = device_facts(device)
-    cases = expand(parse_matrix(MATRIX, name="report-test"), device=facts)
+    matrix = parse_matrix(MATRIX, name="report-test")
+    cases = expand(matrix, device=facts)
     settings = Settings(warmup=1, min_iters=3, max_iters=5, min_time_s=0.0, memory_iters=1)
-    run_id = new_run_id(facts.slug)
-    folder = tmp_path_factory.mktemp("report-run") / run_id
-    writer = RunWriter(folder, run_meta(facts, "report-test", ["python", "-m", "bench", "run", "--matrix", "report-test"],
-                                        {"entry": "test", "settings": settings.__dict__}))
-    sweep(cases, device, facts, settings, writer, run_id, progress=None)
-    return folder
+    run = start_run(Selection(device, facts, matrix, cases, settings), tmp_path_factory.mktemp("report-run"), "test",
+                    ["python", "-m", "bench", "run", "--matrix", "report-test"], launcher="in-process")
+    sweep(run, cases, progress=None)
+    return run.run_dir
+
+
+@pytest.fixture
+def no_model_building(monkeypatch):
+    """Every way to build a model raises: what runs under this builds none."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the report built a model")
+
+    monkeypatch.setattr(ae_models.registry, "build_model", refuse)
+    monkeypatch.setattr(ae_models, "build_model", refuse)
 
 
 @pytest.fixture(scope="session")
@@ -215,7 +232,7 @@ def test_checkpointing_reports_memory_saved_and_time_lost_in_train_mode(report_d
 
 def test_claims_are_quoted_with_their_source(report_md):
     text = section(report_md, "## 4. The seed's claims, checked")
-    claims = seed_claims.load_claims()
+    claims = load_claims()
     assert claims["source"] in text
     for row in claims["parameter_counts"]["row"]:
         assert f"| {row['parameters']} |" in text
@@ -229,9 +246,9 @@ def test_parameter_counts_are_computed_from_the_model_definitions(report_dir):
     assert len(params) == 10  # five presets x (patch, flat)
     for _, claim in params.iterrows():
         preset, family = re.match(r"(\w+): parameters \((.+)\)", claim["claim"]).groups()
-        assert claim["measured_value"] == seed_claims.parameter_count(family, preset, "201x201", 512)
+        assert claim["measured_value"] == model_facts.parameter_count(family, preset, "201x201", 512)
         assert "computed from the model definition" in claim["basis"]
-        expected = seed_claims.params_verdict(claim["measured_value"], claim["claimed_low"], seed_claims.rules_of(seed_claims.load_claims()))
+        expected = seed_claims.params_verdict(claim["measured_value"], claim["claimed_low"], seed_claims.rules_of(load_claims()))
         assert claim["verdict"] == expected
 
 
@@ -240,7 +257,7 @@ def test_flat_layout_at_1280x152_is_about_900m_parameters_mostly_projections(rep
     flat = table[table["claim"].str.startswith("parameters of the seed's layout")].iloc[0]
     assert 880e6 < flat["measured_value"] < 920e6
     assert flat["verdict"] == "does not hold"
-    assert seed_claims.flat_projection_count("xlarge", "1280x152", 2048) == pytest.approx(797e6, rel=0.01)
+    assert model_facts.flat_projection_count("xlarge", "1280x152", 2048) == pytest.approx(797e6, rel=0.01)
     assert "797M" in report_md and "902M" in report_md
     attention = table[table["claim"] == "attention of the seed's layout"].iloc[0]
     assert attention["measured_value"] == 0  # W_q and W_k get exactly zero gradient over one token
@@ -260,12 +277,12 @@ def test_cpu_run_does_not_judge_gpu_memory_claims(report_dir):
     (1.2, 1.3, 1.4, "holds"), (1.8, 1.3, 1.4, "does not hold"), (float("nan"), 1.0, 1.0, "not measured in this run"),
 ])
 def test_ratio_verdict_rule(measured, low, high, verdict):
-    assert seed_claims.ratio_verdict(measured, low, high, seed_claims.rules_of(seed_claims.load_claims())) == verdict
+    assert seed_claims.ratio_verdict(measured, low, high, seed_claims.rules_of(load_claims())) == verdict
 
 
 @pytest.mark.parametrize("measured, verdict", [(650_000, "holds"), (350_000, "holds"), (660_000, "does not hold")])
 def test_params_verdict_rule_is_30_percent(measured, verdict):
-    assert seed_claims.params_verdict(measured, 500_000, seed_claims.rules_of(seed_claims.load_claims())) == verdict
+    assert seed_claims.params_verdict(measured, 500_000, seed_claims.rules_of(load_claims())) == verdict
 
 
 # -- plots ----------------------------------------------------------------------------------------
@@ -281,6 +298,95 @@ def test_every_referenced_png_exists_and_opens(report_dir, report_md):
 
 def test_attention_maps_are_labelled_as_an_untrained_model(report_md):
     assert "untrained transformer-tiny at 201x201" in section(report_md, "## 7. Plots")
+
+
+# -- the report reads files, and builds no model -------------------------------------------------------
+
+def test_the_run_wrote_its_model_facts_when_it_started(run_dir):
+    facts = read_model_facts(run_dir)
+    assert facts.params("transformer", "tiny", "201x201", 0) == model_facts.parameter_count("transformer", "tiny", "201x201", 0)
+    assert facts.params("transformer-flat", "xlarge", "1280x152", 2048) == model_facts.parameter_count(
+        "transformer-flat", "xlarge", "1280x152", 2048)
+    probe = facts.flat_probe("tiny", "201x201", 128)
+    assert probe["map_shape"][-2:] == [1, 1] and probe["map_values"] == [1.0] and probe["qk_grad_norm"] == 0
+    assert facts.attention_maps["path"] == ATTENTION_MAPS_PNG
+    assert (run_dir / ATTENTION_MAPS_PNG).is_file()
+    assert facts.data["not_computed"] == []
+
+
+def test_report_command_builds_no_model(run_dir, tmp_path, no_model_building):
+    out = tmp_path / "out"
+    assert cli.main(["report", str(run_dir), "--out", str(out)]) == 0
+    markdown = (out / "report.md").read_text()
+    assert "797M" in markdown and "902M" in markdown  # the flat layout's counts, read from model_facts.json
+    assert (out / "plots" / "attention_maps.png").read_bytes() == (run_dir / "plots" / "attention_maps.png").read_bytes()
+    claims = pd.read_csv(out / "claims.csv")
+    assert not claims["basis"].str.contains("not computed").any()
+
+
+def test_importing_the_report_imports_no_model_code():
+    code = ("import sys, bench.report.build, bench.report.claims, bench.report.plots; "
+            "print(' '.join(m for m in ('ae_models.transformer', 'ae_models.cnn', 'ae_models.layers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == ""
+
+
+def test_the_report_command_module_imports_no_torch():
+    code = "import sys, bench.report.command; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
+
+
+def test_run_without_model_facts_renders_and_says_which_facts_are_missing(run_dir, tmp_path, no_model_building):
+    folder = tmp_path / run_dir.name
+    shutil.copytree(run_dir, folder)
+    (folder / "model_facts.json").unlink()
+    (folder / "plots" / "attention_maps.png").unlink()
+    markdown = write_report(folder).read_text()
+    assert all(heading in markdown for heading in SECTIONS)
+    assert "no model_facts.json: " in markdown and f"`python -m bench.core.model_facts {folder}`" in markdown
+    assert "Not drawn: figure not computed: the run has no model_facts.json" in markdown
+    claims = pd.read_csv(folder / "claims.csv")
+    computed = claims[claims["claim"].str.contains(": parameters|seed's layout")]
+    assert len(computed) == 13  # 10 counts, the flat layout's count, its training memory, its attention
+    assert (computed["verdict"] == "not measured in this run").all()
+    assert computed["basis"].str.contains("not computed: the run has no model_facts.json").all()
+
+
+def test_model_facts_command_writes_the_facts_of_a_run_already_on_disk(run_dir, rows, tmp_path):
+    folder = tmp_path / run_dir.name
+    shutil.copytree(run_dir, folder)
+    (folder / "model_facts.json").unlink()
+    (folder / "plots" / "attention_maps.png").unlink()
+    assert model_facts.main([str(folder)]) == 0
+    written = read_model_facts(folder)
+    for _, row in rows[rows["status"] == "ok"].iterrows():  # the rows hold the latent as built, not 0 (the default)
+        assert written.params(row["family"], row["preset"], row["size"], int(row["latent"])) == row["params"], row["case_id"]
+    assert written.data["flat_attention_probe"] == read_model_facts(run_dir).data["flat_attention_probe"]
+    assert written.attention_maps == read_model_facts(run_dir).attention_maps
+    assert (folder / "plots" / "attention_maps.png").is_file()
+
+
+def test_the_reference_run_reports_without_building_a_model(tmp_path, no_model_building):
+    out = tmp_path / "reference"
+    assert cli.main(["report", str(REFERENCE_RUN), "--out", str(out)]) == 0
+    markdown = (out / "report.md").read_text()
+    assert all(heading in markdown for heading in SECTIONS)
+    if not (REFERENCE_RUN / "model_facts.json").exists():
+        assert "no model_facts.json" in markdown
+
+
+def test_a_corrupt_model_facts_file_is_one_line_and_overwrites_nothing(report_dir, tmp_path, capsys):
+    folder = tmp_path / "run"
+    shutil.copytree(report_dir, folder)
+    (folder / "model_facts.json").write_text('{"format": 1, "parameters": [')
+    before = (folder / "report.md").read_text()
+    assert cli.main(["report", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "model_facts.json is not valid JSON" in err
+    assert (folder / "report.md").read_text() == before
 
 
 # -- missing pieces ---------------------------------------------------------------------------------
@@ -327,8 +433,8 @@ def test_run_where_nothing_ran_still_renders(run_dir, tmp_path):
     markdown = write_report(folder).read_text()
     assert "0 measured case(s)" in markdown
     assert "_No ok case fits the budget (or none ran)._" in markdown
-    assert "Not drawn: no ok patch-transformer case" in markdown
-    assert not re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    # only the figure of the model, drawn when the run started: nothing measured is plotted
+    assert [Path(p).stem for p in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)] == ["attention_maps"]
 
 
 def test_gpu_rows_get_memory_and_batch_verdicts(run_dir, tmp_path):
@@ -405,8 +511,15 @@ def test_budget_accepts_binary_and_decimal_units():
     assert parse_budget("8GiB") == 8192
     assert parse_budget("6144 MiB") == 6144
     assert parse_budget("8GB") == pytest.approx(8e9 / 2**20)
-    with pytest.raises(ValueError, match="bad memory budget"):
-        parse_budget("8")
+    assert parse_budget("8TiB") == 8 * 2**20
+    assert parse_budget("1.5gib") == 1536
+
+
+@pytest.mark.parametrize("text", ["8", "0", "-1GiB", "8 gigs", ""])
+def test_a_bad_budget_is_one_line(text):
+    with pytest.raises(ValueError, match="bad memory budget") as err:
+        parse_budget(text)
+    assert "\n" not in str(err.value)
 
 
 def test_md_table_escapes_pipes():
@@ -425,7 +538,8 @@ def test_pytest_session_writes_the_report_and_its_json_makes_the_same_one(tmp_pa
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (run,) = (tmp_path / "results").iterdir()
-    assert f"report written to {run / 'report.md'}" in done.stdout
+    assert f"report: {run / 'report.md'}" in done.stdout  # the line bench.core.session.end_run prints
+    assert (run / "model_facts.json").is_file()  # written when the session's run started
     folder_md = (run / "report.md").read_text()
     assert cli.main(["report", str(json_path)]) == 0
     json_md = (tmp_path / "bench-report" / "report.md").read_text()

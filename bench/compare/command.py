@@ -47,12 +47,14 @@ def _compare_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from bench.compare.verdicts import _finite, compare_runs, load_rules, open_run, parse_fraction, _non_negative
+    from bench.compare.rules import load_rules, non_negative, parse_fraction
+    from bench.compare.sides import open_run
+    from bench.compare.verdicts import compare_runs, finite_json
     from bench.runs.files import atomic_write_text
 
     cli = {"time": parse_fraction(args.time_threshold, "--time-threshold") if args.time_threshold is not None else None,
            "memory": parse_fraction(args.memory_threshold, "--memory-threshold") if args.memory_threshold is not None else None,
-           "memory_floor_mib": _non_negative(args.memory_floor_mib, "--memory-floor-mib") if args.memory_floor_mib is not None else None,
+           "memory_floor_mib": non_negative(args.memory_floor_mib, "--memory-floor-mib") if args.memory_floor_mib is not None else None,
            "max_spread": parse_fraction(args.max_spread, "--max-spread") if args.max_spread is not None else None}
     if not 0 < args.confidence < 1:
         raise ValueError(f"bad --confidence {args.confidence}: expected a fraction between 0 and 1, e.g. 0.95")
@@ -72,7 +74,7 @@ def _compare(args: argparse.Namespace) -> int:
     if args.markdown:
         atomic_write_text(args.markdown, text)
     if args.json:
-        atomic_write_text(args.json, json.dumps(_finite(result.as_json()), indent=2, default=str, allow_nan=False) + "\n")
+        atomic_write_text(args.json, json.dumps(finite_json(result.as_json()), indent=2, default=str, allow_nan=False) + "\n")
     print(result.headline() if args.quiet else text)
     return result.exit_status
 
@@ -87,7 +89,8 @@ def _baseline_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _baseline(args: argparse.Namespace) -> int:
-    from bench.compare.verdicts import machine_key, save_baseline
+    from bench.compare.baseline import save_baseline
+    from bench.compare.sides import machine_key
 
     if args.key:
         import torch

@@ -14,23 +14,23 @@ not judged unless ``--check-rss`` asks for it.
 Baselines are kept per GPU model and torch version: ``python -m bench baseline RUN`` copies a run
 into ``baselines/<device-slug>-torch<version>/``, and ``compare baselines/ CANDIDATE`` picks the
 folder of the candidate's machine.
+
+Here: the per-case verdicts and the result (text, markdown, JSON). The thresholds and their TOML
+config are in ``rules.py``, opening the two runs and their machine facts in ``sides.py``, the
+baseline store in ``baseline.py``.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import math
-import shutil
-import sys
-import tomllib
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 from bench.compare import stats as st
+from bench.compare.rules import Rules
+from bench.compare.sides import Side, number
 from bench.core.commandline import EXIT_FAILED, EXIT_OK
-from bench.runs.writer import META_JSON, RESULTS_CSV, SAMPLES_JSONL
-from bench.runs.reader import load_run
+from bench.runs.markdown import markdown_table
 
 # first present in both runs wins; the allocator's reserved peak is what decides whether a batch fits
 MEMORY_COLUMNS = ("reserved_peak_mib", "nvml_process_peak_mib", "rss_peak_mib")
@@ -42,217 +42,6 @@ MARKDOWN_ROWS = 60         # a pull-request comment stays readable (and under Gi
 # how bad a case's outcome is, for "worst first": failures, then what needs a look, then the rest
 _RANK = {"broken": 0, "slower": 1, "grew": 2, "noisy": 3, "missing": 4, "new": 5, "fixed": 5, "faster": 6,
          "shrank": 6, "same": 7, "ignored": 8, "skipped": 8}
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """A case's limits: relative time and memory growth (fractions), the memory floor (MiB), and
-    the within-run spread (IQR / median) above which a run's time cannot support a verdict."""
-
-    time: float = st.TIME_THRESHOLD
-    memory: float = st.MEMORY_THRESHOLD
-    memory_floor_mib: float = st.MEMORY_FLOOR_MIB
-    max_spread: float = st.MAX_SPREAD
-    ignore: bool = False
-
-
-_NUMERIC_KEYS = ("time", "memory", "memory_floor_mib", "max_spread")
-
-
-@dataclass
-class Rules:
-    """Thresholds per case: the defaults, overridden by the first ``[[group]]`` whose pattern matches."""
-
-    default: Thresholds = field(default_factory=Thresholds)
-    groups: list[tuple[tuple[str, ...], dict[str, Any]]] = field(default_factory=list)
-
-    def for_case(self, case_id: str, case_key: str) -> Thresholds:
-        for patterns, overrides in self.groups:
-            if any(fnmatch.fnmatchcase(case_id, p) or fnmatch.fnmatchcase(case_key, p) for p in patterns):
-                return replace(self.default, **overrides)
-        return self.default
-
-
-def load_rules(path: Optional[Path], cli: dict[str, Optional[float]]) -> Rules:
-    """Thresholds from a TOML file (``[defaults]`` and ``[[group]]`` tables), then the command
-    line's values over the defaults; groups still override both for their cases."""
-    defaults: dict[str, Any] = {}
-    groups: list[tuple[tuple[str, ...], dict[str, Any]]] = []
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"config {path} does not exist")
-        try:
-            data = tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"config {path} is not valid TOML: {err}") from None
-        unknown = sorted(set(data) - {"defaults", "group"})
-        if unknown:
-            raise ValueError(f"config {path}: unknown table(s) {', '.join(unknown)}; expected [defaults] and [[group]]")
-        defaults = _threshold_values(data.get("defaults", {}), f"config {path} [defaults]", allow=_NUMERIC_KEYS)
-        raw_groups = data.get("group", [])
-        if not isinstance(raw_groups, list):
-            raise ValueError(f"config {path}: 'group' must be [[group]] tables")
-        for i, group in enumerate(raw_groups, 1):
-            where = f"config {path} group {i}"
-            if not isinstance(group, dict) or "match" not in group:
-                raise ValueError(f"{where}: needs match = \"pattern\" or a list of patterns (fnmatch on case id or key)")
-            patterns = group["match"] if isinstance(group["match"], list) else [group["match"]]
-            if not patterns or not all(isinstance(p, str) and p for p in patterns):
-                raise ValueError(f"{where}: match must be a non-empty string or list of strings")
-            rest = {k: v for k, v in group.items() if k != "match"}
-            groups.append((tuple(patterns), _threshold_values(rest, where, allow=_NUMERIC_KEYS + ("ignore",))))
-    defaults.update({k: v for k, v in cli.items() if v is not None})
-    return Rules(Thresholds(**defaults), groups)
-
-
-def _threshold_values(table: Any, where: str, allow: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise ValueError(f"{where}: expected a table")
-    unknown = sorted(set(table) - set(allow))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(allow)}")
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        if key == "ignore":
-            if not isinstance(value, bool):
-                raise ValueError(f"{where}: ignore must be true or false")
-            out[key] = value
-        else:
-            out[key] = parse_fraction(value, f"{where} {key}") if key != "memory_floor_mib" else _non_negative(value, where)
-    return out
-
-
-def _non_negative(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"{where}: memory_floor_mib must be a number of MiB >= 0, got {value!r}")
-    return float(value)
-
-
-def parse_fraction(value: Any, what: str) -> float:
-    """``"10%"``, ``10%``-style strings or fractions (``0.1``) -> 0.1; rejects the rest with one line."""
-    text = str(value).strip()
-    try:
-        out = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise ValueError(f"bad {what} {value!r}: expected a fraction such as 0.1 or a percentage such as 10%") from None
-    if isinstance(value, bool) or not 0 < out < 10 or not math.isfinite(out):
-        raise ValueError(f"bad {what} {value!r}: expected a fraction above 0 (0.1) or a percentage (10%)")
-    return out
-
-
-# ------------------------------------------------------------------------------------------ input
-
-
-@dataclass
-class Side:
-    """One side of the comparison: a saved run's rows by ``case_key``, per-iteration samples (ms),
-    and the machine facts the check needs (from ``meta.json`` or pytest-benchmark's machine_info)."""
-
-    path: Path
-    kind: str
-    rows: dict[str, dict[str, Any]]
-    samples_ms: dict[str, list[float]]
-    device_type: str = ""
-    device_name: str = ""
-    torch: str = ""
-    slug: str = ""
-    calibration: dict[str, Any] = field(default_factory=dict)
-    commit: str = ""
-    created: str = ""
-
-    @property
-    def machine_key(self) -> str:
-        """``<device-slug>-torch<version>``: the baseline folder for runs of this machine."""
-        return machine_key(self.slug, self.torch)
-
-    def describe(self) -> dict[str, Any]:
-        return {"path": str(self.path), "kind": self.kind, "device": self.device_name, "device_type": self.device_type,
-                "torch": self.torch, "machine_key": self.machine_key, "commit": self.commit, "created": self.created,
-                "calibration": self.calibration, "cases": len(self.rows)}
-
-
-def machine_key(slug: str, torch_version: str) -> str:
-    """The naming of pytest-benchmark's storage in ``bench/conftest.py``: the local build tag dropped."""
-    return f"{slug or 'unknown'}-torch{(torch_version or 'unknown').split('+')[0]}"
-
-
-def open_run(path: Path, role: str = "run", prefer: Optional[str] = None) -> Side:
-    """Read the saved run ``path`` names (see :func:`find_run`) through :func:`bench.runs.reader.load_run`.
-
-    ``role`` ("baseline", "candidate") names it in messages; ``prefer`` is a machine key to look
-    for as a sub-folder first. Raises ValueError with one line for unusable input.
-    """
-    found = find_run(Path(path), role, prefer)
-    try:
-        saved = load_run(found)
-    except ValueError as err:
-        raise ValueError(f"{role}: {err}") from None
-    records = saved.rows.astype(object).where(saved.rows.notna(), None).to_dict("records")
-    rows = {str(r["case_key"]): r for r in records}  # a key written twice (a resumed run): the later row wins
-    if not rows:
-        raise ValueError(f"{role} {found} has no cases")
-    device = saved.meta.get("device") or {}
-    first = records[0]
-    device_type = str(device.get("type") or first.get("device") or "")
-    device_name = str(device.get("name") or first.get("device_name") or "")
-    slug = str(device.get("slug") or "")
-    if not slug and device_type == "cuda" and device_name:  # a GPU's slug is its name's; a CPU's needs its core count
-        from bench.trackers.device import DeviceFacts
-
-        slug = DeviceFacts(type="cuda", name=device_name).slug
-    return Side(path=found, kind="results" if saved.kind.startswith("results") else "pytest-benchmark", rows=rows,
-                samples_ms=dict(saved.samples_ms), device_type=device_type, device_name=device_name,
-                torch=str(device.get("torch") or first.get("torch") or ""), slug=slug,
-                calibration=dict(saved.meta.get("calibration") or {}), commit=str(saved.meta.get("commit") or ""),
-                created=str(saved.meta.get("created") or ""))
-
-
-def find_run(path: Path, role: str = "run", prefer: Optional[str] = None) -> Path:
-    """The saved run a path names: a ``.json`` file, a results folder, a baseline store's folder
-    for machine ``prefer``, or else the latest run under a folder, by name (run ids and
-    pytest-benchmark's NNNN_ prefixes both sort in time order; file times do not survive a git
-    checkout)."""
-    if not path.exists():
-        raise ValueError(f"{role} {path} does not exist")
-    if path.is_file():
-        if path.name == RESULTS_CSV:
-            return path.parent
-        if path.suffix != ".json":
-            raise ValueError(f"{role} {path} is neither a pytest-benchmark .json file nor a results folder")
-        return path
-    if (path / RESULTS_CSV).is_file():
-        return path
-    if prefer and (path / prefer).is_dir():
-        return find_run(path / prefer, role)
-    stored = sorted(p.name for p in path.iterdir() if p.is_dir() and "-torch" in p.name)
-    if prefer and stored:  # a baseline store without this machine: another machine's run is no baseline
-        raise ValueError(f"{role} store {path} has no baseline for this machine, {prefer} (it has {', '.join(stored)}); "
-                         f"keep one with `python -m bench baseline RUN --store {path}`")
-    runs = [p.parent for p in path.rglob(RESULTS_CSV)]
-    inside = set(runs)
-    runs += [p for p in path.rglob("*.json") if not inside.intersection(p.parents)]  # a run folder's own JSON is not a run
-    if not runs:
-        hint = f" (and no sub-folder {prefer}/)" if prefer else ""
-        raise ValueError(f"{role} {path} holds no saved run: no {RESULTS_CSV} and no pytest-benchmark .json{hint}")
-    latest = max(runs, key=lambda p: (p.name, str(p)))
-    if len(runs) > 1:
-        print(f"ae-bench: {role}: {path} holds {len(runs)} saved runs; using the latest, {latest}", file=sys.stderr)
-    return latest
-
-
-def number(value: Any) -> Optional[float]:
-    """A cell as a float, or None for empty, missing or not-a-number."""
-    if value is None or value == "" or isinstance(value, bool):
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
-# ----------------------------------------------------------------------------------------- result
 
 
 @dataclass
@@ -323,12 +112,12 @@ class Comparison:
         s = self.settings
         b, c = self.baseline, self.candidate
         lines = [f"### ae-bench regression check: {self.headline()}", "",
-                 "| | baseline | candidate |", "| --- | --- | --- |",
-                 f"| run | `{b.path}` ({b.kind}) | `{c.path}` ({c.kind}) |",
-                 f"| device | {b.device_name} | {c.device_name} |",
-                 f"| torch | {b.torch} | {c.torch} |",
-                 f"| commit | {b.commit or '?'} | {c.commit or '?'} |",
-                 f"| calibration GEMM | {_ms(b.calibration.get(NORMALIZE_KEY))} | {_ms(c.calibration.get(NORMALIZE_KEY))} |",
+                 markdown_table(["", "baseline", "candidate"], [
+                     ["run", f"`{b.path}` ({b.kind})", f"`{c.path}` ({c.kind})"],
+                     ["device", b.device_name, c.device_name],
+                     ["torch", b.torch, c.torch],
+                     ["commit", b.commit or "?", c.commit or "?"],
+                     ["calibration GEMM", _ms(b.calibration.get(NORMALIZE_KEY)), _ms(c.calibration.get(NORMALIZE_KEY))]]),
                  "",
                  f"Time fails a case when the {s['confidence']:.0%} bootstrap interval of its ratio of medians lies "
                  f"entirely above +{s['time_threshold']:.0%} ({s['resamples']} resamples, seed {s['seed']}; per-group "
@@ -340,21 +129,19 @@ class Comparison:
         lines += [f"> {note}" for note in self.notes]
         if self.notes:
             lines.append("")
-        lines += ["| case | verdict | median ms (base -> cand) | time change (interval) | peak MiB (base -> cand) | note |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        shown = self.cases[:limit]
-        for case in shown:
-            lines.append(_markdown_row(case))
+        cells = [_markdown_cells(case) for case in self.cases[:limit]]
         if len(self.cases) > limit:
             rest: dict[str, int] = {}
             for case in self.cases[limit:]:
                 rest[case.verdict] = rest.get(case.verdict, 0) + 1
-            lines.append(f"| ... {len(self.cases) - limit} more: " + ", ".join(f"{n} {v}" for v, n in rest.items())
-                         + " (all cases in the JSON report) | | | | | |")
+            cells.append([f"... {len(self.cases) - limit} more: " + ", ".join(f"{n} {v}" for v, n in rest.items())
+                          + " (all cases in the JSON report)", "", "", "", "", ""])
+        lines.append(markdown_table(["case", "verdict", "median ms (base -> cand)", "time change (interval)",
+                                     "peak MiB (base -> cand)", "note"], cells))
         return "\n".join(lines) + "\n"
 
 
-def _markdown_row(case: CaseResult) -> str:
+def _markdown_cells(case: CaseResult) -> list[str]:
     verdict = f"**{case.verdict}**" if case.fails else case.verdict
     time_cells = ["", ""]
     if case.time is not None:
@@ -368,7 +155,7 @@ def _markdown_row(case: CaseResult) -> str:
         if m.verdict in ("grew", "shrank"):
             mem_cell += f" **{m.verdict} {st.percent_change(m.ratio)}**" if m.verdict == "grew" else f" {m.verdict} {st.percent_change(m.ratio)}"
     note = case.note or (case.time.reason if case.time is not None and case.time.verdict == "noisy" else "")
-    return f"| `{case.case_id}` | {verdict} | {time_cells[0]} | {time_cells[1]} | {mem_cell} | {note.replace('|', '/')} |"
+    return [f"`{case.case_id}`", verdict, time_cells[0], time_cells[1], mem_cell, note]
 
 
 def _num(value: Optional[float], decimals: Optional[int] = None) -> str:
@@ -383,9 +170,6 @@ def _num(value: Optional[float], decimals: Optional[int] = None) -> str:
 def _ms(value: Any) -> str:
     value = number(value)
     return f"{value:.3f} ms" if value is not None else "none recorded"
-
-
-# ------------------------------------------------------------------------------------------- logic
 
 
 def check_machines(baseline: Side, candidate: Side, allow: bool) -> list[str]:
@@ -503,38 +287,12 @@ def _compare_case(key: str, baseline: Side, candidate: Side, rules: Rules, facto
     return CaseResult(key, case_id, "compared", time, memory, fails=fails)
 
 
-# ----------------------------------------------------------------------------------------- command
-
-
-def _finite(value: Any) -> Any:
+def finite_json(value: Any) -> Any:
     """NaN and infinities (a figure that could not be formed) as null: strict JSON for bots and jq."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [finite_json(v) for v in value]
     return value
-
-
-# ---------------------------------------------------------------------------------------- baseline
-
-_RUN_FILES = (RESULTS_CSV, SAMPLES_JSONL, META_JSON)
-
-
-def save_baseline(run_path: Path, store: Path) -> Path:
-    """Copy a saved run into ``store/<device-slug>-torch<version>/``, replacing the run kept there."""
-    run = open_run(run_path, "run")
-    if not run.slug:
-        raise ValueError(f"run {run.path} does not record its device slug; it cannot be filed under a machine")
-    dest = Path(store) / run.machine_key
-    dest.mkdir(parents=True, exist_ok=True)
-    for old in list(dest.glob("*.json")) + [dest / name for name in _RUN_FILES]:
-        old.unlink(missing_ok=True)  # only the files a saved run is made of: anything else a person put there stays
-    if run.kind == "results":
-        for name in _RUN_FILES:
-            if (run.path / name).exists():
-                shutil.copy2(run.path / name, dest / name)
-    else:
-        shutil.copy2(run.path, dest / run.path.name)
-    return dest

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
-from ae_models import ATTENTION_IMPLS, CNN_PRESETS, FAMILIES, PRESETS, format_size, is_transformer, parse_size
+from ae_models.catalog import ATTENTION_IMPLS, CNN_PRESETS, FAMILIES, PRESETS, is_transformer
+from ae_models.sizes import format_size, parse_size
 
 PRECISIONS = ("fp32", "tf32", "amp-fp16", "amp-bf16", "fp16", "bf16")
 MODES = ("infer", "train", "embed")

@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Optional, TextIO
 
 from bench.core.cases import Case
+from bench.core.console import progress_text
 from bench.core.measure import Measurement
 
 if TYPE_CHECKING:
@@ -63,45 +64,28 @@ def sweep(run: "Run", cases: list[Case], progress: Optional[TextIO] = sys.stderr
 
 
 class Progress:
-    """The progress line of a case loop: count, elapsed time, an estimate of what is left, the case's result."""
+    """The progress line of a case loop: count, elapsed time, an estimate of what is left, the case's result.
+
+    Every command's case loop prints it (run, pytest, profile, quality, plan, plan-check), each with
+    its own detail text: ``print(meter.step(f"{case.id}: ..."), file=sys.stderr)`` after each case.
+    """
 
     def __init__(self, total: int) -> None:
         self.total, self.done, self.start = total, 0, time.monotonic()
 
-    def line(self, row: dict) -> str:
+    def step(self, detail: str) -> str:
+        """Count one more case done and return its line, ``detail`` after the count and the times."""
         self.done += 1
         elapsed = time.monotonic() - self.start
-        eta = elapsed / self.done * (self.total - self.done)
-        return f"[{self.done}/{self.total} {elapsed:5.0f}s elapsed, ~{eta:.0f}s left] {progress_text(row)}"
+        eta = elapsed / self.done * max(0, self.total - self.done)
+        return f"[{self.done}/{self.total} {elapsed:5.0f}s elapsed, ~{eta:.0f}s left] {detail}"
+
+    def line(self, row: dict) -> str:
+        """The line of a speed row (its images/s and median, or its status and reason)."""
+        return self.step(progress_text(row))
 
 
 def _is_main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def progress_text(row: dict) -> str:
-    if row["status"] == "ok":
-        return f"{row['case_id']}: {row['images_per_s']:.1f} images/s, median {row['median_ms']:.2f} ms/batch"
-    return f"{row['case_id']}: {row['status']} ({row['reason']})"
-
-
-def summary_table(rows: list[dict], limit: int = 60) -> str:
-    """A short fixed-width table of the rows for the console."""
-    header = f"{'case':<62} {'status':<11} {'images/s':>10} {'median ms':>10} {'peak MiB':>9} {'MFU':>6}"
-    lines = [header, "-" * len(header)]
-    for row in rows[:limit]:
-        peak = row.get("reserved_peak_mib") or row.get("rss_peak_mib")
-        if row["status"] == "ok":
-            lines.append(f"{row['case_id'][:62]:<62} {'ok':<11} {row['images_per_s']:>10.1f} {row['median_ms']:>10.2f} "
-                         f"{(peak or 0):>9.0f} {(row['mfu'] or 0) * 100:>5.1f}%")
-        else:
-            lines.append(f"{row['case_id'][:62]:<62} {row['status']:<11} {'':>10} {'':>10} {'':>9} {'':>6}")
-    if len(rows) > limit:
-        lines.append(f"... and {len(rows) - limit} more rows (see results.csv)")
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-    lines.append("rows: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    return "\n".join(lines)

@@ -73,7 +73,7 @@ def start_run(selection: Selection, results_root: Path, entry: str, command: lis
 
 def end_run(run: Run) -> list[str]:
     """Close the run: the console summary, where the rows are, and the report written from them."""
-    from bench.core.loop import summary_table
+    from bench.core.console import summary_table
     from bench.report.build import write_report
 
     lines = [summary_table(run.rows), f"results: {run.writer.csv_path}"]

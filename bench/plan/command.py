@@ -14,10 +14,11 @@ from bench.plan.defaults import (
     DEFAULT_DISPLAY_RESERVE, DEFAULT_MARGIN, DEFAULT_MAX_BATCH, PLAN_MODES,
 )
 
+
 def _plan_args(parser: argparse.ArgumentParser) -> None:
     add_matrix_args(parser)
     parser.add_argument("--budget", default=None, help=BUDGET_HELP)
-    parser.add_argument("--gpu", default=None, help="the card planned for, from bench/data/gpus.toml: rtx4060, rtx4060ti, "
+    parser.add_argument("--gpu", default=None, help="the card planned for, from bench/data/gpus.toml: rtx4060, rtx4060ti-8gb, rtx4060ti-16gb, "
                                                     "rtx4070laptop (the 8 GB 4070), rtx4070 (12 GB), ...; names the target and "
                                                     "gives the budget when --budget is not given")
     parser.add_argument("--display-reserve", default=DEFAULT_DISPLAY_RESERVE,
@@ -33,7 +34,9 @@ def _plan_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from bench.plan.planner import configurations, load_seed_batch_claims, make_env, run_plan, write_plan
+    from bench.plan.budget import make_env
+    from bench.plan.output import load_seed_batch_claims, write_plan
+    from bench.plan.planner import configurations, run_plan
     from bench.core.cases import parse_axis_values
     from bench.core.selection import make_selection
     from bench.runs.provenance import new_run_id
@@ -66,7 +69,8 @@ def _check_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from bench.plan.planner import Budget, accuracy_grid, check_case, check_table, config_label
+    from bench.plan.budget import Budget
+    from bench.plan.check import accuracy_grid, check_table, run_checks
     from bench.units import parse_bytes
     from bench.core.cases import parse_axis_values
 
@@ -81,12 +85,7 @@ def _check(args: argparse.Namespace) -> int:
     if "cnn" in families:
         cases = list({c.key: c for c in (dataclasses.replace(c, attention="none", checkpointing=False) if c.family == "cnn" else c
                                          for c in cases)}.values())
-    rows = []
-    for i, case in enumerate(cases, 1):
-        row = check_case(case, budget, args.batch_cap, parse_bytes(args.memory_cap))
-        rows.append(row)
-        err = "does not fit" if row.error is None else f"{100 * row.error:+.2f}%"
-        print(f"[{i}/{len(cases)}] {config_label(case)}: batch {row.batch}, {err} ({row.seconds:.1f}s)", file=sys.stderr)
+    rows = run_checks(cases, budget, args.batch_cap, parse_bytes(args.memory_cap), log=lambda line: print(line, file=sys.stderr))
     print(check_table(rows))
     bad = [r for r in rows if r.error is not None and abs(r.error) > args.tolerance]
     return EXIT_FAILED if bad else EXIT_OK

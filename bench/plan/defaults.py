@@ -1,9 +1,9 @@
 """The planner's defaults, apart from its code so that the command line reads them without torch.
 
-Why each value: see ``bench/plan/planner.py``'s module docstring.
+Why each value: see ``bench/plan/budget.py``'s module docstring (the budget accounting).
 """
 
-DEFAULT_CONTEXT_MIB = 450       # predicted CUDA context + library workspaces (see the module docstring)
+DEFAULT_CONTEXT_MIB = 450       # predicted CUDA context + library workspaces (see budget.py's docstring)
 DEFAULT_DISPLAY_RESERVE = "256MiB"
 DEFAULT_MARGIN = 0.05
 DEFAULT_MAX_BATCH = 16384       # the search stops here: "at least this many"

@@ -42,8 +42,8 @@ from torch.profiler import record_function
 
 from ae_models.attention import kernels_from_ops
 from ae_models.layers import Attention, Mlp
+from bench.units import MIB
 
-MIB = 2**20
 TOP_OPS = 25  # rows of the top-operator table
 
 # category -> what it holds; the tables keep this order

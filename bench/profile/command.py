@@ -19,6 +19,7 @@ def _profile_args(parser) -> None:
 
 
 def _profile(args) -> int:
+    from bench.core.loop import Progress
     from bench.core.selection import case_listing, selection_from_args
     from bench.profile.profiler import profile_case, warmup_steps
     from bench.profile.report import share_of, write_overview
@@ -35,16 +36,18 @@ def _profile(args) -> int:
     print(f"ae-bench: profiling {len(cases)} cases on {plan.facts.name} ({plan.facts.type}), {args.steps} steps each -> {out}",
           file=sys.stderr)
     failed = False
-    for i, case in enumerate(cases, 1):
+    meter = Progress(len(cases))
+    for case in cases:
         result = profile_case(case, plan.device, plan.facts, out, args.steps, warmup_steps(plan.settings))
         s = result.summary
         if result.status == "ok":
-            print(f"[{i}/{len(cases)}] {case.id}: {s['profiled_wall_ms']:.4g} ms/step profiled ({s['plain_step_ms']:.4g} unprofiled), "
-                  f"sum/wall {s['coverage']:.3f}, attention {100 * share_of(s, 'attention'):.1f}% ({s['attention_kernel'] or 'none'}), "
-                  f"top: {s['top_category']}, {s.get('bound', '—')}", file=sys.stderr)
+            detail = (f"{case.id}: {s['profiled_wall_ms']:.4g} ms/step profiled ({s['plain_step_ms']:.4g} unprofiled), "
+                      f"sum/wall {s['coverage']:.3f}, attention {100 * share_of(s, 'attention'):.1f}% ({s['attention_kernel'] or 'none'}), "
+                      f"top: {s['top_category']}, {s.get('bound', '—')}")
         else:
             failed = failed or result.status == "error"
-            print(f"[{i}/{len(cases)}] {case.id}: {result.status}: {s.get('reason', '')}", file=sys.stderr)
+            detail = f"{case.id}: {result.status}: {s.get('reason', '')}"
+        print(meter.step(detail), file=sys.stderr)
         write_overview(out)  # after every case, so an interrupted run keeps a complete overview
     print((out / "profile.md").read_text())
     print(f"ae-bench: profiles in {out} (profile.md, roofline.png, <case>/trace.json)", file=sys.stderr)

@@ -33,7 +33,6 @@ import contextlib
 import json
 import math
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -43,19 +42,17 @@ import torch
 import torch.nn as nn
 from torch.profiler import ProfilerActivity, profile, record_function, schedule
 
-from ae_models import UnsupportedAttentionError
-
 from bench.profile.attribution import MIB, STEP_LABEL, attention_kernel, attribute, category_table, labelled, memory_ops, top_ops
 from bench.core.cases import Case
 from bench.trackers.device import DeviceFacts, peak_for
 from bench.trackers.flops import count_step_flops
 from bench.trackers.latency import summarize, time_steps
-from bench.core.measure import Settings, is_oom
+from bench.core.measure import Settings
+from bench.core.runner import CaseRun, run_case
 from bench.profile.report import markdown_table
 from bench.runs.provenance import utc_now
 from bench.runs.files import atomic_write_text
 from bench.profile.roofline import count_step_bytes, place
-from bench.core.steps import case_context, prepare, release_memory
 from bench.profile.defaults import DEFAULT_STEPS
 
 SCHEDULE_WAIT, SCHEDULE_WARMUP = 1, 1  # the profiler's own warm-up: its first recorded steps are slower
@@ -135,33 +132,22 @@ def profile_case(case: Case, device: torch.device, facts: DeviceFacts, out_dir: 
     summary: dict[str, Any] = {"case_id": case.id, "case_key": case.key, **case.fields(), "device": facts.type,
                                "device_name": facts.name, "torch": torch.__version__, "threads": torch.get_num_threads(),
                                "steps": steps, "created": utc_now()}
-    if case.skip:
-        summary.update(status="unsupported", reason=case.skip)
-        _write_json(folder / "summary.json", summary)
-        return CaseProfile(case, "unsupported", summary, folder=folder)
-    scenario = None
-    try:
-        with case_context(case):
-            scenario = prepare(case, device)
-            result = _profile_prepared(case, scenario, facts, folder, steps, warmup, summary)
-        summary["status"] = "ok"
-    except UnsupportedAttentionError as err:
-        summary.update(status="unsupported", reason=str(err))
-        result = None
-    except Exception as err:  # noqa: BLE001 - a failing case becomes a summary with a reason
-        summary.update(status="oom" if is_oom(err) else "error",
-                       reason=f"{type(err).__name__}: {' '.join(str(err).split())[:300]}",
-                       traceback=traceback.format_exc(limit=6))
-        result = None
-    finally:
-        if scenario is not None:
-            scenario.close()
-        else:
-            release_memory(device, compiled=case.compile != "off")
+    found: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+
+    def body(run: CaseRun) -> None:
+        found["tables"] = _profile_prepared(case, run.prepare(), facts, folder, steps, warmup, summary)
+
+    outcome = run_case(case, device, body)
+    summary.update(status=outcome.status)
+    if not outcome.ok:
+        summary["reason"] = outcome.reason
+    if outcome.traceback:
+        summary["traceback"] = outcome.traceback
     _write_json(folder / "summary.json", summary)
-    if result is None:
-        return CaseProfile(case, summary["status"], summary, folder=folder)
-    return CaseProfile(case, "ok", summary, result[0], result[1], folder)
+    if not outcome.ok:
+        return CaseProfile(case, outcome.status, summary, folder=folder)
+    categories, ops = found["tables"]
+    return CaseProfile(case, "ok", summary, categories, ops, folder)
 
 
 def _profile_prepared(case: Case, scenario, facts: DeviceFacts, folder: Path, steps: int, warmup: int,

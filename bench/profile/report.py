@@ -6,7 +6,6 @@ from the cases' ``summary.json`` files, so an interrupted run still has a comple
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -16,26 +15,8 @@ import pandas as pd
 
 from bench.profile.attribution import CATEGORIES
 from bench.runs.files import atomic_write_text
+from bench.runs.markdown import frame_table as markdown_table
 from bench.profile.roofline import OVERHEAD_FRACTION, Roof, RoofPoint, roofline_png
-
-
-def markdown_table(frame: pd.DataFrame, spec: list[tuple[str, str, str]]) -> str:
-    """A markdown table of ``frame``'s columns ``(column, header, format)``; NaN is a dash."""
-    if frame is None or frame.empty:
-        return "_(nothing to show)_\n"
-    lines = ["| " + " | ".join(h for _, h, _ in spec) + " |", "|" + "|".join("---" for _ in spec) + "|"]
-    for _, row in frame.iterrows():
-        cells = []
-        for column, _, fmt in spec:
-            value = row.get(column)
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                cells.append("—")
-            elif fmt:
-                cells.append(format(value, fmt))
-            else:
-                cells.append(str(value).replace("|", "\\|"))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 SORT_AXES = ("family", "preset", "size", "latent", "tokenizer", "precision", "checkpointing", "compile", "mode", "batch", "attention")

@@ -33,6 +33,7 @@ def add_quality_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run_quality_command(args: argparse.Namespace) -> int:
+    from bench.core.loop import Progress
     from bench.core.selection import make_selection
     from bench.quality.report import QualityWriter, summary_lines, write_quality_report
     from bench.quality.run import QualityData, quality_case_id, quality_cases, run_quality_case
@@ -68,7 +69,8 @@ def run_quality_command(args: argparse.Namespace) -> int:
     print(f"ae-bench quality: {len(cases)} cases, {budget.describe()} each, on {plan.facts.name} ({plan.facts.type}); "
           f"{data.description}; -> {run_dir}", file=sys.stderr)
     failed = False
-    for n, case in enumerate(cases, 1):
+    meter = Progress(len(cases))
+    for case in cases:
         split = data.split(case.hw)
         writer.set_data(data.describe())
         start = time.perf_counter()
@@ -78,7 +80,7 @@ def run_quality_command(args: argparse.Namespace) -> int:
         failed |= row["status"] in ("error",)
         detail = (f"{row['steps']} steps, {row['images_per_s']:.1f} img/s, PSNR {row['psnr_db']:.2f} dB, SSIM {row['ssim']:.3f}"
                   if row["status"] == "ok" else f"{row['status']}: {row['reason']}")
-        print(f"[{n}/{len(cases)}] {row['case_id']}: {detail} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+        print(meter.step(f"{row['case_id']}: {detail} ({time.perf_counter() - start:.0f} s)"), file=sys.stderr)
     report = writer.finish()
     print("\n".join(summary_lines(writer.rows)))
     print(f"results: {writer.csv_path}\nreport: {report}")

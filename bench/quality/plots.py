@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from bench.quality.pareto import pareto_mask
+
 DPI = 100
 MARKERS = "osD^v<>pXh*"
 
@@ -90,8 +92,6 @@ def reconstruction_strip(size: str, originals: np.ndarray, reconstructions: dict
 def pareto_figure(rows: pd.DataFrame, provenance: str) -> Optional[bytes]:
     """PSNR against training images/s (left) and against peak MiB (right), a row per size; the
     Pareto-optimal cases are joined by a line."""
-    from bench.quality.report import pareto_mask
-
     rows = rows[(rows["status"] == "ok") & rows["psnr_db"].notna()]
     if rows.empty:
         return None

@@ -19,18 +19,19 @@ from __future__ import annotations
 import io
 import json
 import math
-import tomllib
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 
+from bench.quality.pareto import with_pareto
 from bench.runs.files import atomic_write_bytes, atomic_write_text
+from bench.runs.markdown import markdown_table as md_table
+from bench.runs.seed_claims import CLAIMS_FILE, load_claims
 
 QUALITY_CSV, CURVES_CSV, STRIPS_NPZ, META_JSON, REPORT_MD = (
     "quality.csv", "quality_curves.csv", "quality_strips.npz", "quality_meta.json", "quality.md")
-CLAIMS_FILE = Path(__file__).resolve().parents[1] / "data" / "seed_claims.toml"
 EARLY_STEPS = 100  # below this many steps a verdict is flagged as about early training
 
 # column -> (unit, meaning); one row per case in quality.csv
@@ -117,42 +118,9 @@ class QualityWriter:
 
 # -- analysis ---------------------------------------------------------------------------------------
 
-def pareto_mask(cost_or_gain: pd.Series, psnr: pd.Series, maximise: bool) -> pd.Series:
-    """True for cases no other case beats: higher-or-equal PSNR and better-or-equal x
-    (higher when ``maximise``, e.g. images/s; lower otherwise, e.g. MiB), one of them strictly."""
-    x = np.asarray(cost_or_gain, dtype=float) * (1 if maximise else -1)
-    y = np.asarray(psnr, dtype=float)
-    keep = []
-    for i in range(len(x)):
-        dominated = np.any((x >= x[i]) & (y >= y[i]) & ((x > x[i]) | (y > y[i])))
-        keep.append(bool(np.isfinite(x[i]) and np.isfinite(y[i]) and not dominated))
-    return pd.Series(keep, index=getattr(cost_or_gain, "index", None))
-
-
-def with_pareto(rows: pd.DataFrame) -> pd.DataFrame:
-    """``rows`` with ``pareto_speed`` and ``pareto_memory`` flags, computed within each size
-    (a 1280x152 image costs about 5x a 201x201 one: fronts across sizes would compare sizes, not models)."""
-    rows = rows.copy()
-    rows["pareto_speed"] = False
-    rows["pareto_memory"] = False
-    ok = rows[(rows["status"] == "ok") & rows["psnr_db"].notna()]
-    for _, group in ok.groupby("size"):
-        speed = group["images_per_s"].notna()
-        rows.loc[group[speed].index, "pareto_speed"] = pareto_mask(group.loc[speed, "images_per_s"], group.loc[speed, "psnr_db"], True)
-        memory = group["peak_mib"].notna()
-        rows.loc[group[memory].index, "pareto_memory"] = pareto_mask(group.loc[memory, "peak_mib"], group.loc[memory, "psnr_db"], False)
-    return rows
-
-
 def load_quality_claims(path: Path = CLAIMS_FILE) -> dict:
     """The seed's Quality column (``[[speed_comparison.row]]`` ``quality``) and the verdict rule ``[quality]``."""
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"seed claims file {path} cannot be read: {err}") from None
-    if "quality" not in data or "speed_comparison" not in data:
-        raise ValueError(f"seed claims file {path} lacks [quality] or [speed_comparison]")
-    return data
+    return load_claims(path, need=("quality", "speed_comparison"))
 
 
 def seed_quality_verdicts(rows: pd.DataFrame, claims: Optional[dict] = None) -> pd.DataFrame:
@@ -224,13 +192,6 @@ def _num(v: Any, fmt: str = ".3g") -> str:
     return f"{v:,.0f}" if abs(v) >= 1000 else format(v, fmt)
 
 
-def md_table(header: list[str], lines: list[list[Any]]) -> str:
-    cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(cell(v) for v in line) + " |" for line in lines]
-    return "\n".join(out)
-
-
 def summary_lines(rows: list[dict]) -> list[str]:
     """The console table: one line per case."""
     head = f"{'case':<48} {'steps':>6} {'img/s':>8} {'peak MiB':>9} {'PSNR dB':>8} {'SSIM':>6} {'rho':>6}  status"
@@ -257,7 +218,7 @@ def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[s
     provenance = f"measured on {device.get('name', '?')} ({device.get('type', '?')})"
     data = meta.get("data", {})
     noise = load_quality_claims()["quality"]["noise_db"]
-    md = [f"# Reconstruction quality on real images", "",
+    md = ["# Reconstruction quality on real images", "",
           f"{provenance}, torch {device.get('torch', '?')}, {meta.get('created', '')}, commit {meta.get('commit') or '?'}.  ",
           f"Command: `{meta.get('command', '?')}`  ",
           f"Budget: {_budget_text(meta)}, AdamW lr {meta.get('lr', '?')}, seed {data.get('seed', '?')}.  ",
@@ -265,7 +226,7 @@ def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[s
     for text in data.get("splits", {}).values():
         md.append(f"- {text}")
     if data.get("unavailable"):
-        md.append(f"- not loaded: " + "; ".join(f"{k} ({v})" for k, v in data["unavailable"].items()))
+        md.append("- not loaded: " + "; ".join(f"{k} ({v})" for k, v in data["unavailable"].items()))
     for size, dropped in data.get("dropped", {}).items():
         md.append(f"- not used at {size}: " + "; ".join(f"{k}: {v}" for k, v in dropped.items()))
     md += ["", "## Quality next to speed and memory", "",

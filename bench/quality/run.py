@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -31,11 +30,11 @@ from bench.quality.dataset import Split, load_sources, make_split
 from bench.trackers.device import DeviceFacts
 from bench.quality.embeddings import neighbour_similarity
 from bench.quality.metrics import batch_metrics, mean_metrics
-from bench.core.measure import is_oom
+from bench.core.runner import CaseRun, run_case
 from bench.quality.report import empty_quality_row
 from bench.trackers.memory import memory_pass
 from bench.runs.provenance import utc_now
-from bench.core.steps import build_for, case_context, release_memory, train_step
+from bench.core.steps import build_for, train_step
 from bench.quality.defaults import DEFAULT_LR
 from bench.quality.training import EVAL_BATCH, Budget, CurvePoint, train_for_budget
 
@@ -134,55 +133,49 @@ def run_quality_case(case: Case, split: Split, budget: Budget, device: torch.dev
     row = base_quality_row(case, facts, run_id, budget, seed, lr)
     row.update(n_train_crops=len(split.train), n_heldout_crops=len(split.heldout))
     result = QualityResult(row, [])
-    if case.skip:
-        row.update(status="unsupported", reason=case.skip, timestamp=utc_now())
-        return result
-    model = None
-    try:
-        with case_context(case):
-            torch.manual_seed(seed)
-            model = build_for(case, device)
-            row["params"] = sum(p.numel() for p in model.parameters())
-            cfg = getattr(model, "config", None)
-            row["latent"] = getattr(cfg, "latent_dim", case.latent) if cfg is not None else case.latent
-            heldout = split.heldout.stack()  # (N, 1, H, W)
-            curve_images = heldout[spread(len(heldout), CURVE_CROPS)]
-            before = neighbour_similarity(model, split.images, split.crop_hw, device, case.precision)
 
-            trained = train_for_budget(model, split.train, curve_images, budget, device, case.batch, case.precision, lr, seed,
-                                       on_point=on_point)
-            result.curve = trained.curve
-            row.update(steps=trained.steps, train_s=trained.train_s, eval_s=trained.eval_s, images_per_s=trained.images_per_s,
-                       heldout_mse_init=trained.curve[0].heldout_mse, heldout_mse_final=trained.curve[-1].heldout_mse)
+    def body(run: CaseRun) -> None:
+        _train_and_score(run.build(seed), case, split, budget, device, seed, lr, on_point, result)
 
-            recon = reconstruct(model, heldout, device, case.precision)
-            scores = mean_metrics(batch_metrics(heldout[:, 0].numpy(), recon))
-            row.update(mse=scores.mse, psnr_db=scores.psnr_db, ssim=scores.ssim)
-            shown = spread(len(heldout), STRIP_CROPS)
-            result.originals, result.reconstructions = heldout[shown, 0].numpy(), recon[shown]
-
-            after = neighbour_similarity(model, split.images, split.crop_hw, device, case.precision)
-            row.update(embed_spearman_init=before.spearman, embed_spearman=after.spearman, embed_windows=after.windows,
-                       embed_images=len(after.per_image))
-
-            if device.type == "cuda":
-                mem = memory_pass(trained.step, device, iters=2)
-                row.update(peak_mib=mem.alloc_peak_mib, peak_source="torch.cuda.max_memory_allocated")
-            else:
-                row.update(peak_cpu_memory(case, seed))
-        row["status"] = "ok"
-    except Exception as err:  # noqa: BLE001 - every failure becomes a row; the sweep goes on
-        text = " ".join(str(err).split())[:300]
-        if is_oom(err):
-            row.update(status="oom", reason=text)
-        else:
-            where = traceback.extract_tb(err.__traceback__)[-1]
-            row.update(status="error", reason=f"{type(err).__name__}: {text} [{Path(where.filename).name}:{where.lineno}]")
-    finally:
-        model = None  # noqa: F841 - drop the reference before the memory is released
-        release_memory(device)
-    row["timestamp"] = utc_now()
+    outcome = run_case(case, device, body)
+    row.update(status=outcome.status, timestamp=utc_now())
+    if not outcome.ok:
+        row["reason"] = outcome.reason
     return result
+
+
+def _train_and_score(model: torch.nn.Module, case: Case, split: Split, budget: Budget, device: torch.device, seed: int,
+                     lr: float, on_point: Optional[Callable[[CurvePoint], None]], result: QualityResult) -> None:
+    """The phases of one built case, each filling its columns of ``result.row``."""
+    row = result.row
+    row["params"] = sum(p.numel() for p in model.parameters())
+    cfg = getattr(model, "config", None)
+    row["latent"] = getattr(cfg, "latent_dim", case.latent) if cfg is not None else case.latent
+    heldout = split.heldout.stack()  # (N, 1, H, W)
+    curve_images = heldout[spread(len(heldout), CURVE_CROPS)]
+    before = neighbour_similarity(model, split.images, split.crop_hw, device, case.precision)
+
+    trained = train_for_budget(model, split.train, curve_images, budget, device, case.batch, case.precision, lr, seed,
+                               on_point=on_point)
+    result.curve = trained.curve
+    row.update(steps=trained.steps, train_s=trained.train_s, eval_s=trained.eval_s, images_per_s=trained.images_per_s,
+               heldout_mse_init=trained.curve[0].heldout_mse, heldout_mse_final=trained.curve[-1].heldout_mse)
+
+    recon = reconstruct(model, heldout, device, case.precision)
+    scores = mean_metrics(batch_metrics(heldout[:, 0].numpy(), recon))
+    row.update(mse=scores.mse, psnr_db=scores.psnr_db, ssim=scores.ssim)
+    shown = spread(len(heldout), STRIP_CROPS)
+    result.originals, result.reconstructions = heldout[shown, 0].numpy(), recon[shown]
+
+    after = neighbour_similarity(model, split.images, split.crop_hw, device, case.precision)
+    row.update(embed_spearman_init=before.spearman, embed_spearman=after.spearman, embed_windows=after.windows,
+               embed_images=len(after.per_image))
+
+    if device.type == "cuda":
+        mem = memory_pass(trained.step, device, iters=2)
+        row.update(peak_mib=mem.alloc_peak_mib, peak_source="torch.cuda.max_memory_allocated")
+    else:
+        row.update(peak_cpu_memory(case, seed))
 
 
 def _child_peak_rss(case: Case, seed: int, threads: int, steps: int) -> tuple[float, float]:

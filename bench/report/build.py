@@ -8,14 +8,16 @@ Everything is computed in memory first (rows read and checked, tables, figures, 
 rendered); only then are files written, each atomically. So a bad input or a broken template
 stops with one line naming the problem and leaves every existing file as it was.
 
-Every figure in the report comes from the run's rows (or, for parameter counts, from the model
-definitions); the only other numbers are the seed's claims, quoted from ``data/seed_claims.toml``.
+The report is a function of the run's files alone: ``results.csv``, ``samples.jsonl``,
+``meta.json``, and the model facts the run wrote when it started (``model_facts.json``: parameter
+counts and the flat layout's attention probe; ``plots/attention_maps.png``; see
+``bench/core/model_facts.py``). It never builds a model: a fact the folder lacks is reported as
+missing, with the command that computes it. The only other numbers are the seed's claims, quoted
+from ``data/seed_claims.toml``.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -25,14 +27,19 @@ import pandas as pd
 from bench.report import claims as seed_claims
 from bench.report import plots as plots
 from bench.report import tables as tables
-from bench.trackers.latency import NOISE_THRESHOLD
+from bench.report.defaults import DEFAULT_BUDGET, DEFAULT_TEMPLATE
+from bench.report.display import fmt_num, md_table, run_facts, show
 from bench.runs.files import atomic_write_bytes, atomic_write_text
+from bench.runs.model_facts import (
+    ATTENTION_MAPS_PNG, MODEL_FACTS_JSON, PRESET_ORDER, REGENERATE, ModelFacts, read_model_facts,
+)
 from bench.runs.reader import SavedRun, load_run
+from bench.runs.seed_claims import load_claims
+from bench.trackers.latency import NOISE_THRESHOLD
+from bench.units import ACCEPTED, MIB, parse_bytes
 
 REPORT_MD = "report.md"
 PLOTS_DIR = "plots"
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "report_template.md"
-DEFAULT_BUDGET = "8GiB"
 
 # The table CSVs written next to results.csv: name -> what it holds (quoted in the report).
 TABLE_FILES = {
@@ -49,68 +56,18 @@ TABLE_FILES = {
     "claims": ("claims.csv", "the seed's claims, our figures and the verdicts"),
 }
 
-PRESET_ORDER = ("tiny", "small", "medium", "large", "xlarge")
-
-
-# -- budget and formatting ----------------------------------------------------------------------
-
-_BUDGET_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(GiB|MiB|GB|MB)\s*$", re.IGNORECASE)
-_BUDGET_UNITS = {"gib": 1024.0, "mib": 1.0, "gb": 1e9 / 2**20, "mb": 1e6 / 2**20}
-
 
 def parse_budget(text: str) -> float:
-    """``8GiB``, ``6144MiB``, ``8GB`` (10^9 bytes) -> MiB."""
-    match = _BUDGET_RE.match(str(text))
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"bad memory budget {text!r}: expected a positive size with a unit, e.g. 8GiB or 6144MiB")
-    return float(match.group(1)) * _BUDGET_UNITS[match.group(2).lower()]
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
-
-
-def fmt_num(value: Any, digits: int = 3) -> str:
-    """Three significant figures, thousands separated; an empty cell is a dash."""
-    if _missing(value):
-        return "—"
-    value = float(value)
-    if abs(value) >= 10 ** digits:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}g}"
-
-
-FORMATS: dict[str, Callable[[Any], str]] = {
-    "text": lambda v: "—" if _missing(v) or v == "" else str(v),
-    "int": lambda v: "—" if _missing(v) else f"{int(v):,d}",
-    "num": fmt_num,
-    "mib": lambda v: "—" if _missing(v) else f"{float(v):,.0f}",
-    "ratio": lambda v: "—" if _missing(v) else f"{float(v):.2f}×",
-    "pct": lambda v: "—" if _missing(v) else f"{float(v):.1f} %",
-    "frac_pct": lambda v: "—" if _missing(v) else f"{float(v) * 100:.1f} %",
-    "count": lambda v: "—" if _missing(v) else seed_claims.fmt_count(float(v)),
-    "bool": lambda v: "—" if _missing(v) else ("yes" if v else "no"),
-}
-
-
-def show(frame: pd.DataFrame, spec: list[tuple[str, str, str]]) -> pd.DataFrame:
-    """A display table: ``spec`` is ``(column, header with unit, format)``; cells become strings."""
-    out = pd.DataFrame({header: [FORMATS[kind](v) for v in frame[column]] if column in frame else []
-                        for column, header, kind in spec})
-    return out
-
-
-def md_table(frame: Optional[pd.DataFrame]) -> str:
-    """A markdown table of a display frame (pipes in cells escaped); empty frames render nothing."""
-    if frame is None or frame.empty:
-        return ""
-
-    def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(c) for c in frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
+    """A memory budget as :func:`bench.units.parse_bytes` reads sizes (``8GiB``, ``6144MiB``,
+    ``8GB`` = 10^9 bytes, ``8TiB``) -> MiB. Raises ValueError (one line) for anything else, and for 0."""
+    expected = ACCEPTED.replace("; or 0", "")  # a size may be 0, a budget may not
+    try:
+        size = parse_bytes(text)
+    except ValueError as err:
+        raise ValueError(str(err).replace("bad memory size", "bad memory budget", 1).replace(ACCEPTED, expected)) from None
+    if size <= 0:
+        raise ValueError(f"bad memory budget {text!r}: a budget must be above 0; expected {expected}")
+    return size / MIB
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -154,6 +111,7 @@ def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path]
     out_tables: dict[str, pd.DataFrame] = {}
     out_plots: dict[str, bytes] = {}
     memory_label = "process RSS" if device != "cuda" else "GPU memory"
+    facts, facts_text, facts_notes = _model_facts(run)
 
     # 0. The CSV pivots.
     out_tables["throughput"] = tables.throughput_table(rows)
@@ -163,7 +121,7 @@ def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path]
     out_tables["not_ok"] = tables.not_ok_table(rows)
 
     # 1. Run facts.
-    ctx["facts"] = _facts(run)
+    ctx["facts"] = run_facts(run, facts_text)
     counts = tables.status_counts(rows)
     ctx["status_counts"] = ", ".join(f"{n} {s}" for s, n in counts.items())
     ctx["ok_count"] = counts.get("ok", 0)
@@ -245,10 +203,11 @@ def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path]
                                        "every axis but checkpointing, in train mode")
 
     # 4. The seed's claims.
-    claims = seed_claims.load_claims()
+    claims = load_claims()
     rules = seed_claims.rules_of(claims)
     checked = seed_claims.check_all(claims, rows, device, budget_mib, cnn_pairs,
-                                    {"precision": precision_pairs, "checkpointing": ckpt_pairs, "attention": attention_pairs})
+                                    {"precision": precision_pairs, "checkpointing": ckpt_pairs, "attention": attention_pairs},
+                                    facts)
     out_tables["claims"] = pd.DataFrame([dict(r, table=k) for k, group in checked.items() for r in group])
     claim_spec = [("claim", "claim", "text"), ("seed_says", "the seed says", "text"), ("measured", "ours", "text"),
                   ("verdict", "verdict", "text"), ("basis", "how it was obtained", "text")]
@@ -280,15 +239,7 @@ def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path]
     figure("latency_distribution", "Latency distribution of the slowest cases",
            lambda: plots.latency_distribution(rows, run.samples_ms, device),
            "no per-iteration samples were saved for the ok cases")
-    model = _attention_model(rows)
-    if model is not None:
-        family, preset, size, latent = model
-        figure("attention_maps", f"Attention maps per layer, untrained {family}-{preset} at {size}",
-               lambda: plots.attention_maps_figure(family, preset, size, latent),
-               "the model has a single token: its maps are 1×1 (see section 4)")
-    else:
-        figures.append({"name": "attention_maps", "title": "Attention maps per layer", "path": None,
-                        "missing": "no ok patch-transformer case in this run to take a model from"})
+    figures.append(_attention_figure(run, facts, out_plots))
     ctx["figures"] = figures
 
     # 8. Noise and validity.
@@ -310,7 +261,7 @@ def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path]
     disagree = kernels[kernels["agrees"] == "no"]
     ctx["kernel_disagreements"] = show(disagree, [("case_id", "case", "text"), ("attention", "requested", "text"),
                                                   ("attention_ran", "ran", "text")])
-    ctx["run_notes"] = list(run.notes)
+    ctx["run_notes"] = list(run.notes) + facts_notes
     ctx["table_files"] = [{"file": f, "what": what} for f, what in TABLE_FILES.values()]
 
     try:
@@ -324,53 +275,6 @@ def _preset_key(column: pd.Series) -> pd.Series:
     if column.name == "preset":
         return column.map(lambda p: PRESET_ORDER.index(p) if p in PRESET_ORDER else len(PRESET_ORDER))
     return column
-
-
-def _facts(run: SavedRun) -> pd.DataFrame:
-    meta, rows = run.meta, run.rows
-    device = meta.get("device", {}) if isinstance(meta.get("device"), dict) else {}
-    unknown = "not recorded"
-
-    def first(*values: Any) -> str:
-        for v in values:
-            if not _missing(v) and v not in ("", None):
-                return str(v)
-        return unknown
-
-    def row_value(column: str) -> Any:
-        values = [v for v in rows[column] if not _missing(v) and v != ""]
-        return values[0] if values else None
-
-    run_ids = sorted({r for r in rows["run_id"] if r})
-    calibration = meta.get("calibration") or {}
-    calibration_text = unknown
-    if calibration.get("gemm_ms") is not None:
-        calibration_text = (f"{calibration['gemm_n']:g}² fp32 GEMM {calibration['gemm_ms']:.3g} ms, "
-                            f"{calibration['copy_mib']:g} MiB copy {calibration['copy_ms']:.3g} ms")
-    settings = meta.get("settings") or {}
-    settings_text = ", ".join(f"{k} {v}" for k, v in settings.items()) if settings else unknown
-    memory = device.get("total_memory_mib")
-    command_text = first(meta.get("command"))
-    facts = [
-        ("run", ", ".join(run_ids) or unknown),
-        ("source", f"{run.source} ({run.kind})"),
-        ("device", f"{first(device.get('name'), row_value('device_name'))} ({first(device.get('type'), row_value('device'))})"),
-        ("device memory", f"{float(memory):,.0f} MiB" if not _missing(memory) and memory else unknown),
-        ("driver", first(device.get("driver"), "none (no NVIDIA driver)" if run.device_type == "cpu" else None)),
-        ("torch", first(device.get("torch"), row_value("torch"))),
-        ("CUDA / cuDNN", f"{first(device.get('cuda'))} / {first(device.get('cudnn'))}" if device.get("cuda") else
-         ("none (CPU build or CPU run)" if run.device_type == "cpu" else unknown)),
-        ("torch threads", first(device.get("threads"), row_value("threads"))),
-        ("date", first(meta.get("created"), row_value("timestamp"))),
-        ("commit", first(meta.get("commit"))),
-        ("matrix", first(meta.get("matrix"))),
-        ("timing settings", settings_text),
-        ("calibration", calibration_text),
-        ("reproduce the run", f"`{command_text}`" + (f" at commit {meta['commit']}" if meta.get("commit") else "")
-         if command_text != unknown else unknown),
-        ("regenerate this report", f"`python -m bench report {run.source}`"),
-    ]
-    return pd.DataFrame(facts, columns=["fact", "value"])
 
 
 def _headline_notes(rows: pd.DataFrame, counts: pd.DataFrame, budget_mib: float) -> list[str]:
@@ -394,15 +298,44 @@ def _pairing_notes(pairs: pd.DataFrame, baseline: str, match: str) -> list[str]:
     return []
 
 
-def _attention_model(rows: pd.DataFrame) -> Optional[tuple[str, str, str, float]]:
-    """The smallest patch-transformer preset the run measured, at its first size and latent."""
-    ok = tables.ok_rows(rows)
-    ok = ok[ok["family"] == "transformer"]
-    if ok.empty:
-        return None
-    ok = ok.assign(order=ok["preset"].map(lambda p: PRESET_ORDER.index(p) if p in PRESET_ORDER else len(PRESET_ORDER)))
-    first = ok.sort_values("order", kind="stable").iloc[0]
-    return "transformer", first["preset"], first["size"], 0 if _missing(first["latent"]) else float(first["latent"])
+def _model_facts(run: SavedRun) -> tuple[ModelFacts, str, list[str]]:
+    """The run's model facts (empty when it has none), the line section 1 shows, and notes on what is missing."""
+    folder = run.source if run.kind == "results folder" else None
+    found = read_model_facts(folder) if folder is not None else None
+    if found is not None:
+        notes = [f"model facts not computed when the run started: {item.get('what')}: {item.get('error')}"
+                 for item in found.data.get("not_computed") or []]
+        return found, (f"`{MODEL_FACTS_JSON}`: computed from the model definitions when the run started "
+                       f"(torch {found.data.get('torch', '?')}), not measured"), notes
+    if folder is None:
+        hint = f"a {run.kind} carries no model facts: report the run's results folder, which has {MODEL_FACTS_JSON}"
+    else:
+        hint = f"write it with `{REGENERATE} {folder}`"
+    missing = (f"no {MODEL_FACTS_JSON}: section 4 takes a parameter count from the run's rows where it measured that "
+               f"model and shows the other counts and the flat layout's attention probe as not computed; section 7 has "
+               f"no attention-map figure; {hint}")
+    return ModelFacts(hint=hint), "not recorded", [missing]
+
+
+def _attention_figure(run: SavedRun, facts: ModelFacts, out_plots: dict[str, bytes]) -> dict:
+    """Section 7's attention maps: the figure the run drew when it started, copied; or why there is none."""
+    about = facts.attention_maps
+    title = "Attention maps per layer"
+    if about:
+        title += f", untrained {about['family']}-{about['preset']} at {about['size']}"
+    if about and about.get("path"):
+        source = Path(run.source) / about["path"]
+        if source.is_file():
+            out_plots[ATTENTION_MAPS_PNG] = source.read_bytes()
+            return {"name": "attention_maps", "title": title, "path": ATTENTION_MAPS_PNG, "missing": ""}
+        why = f"{about['path']} is missing from the run folder; {facts.hint}"
+    elif about:
+        why = f"{about.get('why_not') or 'the run drew no figure'} (see section 4)"
+    elif facts.path is not None:
+        why = "no patch-transformer case in this run to take a model from"
+    else:
+        why = facts.missing("figure")
+    return {"name": "attention_maps", "title": title, "path": None, "missing": why}
 
 
 # -- writing --------------------------------------------------------------------------------------

@@ -10,25 +10,24 @@ the verdict rules' tolerances. Verdicts:
 - ``not measurable by this suite``: reconstruction quality (judged by ``python -m bench quality`` instead), attention time alone;
 - ``baseline``: the CNN row, 1.0x by definition.
 
-Parameter counts are computed from the model definitions on the meta device (no memory, no
-time), so they are checked whatever the run measured; the report says they are computed.
+Parameter counts and the flat layout's attention probe are computed from the model definitions
+when the run starts (``bench/core/model_facts.py`` writes them into ``model_facts.json``), so they
+are checked whatever the run measured; the report says they are computed. This module only reads
+them: a fact the file lacks (an old run, a pytest-benchmark JSON) is a row saying so, never a model
+built here.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
-import torch
 
+from bench.runs.model_facts import ModelFacts
 from bench.report.tables import CNN_MATCH, ok_rows, with_peak
-
-CLAIMS_FILE = Path(__file__).resolve().parents[1] / "data" / "seed_claims.toml"
+from bench.units import GIB, MIB
 
 HOLDS, FAILS = "holds", "does not hold"
 # the speed run times untrained models; the quality scenario trains them and judges this claim
@@ -38,7 +37,7 @@ NOT_ON_DEVICE, NOT_IN_RUN, NOT_BY_SUITE = "not measurable on this device", "not 
 BASELINE = "baseline"  # the CNN row of the seed's table: 1.0x by definition, nothing to test
 VERDICTS = (HOLDS, FAILS, NOT_ON_DEVICE, NOT_IN_RUN, NOT_BY_SUITE, BASELINE)
 
-MIB_PER_GIB = 1024
+MIB_PER_GIB = GIB // MIB
 # Training keeps, per parameter, the fp32 weight, its gradient and AdamW's two moments (AMP keeps
 # fp32 master weights too): 4 tensors x 4 bytes, before a single activation is stored.
 TRAIN_BYTES_PER_PARAM = 4 * 4
@@ -61,17 +60,6 @@ class Rules:
             f"a memory range holds when the measured peak lies in it, widened by {self.memory_rel_tol:.0%} on both sides "
             f"(the seed's GB read as GiB); memory and batch-size claims need a {self.memory_needs} run, as they are about GPU memory.",
         ]
-
-
-def load_claims(path: Path = CLAIMS_FILE) -> dict:
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"seed claims file {path} cannot be read: {err}") from None
-    for key in ("source", "target", "rules", "parameter_counts", "speed_comparison", "flat_layout", "optimisations"):
-        if key not in data:
-            raise ValueError(f"seed claims file {path} lacks [{key}]")
-    return data
 
 
 def rules_of(claims: dict) -> Rules:
@@ -97,66 +85,6 @@ def memory_verdict(measured_mib: float, low_gib: float, high_gib: float, rules: 
     low = low_gib * MIB_PER_GIB * (1 - rules.memory_rel_tol)
     high = high_gib * MIB_PER_GIB * (1 + rules.memory_rel_tol)
     return HOLDS if low <= measured_mib <= high else FAILS
-
-
-# -- model definitions on the meta device ------------------------------------------------------
-
-@functools.lru_cache(maxsize=None)
-def parameter_count(family: str, preset: str, size: str, latent: int) -> int:
-    """Parameters of a model as defined, built on the meta device (no memory allocated)."""
-    from ae_models import build_model
-
-    overrides = {"latent_dim": latent} if latent else {}
-    with torch.device("meta"):
-        model = build_model(family, preset, size, **overrides)
-    return sum(p.numel() for p in model.parameters())
-
-
-@functools.lru_cache(maxsize=None)
-def flat_projection_count(preset: str, size: str, latent: int) -> int:
-    """Parameters of the flat layout's two pixel projections, Linear(H*W, latent) and Linear(latent, H*W)."""
-    from ae_models import build_model
-
-    with torch.device("meta"):
-        model = build_model("transformer-flat", preset, size, latent_dim=latent)
-    return sum(p.numel() for m in (model.input_proj, model.output_proj) for p in m.parameters())
-
-
-@dataclass
-class FlatProbe:
-    map_shape: tuple[int, ...]    # one layer's attention map, (B, N, N)
-    map_values: tuple[float, ...]  # its distinct values
-    qk_grad_norm: float           # |grad W_q| + |grad W_k| over every block after one backward pass
-    v_grad_norm: float            # |grad W_v| over every block
-
-
-@functools.lru_cache(maxsize=None)  # seeded, so the same every time: compute it once per process
-def flat_attention_probe(preset: str, size: str, latent: int) -> FlatProbe:
-    """Build a small flat model (seeded), take its attention maps and one backward pass.
-
-    With one token, softmax of the single score is 1: attention returns V whatever W_q and W_k
-    are, so their gradients are exactly zero. Runs on the CPU in well under a second.
-    """
-    from ae_models import build_model
-    from ae_models.sizes import parse_size
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = build_model("transformer-flat", preset, size, latent_dim=latent, attention="eager")
-        h, w = parse_size(size)
-        x = torch.rand(2, 1, h, w)
-        maps = model.get_attention_maps(x)
-        recon, _ = model(x)
-        ((recon - x) ** 2).mean().backward()
-    first = maps["layer_0"]
-    qk = v = 0.0
-    for stack in (model.encoder, model.decoder):
-        for block in stack.blocks:
-            grad = block.attn.qkv.weight.grad  # rows: q (width), k (width), v (width)
-            width = grad.shape[0] // 3
-            qk += float(grad[: 2 * width].norm())
-            v += float(grad[2 * width:].norm())
-    return FlatProbe(tuple(first.shape), tuple(sorted({round(float(t), 6) for t in first.flatten()})), qk, v)
 
 
 # -- the checks --------------------------------------------------------------------------------
@@ -185,7 +113,29 @@ def fmt_ratio(r: float) -> str:
     return f"{r:.2f}×"
 
 
-def check_parameter_counts(claims: dict, rows: pd.DataFrame, device: str, budget_mib: float) -> list[dict]:
+def _params_check(section: str, family: str, preset: str, size: str, latent: int, claim: dict, rules: Rules,
+                  ok: pd.DataFrame, facts: ModelFacts) -> dict:
+    """One preset's parameter count: from the model facts, else from the run's rows, else missing."""
+    name = f"{preset}: parameters ({family})"
+    n = facts.params(family, preset, size, latent)
+    in_run = ok[(ok["family"] == family) & (ok["preset"] == preset) & (ok["size"] == size) & (ok["latent"] == latent)
+                & ok["params"].notna()]
+    row_count = None if in_run.empty else float(in_run["params"].iloc[0])
+    if n is not None:
+        basis = f"computed from the model definition ({family}, {size}, latent {latent}; meta device), not measured"
+        if row_count is not None:
+            basis += f"; the run's rows agree: {fmt_count(row_count)} parameters"
+    elif row_count is not None:
+        n, basis = row_count, f"from the run's rows (the model as built for its cases): {facts.lacks('count of it')}"
+    else:
+        return _row(section, name, claim["parameters"], "—", NOT_IN_RUN,
+                    facts.missing(f"parameter count of {family}-{preset} at {size}, latent {latent}"))
+    return _row(section, name, claim["parameters"], f"{fmt_count(n)} parameters", params_verdict(n, claim["value"], rules),
+                basis, n, claim["value"], claim["value"])
+
+
+def check_parameter_counts(claims: dict, rows: pd.DataFrame, device: str, budget_mib: float,
+                           facts: ModelFacts) -> list[dict]:
     """The seed's Parameter Counts table: parameters (computed), memory and recommended batch (GPU runs)."""
     spec, rules = claims["parameter_counts"], rules_of(claims)
     section, size, latent = spec["section"], spec["size"], int(spec["latent"])
@@ -194,13 +144,7 @@ def check_parameter_counts(claims: dict, rows: pd.DataFrame, device: str, budget
     for claim in spec["row"]:
         preset = claim["preset"]
         for family in spec["families"]:
-            n = parameter_count(family, preset, size, latent)
-            in_run = ok[(ok["family"] == family) & (ok["preset"] == preset) & (ok["size"] == size) & (ok["latent"] == latent)]
-            basis = f"computed from the model definition ({family}, {size}, latent {latent}; meta device), not measured"
-            if not in_run.empty:
-                basis += f"; the run's rows agree: {fmt_count(in_run['params'].iloc[0])} parameters"
-            out.append(_row(section, f"{preset}: parameters ({family})", claim["parameters"], f"{fmt_count(n)} parameters",
-                            params_verdict(n, claim["value"], rules), basis, n, claim["value"], claim["value"]))
+            out.append(_params_check(section, family, preset, size, latent, claim, rules, ok, facts))
         # Memory and batch: the user's transformer in training at the seed's size (any latent,
         # precision or attention; the most frugal of them is what decides whether a batch fits).
         train = ok[(ok["family"] == "transformer") & (ok["preset"] == preset) & (ok["size"] == size) & (ok["mode"] == "train")]
@@ -301,34 +245,46 @@ def check_speed_comparison(claims: dict, pairs: pd.DataFrame, device: str) -> li
     return out
 
 
-def check_flat_layout(claims: dict, budget_mib: float) -> list[dict]:
+def check_flat_layout(claims: dict, budget_mib: float, facts: ModelFacts) -> list[dict]:
     """The seed's own layout at its wide size: parameters, training memory, and what its attention does."""
     spec, rules = claims["flat_layout"], rules_of(claims)
     section, preset, size, latent = spec["section"], spec["preset"], spec["size"], int(spec["latent"])
-    total = parameter_count(spec["family"], preset, size, latent)
-    projections = flat_projection_count(preset, size, latent)
+    total = facts.params(spec["family"], preset, size, latent)
+    projections = facts.flat_projections(preset, size, latent)
     where = f"{spec['family']} {preset} at {size}, latent {latent}"
-    out = [_row(section, f"parameters of the seed's layout ({where})", f"{spec['parameters']} (its largest preset)",
-                f"{fmt_count(total)} parameters, of which the two pixel projections hold {fmt_count(projections)} "
-                f"({projections / total:.0%})", params_verdict(total, spec["value"], rules),
-                "computed from the model definition (meta device), not measured", total, spec["value"], spec["value"])]
-    state_mib = total * TRAIN_BYTES_PER_PARAM / 2**20
-    gib_low, gib_high = spec["gib"]
-    out.append(_row(section, f"training memory of the seed's layout ({where})", f"{spec['memory']} (for: {claims['target']})",
-                    f"at least {state_mib:,.0f} MiB for weights, gradients and AdamW state "
-                    f"({TRAIN_BYTES_PER_PARAM} bytes per parameter), before activations; budget {budget_mib:,.0f} MiB",
-                    HOLDS if state_mib <= gib_high * MIB_PER_GIB * (1 + rules.memory_rel_tol) else FAILS,
-                    "computed from the parameter count: a lower bound, on any device", state_mib,
-                    gib_low * MIB_PER_GIB, gib_high * MIB_PER_GIB))
-    probe = flat_attention_probe(spec["probe_preset"], spec["probe_size"], int(spec["probe_latent"]))
-    tokens = probe.map_shape[-1]
+    params_name, memory_name = f"parameters of the seed's layout ({where})", f"training memory of the seed's layout ({where})"
+    memory_says = f"{spec['memory']} (for: {claims['target']})"
+    if total is None:
+        why = facts.missing(f"parameter count of {where}")
+        out = [_row(section, params_name, f"{spec['parameters']} (its largest preset)", "—", NOT_IN_RUN, why),
+               _row(section, memory_name, memory_says, "—", NOT_IN_RUN, why)]
+    else:
+        held = (f", of which the two pixel projections hold {fmt_count(projections)} ({projections / total:.0%})"
+                if projections is not None else f" (the pixel projections' share unknown: {facts.lacks('projection count')})")
+        out = [_row(section, params_name, f"{spec['parameters']} (its largest preset)", f"{fmt_count(total)} parameters{held}",
+                    params_verdict(total, spec["value"], rules),
+                    "computed from the model definition (meta device), not measured", total, spec["value"], spec["value"])]
+        state_mib = total * TRAIN_BYTES_PER_PARAM / MIB
+        gib_low, gib_high = spec["gib"]
+        out.append(_row(section, memory_name, memory_says,
+                        f"at least {state_mib:,.0f} MiB for weights, gradients and AdamW state "
+                        f"({TRAIN_BYTES_PER_PARAM} bytes per parameter), before activations; budget {budget_mib:,.0f} MiB",
+                        HOLDS if state_mib <= gib_high * MIB_PER_GIB * (1 + rules.memory_rel_tol) else FAILS,
+                        "computed from the parameter count: a lower bound, on any device", state_mib,
+                        gib_low * MIB_PER_GIB, gib_high * MIB_PER_GIB))
+    probe_where = f"{spec['family']} {spec['probe_preset']} at {spec['probe_size']}, latent {spec['probe_latent']}"
+    probe = facts.flat_probe(spec["probe_preset"], spec["probe_size"], int(spec["probe_latent"]))
+    if probe is None:
+        out.append(_row(section, "attention of the seed's layout", spec["attention_claim"], "—", NOT_IN_RUN,
+                        facts.missing(f"attention probe of {probe_where}")))
+        return out
+    tokens = probe["map_shape"][-1]
     out.append(_row(section, "attention of the seed's layout", spec["attention_claim"],
-                    f"every map is {tokens}×{tokens} with weight(s) {', '.join(f'{v:g}' for v in probe.map_values)}; "
-                    f"gradient norm of W_q and W_k: {probe.qk_grad_norm:g} (W_v: {probe.v_grad_norm:.3g})",
+                    f"every map is {tokens}×{tokens} with weight(s) {', '.join(f'{v:g}' for v in probe['map_values'])}; "
+                    f"gradient norm of W_q and W_k: {probe['qk_grad_norm']:g} (W_v: {probe['v_grad_norm']:.3g})",
                     FAILS if tokens == 1 else HOLDS,
-                    f"computed on a seeded {spec['family']} {spec['probe_preset']} at {spec['probe_size']}, "
-                    f"latent {spec['probe_latent']} (one forward with maps, one backward): with one token, attention returns V",
-                    probe.qk_grad_norm))
+                    f"computed on a seeded {probe_where} (one forward with maps, one backward): "
+                    f"with one token, attention returns V", probe["qk_grad_norm"]))
     return out
 
 
@@ -372,11 +328,12 @@ def check_optimisations(claims: dict, pairs_by_axis: dict[str, pd.DataFrame], de
 
 
 def check_all(claims: dict, rows: pd.DataFrame, device: str, budget_mib: float, cnn_pairs: pd.DataFrame,
-              pairs_by_axis: dict[str, pd.DataFrame]) -> dict[str, list[dict]]:
+              pairs_by_axis: dict[str, pd.DataFrame], facts: ModelFacts) -> dict[str, list[dict]]:
+    """Every claim's row, per table of the claims file. ``facts`` is the run's model facts (empty when it has none)."""
     return {
-        "parameter_counts": check_parameter_counts(claims, rows, device, budget_mib),
+        "parameter_counts": check_parameter_counts(claims, rows, device, budget_mib, facts),
         "speed_comparison": check_speed_comparison(claims, cnn_pairs, device),
-        "flat_layout": check_flat_layout(claims, budget_mib),
+        "flat_layout": check_flat_layout(claims, budget_mib, facts),
         "optimisations": check_optimisations(claims, pairs_by_axis, device),
     }
 

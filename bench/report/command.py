@@ -5,15 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.core.commandline import EXIT_OK, Command
-
-DEFAULT_BUDGET = "8GiB"
+from bench.report.defaults import DEFAULT_BUDGET
 
 
 def _report_args(parser) -> None:
     parser.add_argument("results", metavar="RESULTS",
-                        help="a results folder (results.csv, samples.jsonl, meta.json) or a pytest-benchmark JSON file")
+                        help="a results folder (results.csv, samples.jsonl, meta.json, model_facts.json) or a "
+                             "pytest-benchmark JSON file")
     parser.add_argument("--budget", default=DEFAULT_BUDGET,
-                        help="memory budget for the headline and the memory plot, e.g. 8GiB or 6144MiB [default: 8GiB]")
+                        help=f"memory budget for the headline and the memory plot, e.g. 8GiB, 6144MiB or 8GB (10^9 bytes) "
+                             f"[default: {DEFAULT_BUDGET}]")
     parser.add_argument("--template", default=None, help="Jinja2 template [default: report_template.md at the repository top]")
     parser.add_argument("--out", default=None,
                         help="folder for report.md, the tables and plots [default: the results folder; for a JSON file, "

@@ -4,6 +4,10 @@ Figures are made with ``matplotlib.figure.Figure`` directly, never pyplot: no gl
 figure state is touched, so drawing works headless and inside a pytest session. Each function
 returns PNG bytes, or ``None`` when the run has nothing to draw; the report says why.
 Every figure's title names its provenance (measured on which device, or computed).
+
+The one figure of a model rather than of the rows, the attention maps of an untrained model, is
+drawn when the run starts (``bench/core/model_facts.py``, ``plots/attention_maps.png``): the report
+copies that file and never builds a model.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import math
 from typing import Optional
 
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -140,69 +143,3 @@ def latency_distribution(rows: pd.DataFrame, samples_ms: dict[str, list[float]],
     ax.set_title(f"Latency distribution of the {len(slowest)} slowest cases (measured on {device})")
     ax.grid(True, axis="x", alpha=0.3)
     return _png(fig)
-
-
-def synthetic_image(h: int, w: int) -> torch.Tensor:
-    """A deterministic synthetic image ``(1, 1, H, W)`` in [0, 1]: a bright blob, a ring and
-    vertical stripes, so that neighbouring patches differ."""
-    ys = torch.linspace(0, 1, h)[:, None].expand(h, w)
-    xs = torch.linspace(0, 1, w)[None, :].expand(h, w)
-    aspect = w / h
-    blob = torch.exp(-(((xs - 0.3) * aspect) ** 2 + (ys - 0.4) ** 2) / 0.02)
-    radius = torch.sqrt(((xs - 0.7) * aspect) ** 2 + (ys - 0.6) ** 2)
-    ring = torch.exp(-((radius - 0.25) ** 2) / 0.002)
-    stripes = 0.25 * (1 + torch.sin(xs * w / 8))
-    img = blob + ring + stripes
-    return (img / img.max())[None, None]
-
-
-def query_patch(h: int, w: int, grid: tuple[int, int]) -> int:
-    """The token under the test image's blob (see :func:`synthetic_image`), row-major in ``grid``."""
-    gh, gw = grid
-    return min(int(0.4 * gh), gh - 1) * gw + min(int(0.3 * gw), gw - 1)
-
-
-def attention_maps_figure(family: str, preset: str, size: str, latent: int, seed: int = 0) -> Optional[bytes]:
-    """For one untrained model (weights from ``seed``), what the patch under the test image's blob
-    attends to, per layer and averaged, drawn over the token grid."""
-    from ae_models import build_model
-    from ae_models.sizes import parse_size
-
-    h, w = parse_size(size)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        overrides = {"latent_dim": int(latent)} if latent else {}
-        model = build_model(family, preset, size, **overrides).eval()
-        image = synthetic_image(h, w)
-        maps = model.get_attention_maps(image)
-    grid = maps.grid_size
-    if grid[0] * grid[1] < 2:
-        return None
-    query = query_patch(h, w, grid)
-    names = [k for k in maps if k.startswith("layer_")] + ["average"]
-    wide = w / h > 2
-    panels = len(names) + 1
-    fig = Figure(figsize=(12, 1.6 * panels + 1) if wide else (3.2 * panels, 3.8))
-    axes = fig.subplots(panels, 1) if wide else fig.subplots(1, panels)
-    axes[0].imshow(image[0, 0].numpy(), cmap="gray", extent=(0, w, h, 0))
-    qy, qx = divmod(query, grid[1])
-    ph, pw = h / grid[0], w / grid[1]
-    axes[0].add_patch(_rect(qx * pw, qy * ph, pw, ph))
-    axes[0].set_title(f"test image {size} (query patch boxed)", fontsize=8)
-    for ax, name in zip(axes[1:], names):
-        weights = maps[name][0, query].reshape(grid).numpy()
-        im = ax.imshow(weights, cmap="magma", extent=(0, w, h, 0))
-        ax.set_title(f"{name}: weights of the query patch", fontsize=8)
-        fig.colorbar(im, ax=ax, fraction=0.046 if not wide else 0.015)
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(f"Attention of an untrained {family}-{preset} (latent {latent:g}, weights from seed {seed}) on a "
-                 f"synthetic image: the mechanism, not learned features (computed on the CPU)", fontsize=9)
-    return _png(fig)
-
-
-def _rect(x: float, y: float, w: float, h: float):
-    from matplotlib.patches import Rectangle
-
-    return Rectangle((x, y), w, h, fill=False, edgecolor="red", linewidth=1.5)

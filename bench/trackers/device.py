@@ -1,8 +1,8 @@
 """The device under test: its facts, and its peak compute and bandwidth per precision.
 
 Peaks come from ``data/gpus.toml`` (datasheet or derived figures, each with its source) for known
-GPUs; for a CPU or an unlisted GPU they are measured here with a large GEMM and a large copy,
-and the row says so (``peak_source``).
+GPUs; for a CPU or an unlisted GPU they are measured with a large GEMM and a large copy
+(``bench.trackers.calibration``), and the row says so (``peak_source``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import functools
 import os
 import platform
 import re
-import time
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Optional
 
 import torch
 
+from bench.trackers.calibration import measured_copy_gbs, measured_gemm_tflops
 from bench.trackers.nvml import NVML
 
 GPU_TABLE = Path(__file__).resolve().parents[1] / "data" / "gpus.toml"
@@ -135,51 +135,3 @@ def peak_for(facts: DeviceFacts, precision: str) -> Peak:
             return Peak(float(entry[dtype]), f"table: {entry['name']} ({entry['source']})", float(entry["bandwidth_gbs"]))
     tflops = measured_gemm_tflops(facts.type, dtype)
     return Peak(tflops, f"measured: {dtype} GEMM on this {facts.type}", measured_copy_gbs(facts.type))
-
-
-@functools.lru_cache(maxsize=None)
-def measured_gemm_tflops(device_type: str, dtype: str, n: int = 0) -> float:
-    """Best of a few square GEMMs: the practical compute peak of this device for ``dtype``."""
-    torch_dtype = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
-    device = torch.device("cuda" if device_type == "cuda" else "cpu")
-    if device_type == "cpu" and dtype in ("fp16", "tf32"):
-        dtype, torch_dtype = ("fp32", torch.float32) if dtype == "tf32" else (dtype, torch_dtype)
-    n = n or (8192 if device_type == "cuda" else 1024)
-    if device_type == "cpu" and dtype == "fp16":
-        n = 256  # CPU fp16 GEMM is very slow; a small one still tells its rate
-    a = torch.randn(n, n, device=device).to(torch_dtype)
-    b = torch.randn(n, n, device=device).to(torch_dtype)
-    prev = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
-    try:
-        best = float("inf")
-        for _ in range(4):
-            _sync(device)
-            start = time.perf_counter()
-            torch.mm(a, b)
-            _sync(device)
-            best = min(best, time.perf_counter() - start)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = prev
-    return 2 * n**3 / best / 1e12
-
-
-@functools.lru_cache(maxsize=None)
-def measured_copy_gbs(device_type: str, mib: int = 256) -> float:
-    """Best of a few large device-to-device copies, bytes read + written per second (GB/s)."""
-    device = torch.device("cuda" if device_type == "cuda" else "cpu")
-    src = torch.empty(mib * 2**20 // 4, dtype=torch.float32, device=device).fill_(1.0)
-    dst = torch.empty_like(src)
-    best = float("inf")
-    for _ in range(4):
-        _sync(device)
-        start = time.perf_counter()
-        dst.copy_(src)
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * src.numel() * 4 / best / 1e9
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

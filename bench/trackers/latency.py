@@ -10,9 +10,10 @@ import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 NOISE_THRESHOLD = 0.10  # IQR / median above this: the spread is too wide to trust small differences
 
@@ -66,6 +67,8 @@ def plan_iterations(step_s: float, min_iters: int, max_iters: int, min_time_s: f
 def time_steps(step: Callable[[], object], device: torch.device, iters: int) -> tuple[list[float], str]:
     """Run ``step`` ``iters`` times; return per-iteration seconds and the timer's name."""
     if device.type == "cuda":
+        import torch
+
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
         ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
         torch.cuda.synchronize(device)

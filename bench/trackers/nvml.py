@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Optional
 
-MIB = 2**20
+from bench.units import MIB
 
 
 class NVML:

@@ -1,0 +1,169 @@
+"""The plan's files: ``plan.csv`` (one row per configuration and mode, :data:`PLAN_COLUMNS`) and
+``plan.md`` (the budget's accounting, the table, and the seed's batch-size claims next to it)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from bench.core.cases import Case
+from bench.plan.budget import PREDICTED, PlanEnv
+from bench.plan.predictor import CATEGORIES
+from bench.runs.seed_claims import CLAIMS_FILE, load_claims
+from bench.units import MIB
+
+PLAN_COLUMNS = (
+    "family", "preset", "size", "latent", "tokenizer", "precision", "attention", "checkpointing", "compile", "mode",
+    "status", "source", "device", "target",
+    "budget_mib", "display_reserve_mib", "context_mib", "context_source", "margin", "usable_mib",
+    "max_batch", "max_card_mib", "max_reserved_mib", "max_tensors_mib",
+    "recommended_batch", "recommended_rule", "rec_card_mib", "rec_reserved_mib", "rec_tensors_mib",
+    "images_per_s_max", "images_per_s_recommended",
+    "fixed_mib", "per_image_mib", *[f"{c}_mib" for c in CATEGORIES],
+    "predicted_max_batch", "prediction_error_pct", "prediction_tensors_error_pct", "fit_error_pct", "trials", "notes", "reason",
+)
+
+
+@dataclass
+class PlanResult:
+    """The whole plan: a row per configuration and mode, the memory models, where they were made, how long it took."""
+
+    rows: list[dict]
+    models: dict = field(default_factory=dict)   # config key -> MemoryModel
+    env: Optional[PlanEnv] = None
+    seconds: float = 0.0
+
+
+# -- plan.csv and plan.md ---------------------------------------------------------------------
+
+def _cell(value) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if value != value else f"{value:.6g}"
+    return value
+
+
+def plan_csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(PLAN_COLUMNS)
+    for row in rows:
+        writer.writerow([_cell(row.get(c)) for c in PLAN_COLUMNS])
+    return buffer.getvalue()
+
+
+def load_seed_batch_claims(path: Path = CLAIMS_FILE) -> list[dict]:
+    """The seed's parameter table rows (preset, "Memory (8GB GPU)", "Recommended Batch"), from the claims file."""
+    section = load_claims(path, need=("parameter_counts",))["parameter_counts"]
+    try:
+        rows = [dict(r) for r in section["row"]]
+        for r in rows:
+            r.setdefault("size", section.get("size", "201x201"))
+            r.setdefault("latent", section.get("latent"))
+            for key in ("preset", "memory", "gib", "recommended_batch", "batch"):
+                r[key]  # noqa: B018 - every row needs these
+        return rows
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"seed claims file {path} has no usable [parameter_counts] rows "
+                         f"(preset, memory, gib, recommended_batch, batch): {err}") from None
+
+
+def _fmt(value, digits: int = 0) -> str:
+    if value is None or value == "" or (isinstance(value, float) and value != value):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _variant(row: dict) -> list[str]:
+    """What tells a plan row apart beyond family, preset and size: precision, kernel, ckpt, latent."""
+    out = [row["precision"]]
+    if row["attention"] != "none":
+        out.append(row["attention"])
+    if row["checkpointing"]:
+        out.append("ckpt")
+    if row["latent"]:
+        out.append(f"z{row['latent']}")
+    return out
+
+
+def plan_markdown(result: PlanResult, seed_rows: Optional[list[dict]] = None) -> str:
+    env = result.env
+    budget = env.budget
+    out = [f"## Batch-size plan: {env.target}", ""]
+    sources = sorted({r["source"] for r in result.rows if r["status"] in ("ok", "does-not-fit")})
+    out.append(f"Figures are **{', '.join(sources) or env.source}**: {env.device_label}. "
+               f"{len(result.rows)} configurations x modes in {result.seconds:.0f} s.")
+    if env.source == PREDICTED:
+        out.append("Predicted figures come from the memory model (`bench/plan/predictor.py`): the case's own step traced with fake "
+                   "tensors at two batch sizes, every moment a line `fixed + per_image x batch`, the peak their upper envelope. "
+                   "Its error against the live-tensor peaks of real CPU steps is printed by `python -m bench plan-check`; "
+                   "the GPU-only parts (allocator overhead, context, foreach AdamW, CUDA autocast policy) are checked when "
+                   "the plan runs on a GPU, where each row gets `prediction_error_pct`.")
+    out += ["", "What the card holds, and what is left for a batch (card = reserved peak + context + display reserve):", "", "```"]
+    out += budget.describe()
+    out += ["```"]
+    out += ["", "| configuration | mode | max batch | card MiB at max | recommended | card MiB at rec | fixed MiB | MiB per image | source | note |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in result.rows:
+        case_label = "-".join(str(x) for x in (r["family"], r["preset"], r["size"]))
+        extras = _variant(r)
+        note = r["reason"] or r["notes"] or ""
+        if r["status"] not in ("ok",):
+            note = f"**{r['status']}**: {note}"
+        out.append(f"| {case_label} {' '.join(extras)} | {r['mode']} | {_fmt(r['max_batch'])} | {_fmt(r['max_card_mib'])} | "
+                   f"{_fmt(r['recommended_batch'])} | {_fmt(r['rec_card_mib'])} | {_fmt(r['fixed_mib'], 1)} | "
+                   f"{_fmt(r['per_image_mib'], 2)} | {r['source']} | {note.replace('|', '/')} |")
+    if seed_rows:
+        out += _seed_section(result, seed_rows)
+    out.append("")
+    return "\n".join(out)
+
+
+def _seed_section(result: PlanResult, seed_rows: list[dict]) -> list[str]:
+    env = result.env
+    budget = env.budget
+    size = seed_rows[0].get("size", "201x201")
+    latent = seed_rows[0].get("latent")
+    out = ["", f"### Against the seed's table ({size}, training)", "",
+           f"The seed's \"Memory (8GB GPU)\" and \"Recommended Batch\" columns (its table is at latent {latent}; our rows use "
+           "the latent shown, the preset's own when none is), next to this plan. \"card MiB at the seed's batch\" is the "
+           "memory model's figure for the top of the seed's range, with the same accounting as above.", "",
+           "| preset | seed: memory | seed: batch | our configuration | our max batch | our recommended | "
+           "card MiB at the seed's batch | seed's batch fits? | source |",
+           "|---|---|---|---|---:|---:|---:|---|---|"]
+    by_preset = {r["preset"]: r for r in seed_rows}
+    for row in result.rows:
+        seed = by_preset.get(row["preset"])
+        if seed is None or row["size"] != size or row["mode"] != "train" or not str(row["family"]).startswith("transformer"):
+            continue
+        key = Case(**{k: row[k] for k in Case.__dataclass_fields__ if k not in ("skip", "batch")}, batch=1).key
+        model = result.models.get(key)
+        top = max(seed["batch"])
+        at_seed, fits = "–", "–"
+        if model is not None:
+            card = budget.card_total(budget.predicted_reserved(model.peak(top)))
+            at_seed = f"{card / MIB:,.0f}"
+            fits = "yes" if budget.fits(budget.predicted_reserved(model.peak(top))) else "**no**"
+        parts = [row["family"], *_variant(row)]
+        label = " ".join(str(p) for p in parts)
+        status = "" if row["status"] == "ok" else f" ({row['status']})"
+        out.append(f"| {row['preset']} | {seed['memory']} | {seed['recommended_batch']} | {label}{status} | "
+                   f"{_fmt(row['max_batch'])} | {_fmt(row['recommended_batch'])} | {at_seed} | {fits} | {row['source']} |")
+    return out
+
+
+def write_plan(result: PlanResult, out_dir: Path, seed_rows: Optional[list[dict]] = None) -> tuple[Path, Path]:
+    """Write ``plan.csv`` and ``plan.md`` into ``out_dir`` (atomically) and return their paths."""
+    from bench.runs.files import atomic_write_text
+
+    out_dir = Path(out_dir)
+    csv_path, md_path = out_dir / "plan.csv", out_dir / "plan.md"
+    atomic_write_text(csv_path, plan_csv(result.rows))
+    atomic_write_text(md_path, plan_markdown(result, seed_rows))
+    return csv_path, md_path

@@ -1,0 +1,106 @@
+"""The report's display tables: figures formatted with their units, as markdown.
+
+A display table is a frame of strings whose headers carry the units (:func:`show`); the template
+renders one with ``{{ name | md_table }}``. Section 1, the run's facts, is built here too.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional
+
+import pandas as pd
+
+from bench.report.claims import fmt_count
+from bench.runs.markdown import markdown_table
+from bench.runs.reader import SavedRun
+
+
+def missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def fmt_num(value: Any, digits: int = 3) -> str:
+    """Three significant figures, thousands separated; an empty cell is a dash."""
+    if missing(value):
+        return "—"
+    value = float(value)
+    if abs(value) >= 10 ** digits:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+FORMATS: dict[str, Callable[[Any], str]] = {
+    "text": lambda v: "—" if missing(v) or v == "" else str(v),
+    "int": lambda v: "—" if missing(v) else f"{int(v):,d}",
+    "num": fmt_num,
+    "mib": lambda v: "—" if missing(v) else f"{float(v):,.0f}",
+    "ratio": lambda v: "—" if missing(v) else f"{float(v):.2f}×",
+    "pct": lambda v: "—" if missing(v) else f"{float(v):.1f} %",
+    "frac_pct": lambda v: "—" if missing(v) else f"{float(v) * 100:.1f} %",
+    "count": lambda v: "—" if missing(v) else fmt_count(float(v)),
+    "bool": lambda v: "—" if missing(v) else ("yes" if v else "no"),
+}
+
+
+def show(frame: pd.DataFrame, spec: list[tuple[str, str, str]]) -> pd.DataFrame:
+    """A display table: ``spec`` is ``(column, header with unit, format)``; cells become strings."""
+    out = pd.DataFrame({header: [FORMATS[kind](v) for v in frame[column]] if column in frame else []
+                        for column, header, kind in spec})
+    return out
+
+
+def md_table(frame: Optional[pd.DataFrame]) -> str:
+    """A markdown table of a display frame (pipes in cells escaped); empty frames render nothing."""
+    if frame is None or frame.empty:
+        return ""
+    return markdown_table(list(frame.columns), frame.itertuples(index=False))
+
+
+def run_facts(run: SavedRun, model_facts: str) -> pd.DataFrame:
+    """Section 1: the run's provenance (meta.json, else the rows), one fact a line; ``model_facts`` says what the model facts are."""
+    meta, rows = run.meta, run.rows
+    device = meta.get("device", {}) if isinstance(meta.get("device"), dict) else {}
+    unknown = "not recorded"
+
+    def first(*values: Any) -> str:
+        for v in values:
+            if not missing(v) and v not in ("", None):
+                return str(v)
+        return unknown
+
+    def row_value(column: str) -> Any:
+        values = [v for v in rows[column] if not missing(v) and v != ""]
+        return values[0] if values else None
+
+    run_ids = sorted({r for r in rows["run_id"] if r})
+    calibration = meta.get("calibration") or {}
+    calibration_text = unknown
+    if calibration.get("gemm_ms") is not None:
+        calibration_text = (f"{calibration['gemm_n']:g}² fp32 GEMM {calibration['gemm_ms']:.3g} ms, "
+                            f"{calibration['copy_mib']:g} MiB copy {calibration['copy_ms']:.3g} ms")
+    settings = meta.get("settings") or {}
+    settings_text = ", ".join(f"{k} {v}" for k, v in settings.items()) if settings else unknown
+    memory = device.get("total_memory_mib")
+    command_text = first(meta.get("command"))
+    facts = [
+        ("run", ", ".join(run_ids) or unknown),
+        ("source", f"{run.source} ({run.kind})"),
+        ("device", f"{first(device.get('name'), row_value('device_name'))} ({first(device.get('type'), row_value('device'))})"),
+        ("device memory", f"{float(memory):,.0f} MiB" if not missing(memory) and memory else unknown),
+        ("driver", first(device.get("driver"), "none (no NVIDIA driver)" if run.device_type == "cpu" else None)),
+        ("torch", first(device.get("torch"), row_value("torch"))),
+        ("CUDA / cuDNN", f"{first(device.get('cuda'))} / {first(device.get('cudnn'))}" if device.get("cuda") else
+         ("none (CPU build or CPU run)" if run.device_type == "cpu" else unknown)),
+        ("torch threads", first(device.get("threads"), row_value("threads"))),
+        ("date", first(meta.get("created"), row_value("timestamp"))),
+        ("commit", first(meta.get("commit"))),
+        ("matrix", first(meta.get("matrix"))),
+        ("timing settings", settings_text),
+        ("calibration", calibration_text),
+        ("reproduce the run", f"`{command_text}`" + (f" at commit {meta['commit']}" if meta.get("commit") else "")
+         if command_text != unknown else unknown),
+        ("model facts", model_facts),
+        ("regenerate this report", f"`python -m bench report {run.source}`"),
+    ]
+    return pd.DataFrame(facts, columns=["fact", "value"])

@@ -1,0 +1,67 @@
+"""The two faces, ``python -m bench run`` and ``pytest bench``, are one measurement: same run
+start, launcher and timer, and pytest-benchmark's numbers are the samples the core measured."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.selfcheck.faults import REPO, bench_cli, csv_rows, only_run_dir
+
+SELECTION = ["--matrix", "smoke", "--families", "cnn", "--sizes", "201x201", "--modes", "infer"]
+
+
+def pytest_face(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = [a.replace("--", "--ae-", 1) if a.startswith("--") else a for a in SELECTION]
+    return subprocess.run([sys.executable, "-m", "pytest", str(REPO / "bench" / "test_speed.py"), "-q", "-p", "no:cacheprovider",
+                           "--benchmark-json", str(tmp_path / "bench.json"), "--ae-results", str(tmp_path / "p"),
+                           "--ae-min-time", "0.1", *args, *extra],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("faces")
+    cli = bench_cli("run", *SELECTION, "--results", str(tmp / "c"), "--min-time", "0.1", cwd=tmp)
+    assert cli.returncode == 0, cli.stderr
+    py = pytest_face(tmp)
+    assert py.returncode == 0, py.stdout + py.stderr
+    return tmp, only_run_dir(tmp / "c"), only_run_dir(tmp / "p")
+
+
+def test_both_faces_record_the_same_timer(both):
+    _, cli_dir, pytest_dir = both
+    cli_rows, pytest_rows = csv_rows(cli_dir / "results.csv"), csv_rows(pytest_dir / "results.csv")
+    assert [r["case_key"] for r in cli_rows] == [r["case_key"] for r in pytest_rows]
+    assert {r["timer"] for r in cli_rows} == {r["timer"] for r in pytest_rows} == {"perf-counter"}
+
+
+def test_both_faces_choose_the_launcher_the_same_way(both):
+    _, cli_dir, pytest_dir = both
+    cli_meta, pytest_meta = (json.loads((d / "meta.json").read_text()) for d in (cli_dir, pytest_dir))
+    assert (cli_meta["entry"], pytest_meta["entry"]) == ("cli", "pytest")
+    assert cli_meta["launcher"] == pytest_meta["launcher"] == "in-process"  # auto on a CPU
+
+
+def test_pytest_benchmark_holds_the_samples_the_core_measured(both):
+    tmp, _, pytest_dir = both
+    samples = {json.loads(line)["case_key"]: json.loads(line)["samples_ms"]
+               for line in (pytest_dir / "samples.jsonl").read_text().splitlines()}
+    saved = json.loads((tmp / "bench.json").read_text())["benchmarks"]
+    assert len(saved) == len(samples)
+    for bench in saved:
+        mine = samples[bench["extra_info"]["case_key"]]
+        assert bench["stats"]["rounds"] == len(mine)
+        assert [round(s * 1e3, 6) for s in bench["stats"]["data"]] == pytest.approx(mine, abs=1e-6)
+
+
+def test_the_subprocess_launcher_under_pytest_measures_in_a_child(tmp_path):
+    py = pytest_face(tmp_path, "--ae-launcher", "subprocess")
+    assert py.returncode == 0, py.stdout + py.stderr
+    run_dir = only_run_dir(tmp_path / "p")
+    assert json.loads((run_dir / "meta.json").read_text())["launcher"] == "subprocess"
+    assert [r["status"] for r in csv_rows(run_dir / "results.csv")] == ["ok"]
