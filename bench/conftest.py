@@ -34,7 +34,7 @@ def pytest_addoption(parser):
                     help="also run the cross-checks (harness vs torch.utils.benchmark, our Block vs nn.TransformerEncoderLayer, "
                          "the memory model vs real steps): figures go to the run's selfcheck.json and the report")
     group.addoption("--ae-plan-accuracy", metavar="PRESETS", default="tiny",
-                    help="with --ae-selfcheck: presets whose memory model bench/test_plan_accuracy.py checks, or 'all' "
+                    help="with --ae-selfcheck: presets whose memory model bench/test_selfcheck.py checks, or 'all' "
                          "[default: tiny]")
     group.addoption("--ae-profile", metavar="DIR", default=None,
                     help="after the timed cases, profile each case apart from them into DIR (bench/test_profile.py)")
@@ -161,7 +161,7 @@ def pytest_generate_tests(metafunc):
 
 
 # benchmark modules that run only when asked, after every timed case (never beside a timed loop)
-_ON_REQUEST = {"test_profile.py": "--ae-profile", "test_selfcheck.py": "--ae-selfcheck", "test_plan_accuracy.py": "--ae-selfcheck"}
+_ON_REQUEST = {"test_profile.py": "--ae-profile", "test_selfcheck.py": "--ae-selfcheck"}
 
 
 def pytest_collection_modifyitems(config, items):
