@@ -127,7 +127,7 @@ def pytest_configure(config):
         if budget:
             from bench.units import parse_bytes
 
-            parse_bytes(budget)
+            parse_bytes(budget, "--ae-plan-budget")
     except ValueError as err:
         raise pytest.UsageError(f"ae-bench: {err}") from None
     config.stash[_SESSION_KEY] = AeSession(config, selection)

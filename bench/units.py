@@ -29,25 +29,35 @@ ACCEPTED = ("a number and a unit: B; KiB, MiB, GiB, TiB (powers of 1024); KB, MB
 _SIZE_RE = re.compile(r"^\s*(?P<number>[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?)\s*(?P<unit>[A-Za-z]*)\s*$")
 
 
-def parse_bytes(text: object) -> int:
-    """``"8GiB"`` -> 8589934592. Fractions of a byte are dropped (``1.5KiB`` -> 1536)."""
+MAX_BYTES = 2**50  # 1 PiB: a size beyond this is a typo (1e300TiB), not a card
+
+
+def parse_bytes(text: object, option: str = "") -> int:
+    """``"8GiB"`` -> 8589934592. Fractions of a byte are dropped (``1.5KiB`` -> 1536).
+
+    ``option`` (``"--budget"``) starts the error message, so a user reads which value was refused.
+    """
+    where = f"{option}: " if option else ""
     if isinstance(text, bool) or not isinstance(text, (str, int, float)):
-        raise ValueError(f"bad memory size {text!r}: expected {ACCEPTED}")
+        raise ValueError(f"{where}bad memory size {text!r}: expected {ACCEPTED}")
     raw = str(text)
     match = _SIZE_RE.match(raw)
     if not match:
-        raise ValueError(f"bad memory size {raw!r}: expected {ACCEPTED}")
+        raise ValueError(f"{where}bad memory size {raw!r}: expected {ACCEPTED}")
     number = float(match.group("number"))
     unit = match.group("unit").lower()
     if not math.isfinite(number) or number < 0:
-        raise ValueError(f"bad memory size {raw!r}: a size cannot be negative; expected {ACCEPTED}")
+        raise ValueError(f"{where}bad memory size {raw!r}: a size cannot be negative; expected {ACCEPTED}")
     if not unit:
         if number == 0:
             return 0
-        raise ValueError(f"bad memory size {raw!r}: the unit is missing (GiB or GB?); expected {ACCEPTED}")
+        raise ValueError(f"{where}bad memory size {raw!r}: the unit is missing (GiB or GB?); expected {ACCEPTED}")
     if unit not in UNITS:
-        raise ValueError(f"bad memory size {raw!r}: unknown unit {match.group('unit')!r}; expected {ACCEPTED}")
-    return int(number * UNITS[unit])
+        raise ValueError(f"{where}bad memory size {raw!r}: unknown unit {match.group('unit')!r}; expected {ACCEPTED}")
+    size = number * UNITS[unit]
+    if size > MAX_BYTES:
+        raise ValueError(f"{where}bad memory size {raw!r}: larger than any machine ({format_bytes(MAX_BYTES)}); expected {ACCEPTED}")
+    return int(size)
 
 
 def format_bytes(n: float) -> str:

@@ -4,6 +4,7 @@ narrowed by axis options, expanded for one device. (The batch-size *planner* is 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -42,8 +43,8 @@ def make_selection(matrix: str, get_axis: Callable[[str], Optional[str]], device
     cases = expand(loaded, overrides, facts)
     settings = Settings.from_dict(loaded.timing)
     if min_time_s is not None:
-        if not min_time_s >= 0:  # also refuses nan
-            raise ValueError(f"bad minimum time {min_time_s}: expected seconds >= 0")
+        if not 0 <= min_time_s < math.inf:  # also refuses nan
+            raise ValueError(f"--min-time: bad minimum time {min_time_s}: expected a finite number of seconds >= 0, e.g. 1.0")
         settings.min_time_s = min_time_s
     if keyword:
         cases = [c for c in cases if keyword in c.id]

@@ -208,7 +208,7 @@ def make_env(device: torch.device, facts: DeviceFacts, budget_text: Optional[str
     """Resolve the budget (``--budget`` or the ``--gpu``'s memory), the context figure and the source."""
     entry = find_gpu(gpu) if gpu else None
     if budget_text:
-        card = parse_bytes(budget_text)
+        card = parse_bytes(budget_text, "--budget")
     elif entry is not None:
         card = int(entry["memory_gib"] * 2**30)
     else:
@@ -235,8 +235,8 @@ def make_env(device: torch.device, facts: DeviceFacts, budget_text: Optional[str
             if source == EMULATED:
                 context_source += "; a large GPU's context can exceed a small card's, so the emulation errs on the safe side"
     if context:
-        context_bytes, context_source = parse_bytes(context), "given with --context"
-    budget = Budget(card, parse_bytes(display_reserve), context_bytes, context_source, margin)
+        context_bytes, context_source = parse_bytes(context, "--context"), "given with --context"
+    budget = Budget(card, parse_bytes(display_reserve, "--display-reserve"), context_bytes, context_source, margin)
     if budget.allocator_limit <= 0:
         raise ValueError(f"the budget {format_bytes(card)} leaves nothing to PyTorch: the CUDA context "
                          f"({context_bytes / MIB:.0f} MiB) and the display reserve ({budget.display_reserve / MIB:.0f} MiB) take it all")

@@ -76,7 +76,7 @@ def _check(args: argparse.Namespace) -> int:
 
     from ae_models import PRESETS
 
-    budget = Budget(parse_bytes(args.budget))
+    budget = Budget(parse_bytes(args.budget, "--budget"))
     families = parse_axis_values("families", args.families)
     cases = [c for family in families for c in accuracy_grid(
         parse_axis_values("presets", args.presets or ",".join(PRESETS)), parse_axis_values("sizes", args.sizes),
@@ -85,7 +85,7 @@ def _check(args: argparse.Namespace) -> int:
     if "cnn" in families:
         cases = list({c.key: c for c in (dataclasses.replace(c, attention="none", checkpointing=False) if c.family == "cnn" else c
                                          for c in cases)}.values())
-    rows = run_checks(cases, budget, args.batch_cap, parse_bytes(args.memory_cap), log=lambda line: print(line, file=sys.stderr))
+    rows = run_checks(cases, budget, args.batch_cap, parse_bytes(args.memory_cap, "--memory-cap"), log=lambda line: print(line, file=sys.stderr))
     print(check_table(rows))
     bad = [r for r in rows if r.error is not None and abs(r.error) > args.tolerance]
     return EXIT_FAILED if bad else EXIT_OK

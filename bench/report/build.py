@@ -64,9 +64,9 @@ def parse_budget(text: str) -> float:
     try:
         size = parse_bytes(text)
     except ValueError as err:
-        raise ValueError(str(err).replace("bad memory size", "bad memory budget", 1).replace(ACCEPTED, expected)) from None
+        raise ValueError("--budget: " + str(err).replace("bad memory size", "bad memory budget", 1).replace(ACCEPTED, expected)) from None
     if size <= 0:
-        raise ValueError(f"bad memory budget {text!r}: a budget must be above 0; expected {expected}")
+        raise ValueError(f"--budget: bad memory budget {text!r}: a budget must be above 0; expected {expected}")
     return size / MIB
 
 
