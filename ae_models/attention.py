@@ -54,11 +54,17 @@ def check_attention_name(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=256)  # asked on every attention call: keep it off the hot path
-def why_unsupported(impl: str, device_type: str, dtype: torch.dtype, head_dim: int) -> Optional[str]:
+def why_unsupported(impl: str, device_type: str, dtype: torch.dtype, head_dim: int,
+                    capability: Optional[tuple[int, int]] = None) -> Optional[str]:
     """The reason ``impl`` cannot run here, or ``None`` when it can (as far as rules tell).
 
     The rules are PyTorch's own, stated up front so that the error names the cause instead of
-    "No available kernel". A remaining mismatch still raises from SDPA itself.
+    "No available kernel". A remaining mismatch still raises from SDPA itself. This is the one
+    copy of the CUDA rules: the harness (``bench.core.cases.why_skip``) and the planner's target
+    card (``bench.plan.budget.cuda_target_skip``, ``capability=(8, 9)``) ask it too.
+
+    ``capability``: the CUDA compute capability judged, ``(major, minor)``; ``None`` reads the
+    current CUDA device's (pass the tensor's own device's on a machine of several GPUs).
     """
     check_attention_name(impl)
     if impl in ("eager", "auto", "math"):
@@ -69,7 +75,7 @@ def why_unsupported(impl: str, device_type: str, dtype: torch.dtype, head_dim: i
         return f"{impl} attention has no CPU kernel in PyTorch (CPU has flash and math)"
     if device_type != "cuda":
         return f"{impl} attention is a CUDA kernel; device is {device_type}"
-    major, minor = torch.cuda.get_device_capability()
+    major, minor = capability if capability is not None else torch.cuda.get_device_capability()
     half = dtype in (torch.float16, torch.bfloat16)
     if impl == "flash":
         if not half:
@@ -86,6 +92,12 @@ def why_unsupported(impl: str, device_type: str, dtype: torch.dtype, head_dim: i
         if major < 8:
             return f"cudnn attention needs compute capability 8.0+, this GPU is {major}.{minor}"
     return None
+
+
+@functools.lru_cache(maxsize=16)
+def _capability(index: Optional[int]) -> tuple[int, int]:
+    """The compute capability of ``cuda:index`` (the current device for ``None``): the GPU the tensor is on."""
+    return torch.cuda.get_device_capability(index if index is not None else torch.cuda.current_device())
 
 
 def scaled_dot_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, impl: str, dropout_p: float = 0.0,
@@ -105,7 +117,8 @@ def scaled_dot_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, impl: 
         return weights_d @ v, (weights if return_weights else None)
     if return_weights:
         raise UnsupportedAttentionError(f"attention maps need attention='eager'; {impl} is a fused kernel that never forms them")
-    reason = why_unsupported(impl, q.device.type, q.dtype, q.shape[-1])
+    reason = why_unsupported(impl, q.device.type, q.dtype, q.shape[-1],
+                             _capability(q.device.index) if q.device.type == "cuda" else None)
     if reason:
         raise UnsupportedAttentionError(reason)
     ctx = contextlib.nullcontext() if impl == "auto" else sdpa_kernel(_BACKENDS[impl])

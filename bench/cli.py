@@ -4,7 +4,9 @@ Each package that adds commands has a ``command.py`` with a ``COMMANDS`` list; t
 them (they never import it back) and dispatches. Those modules import torch only inside the
 commands that need it, so ``--help`` answers at once.
 Exit status: 0 done, 1 a case failed (run) or a regression (compare), 2 bad input (one line on
-stderr naming the bad value), 130 interrupted.
+stderr naming the bad value), 3 an I/O error (a full disk, a read-only folder, an unwritable
+output path) or an internal error (one line; ``AE_BENCH_TRACEBACK=1`` shows the traceback), 130
+interrupted. No user-caused condition ends in a traceback.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 from typing import Optional
 
-from bench.core.commandline import EXIT_INTERRUPTED, EXIT_USAGE, Command
+from bench.core.commandline import EXIT_INTERRUPTED, EXIT_IO, EXIT_USAGE, Command
 
 COMMAND_MODULES = (
     "bench.core.run_command", "bench.report.command", "bench.compare.command", "bench.plan.command",
-    "bench.profile.command", "bench.quality.command",
+    "bench.profile.command", "bench.quality.command", "bench.scale.command",
 )
 
 
@@ -100,13 +103,15 @@ def build_parser(table: Optional[dict[str, Command]] = None) -> argparse.Argumen
 def main(argv: Optional[list[str]] = None) -> int:
     table = commands()
     parser = build_parser(table)
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = parser.parse_args(prepare_argv(sys.argv[1:] if argv is None else list(argv), parser))
+        args = parser.parse_args(prepare_argv(argv, parser))
     except SystemExit as stop:
         if isinstance(stop.code, str):  # prepare_argv's one line
             print(stop.code, file=sys.stderr)
             return EXIT_USAGE
         raise
+    args.argv = argv  # the command line as typed, for a printed resume command
     try:
         return table[args.command].run(args)
     except ValueError as err:
@@ -118,3 +123,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     except BrokenPipeError:  # `python -m bench matrices | head`: the reader left; nothing is lost
         sys.stdout = open(os.devnull, "w")
         return 0
+    except OSError as err:  # a full disk, a read-only folder, an unwritable --json path: not a regression, not bad input
+        print(f"ae-bench: error: {os_error_text(err)}", file=sys.stderr)
+        return EXIT_IO
+    except Exception as err:  # noqa: BLE001 - a bug: one line and exit 3, never exit 1 (which compare means as a regression)
+        frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
+        at = f" [{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}]" if frame else ""
+        print(f"ae-bench: internal error: {type(err).__name__}: {' '.join(str(err).split())[:300]}{at} "
+              "(a bug: set AE_BENCH_TRACEBACK=1 to see the traceback)", file=sys.stderr)
+        if os.environ.get("AE_BENCH_TRACEBACK"):
+            traceback.print_exc()
+        return EXIT_IO
+
+
+def os_error_text(err: OSError) -> str:
+    """``No space left on device: results/x/results.csv``: the system's words and the path."""
+    text = err.strerror or str(err)
+    named = err.filename2 if err.filename2 is not None else err.filename  # a rename's: where it was going
+    return text + (f": {named}" if named is not None else "")

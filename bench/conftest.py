@@ -17,6 +17,7 @@ from typing import Optional
 import pytest
 
 from bench.core.commandline import AXIS_HELP, DEVICE_HELP, MATRIX_HELP, MIN_TIME_HELP, RESULTS_HELP, add_launcher_args
+from bench.scale.options import add_shard_option
 
 DEFAULT_STORAGE = "file://./.benchmarks"
 
@@ -30,6 +31,7 @@ def pytest_addoption(parser):
     group.addoption("--ae-device", default="auto", help=DEVICE_HELP)
     group.addoption("--ae-min-time", type=float, default=None, help=MIN_TIME_HELP + " (seconds)")
     add_launcher_args(group.addoption, "--ae-")
+    add_shard_option(group.addoption, "--ae-")  # --ae-shard K/N: one part of the matrix (bench/scale/shard.py)
     group.addoption("--ae-selfcheck", action="store_true",
                     help="also run the cross-checks (harness vs torch.utils.benchmark, our Block vs nn.TransformerEncoderLayer, "
                          "the memory model vs real steps): figures go to the run's selfcheck.json and the report")
@@ -120,9 +122,19 @@ def pytest_configure(config):
     from bench.core.selection import make_selection
 
     option = lambda axis: config.getoption(f"--ae-{axis}")  # noqa: E731
+    if getattr(config.option, "numprocesses", None) or hasattr(config, "workerinput"):
+        # pytest-xdist: cases timed side by side slow each other down, and each worker would be a run of its own
+        raise pytest.UsageError("ae-bench: the benchmark runs one case at a time; run it without pytest-xdist's -n "
+                                "(or with -p no:xdist)")
     try:
         selection = make_selection(config.getoption("--ae-matrix"), option, config.getoption("--ae-device"),
-                                   config.getoption("--ae-min-time"))
+                                   config.getoption("--ae-min-time"), shard=config.getoption("--ae-shard"),
+                                   shard_option="--ae-shard")
+        timeout = config.getoption("--ae-case-timeout")
+        if timeout is not None:  # refused before the first case, not once per case (in-process has no way to keep it)
+            from bench.core.launchers import choose_launcher
+
+            choose_launcher(config.getoption("--ae-launcher"), selection.device, timeout).close()
         budget = config.getoption("--ae-plan-budget")
         if budget:
             from bench.units import parse_bytes
@@ -198,6 +210,12 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         output_json["ae_bench"] = {"run_id": session.run.run_id, "run_dir": str(session.run_dir),
                                    "matrix": session.selection.matrix.name, "calibration": meta.get("calibration", {}),
                                    "meta": meta}
+        # the rows as settled at the run's end (a re-rated MFU, an invalid status): the JSON says what results.csv says
+        rows = {row["case_key"]: row for row in session.run.rows}
+        for bench in benchmarks:
+            row = rows.get(bench.get("extra_info", {}).get("case_key"))
+            if row is not None:
+                bench["extra_info"].update({k: v for k, v in row.items() if v not in (None, "")})
 
 
 def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info, compared_benchmark):
@@ -210,12 +228,22 @@ def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info
                 "differences may be the machine, not the code")
 
 
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
-    """Stop a child still running; with --ae-plan-budget, plan the matrix for that card into the run folder."""
-    ae, budget = session.config.stash.get(_SESSION_KEY, None), session.config.getoption("--ae-plan-budget", None)
-    if ae is None or ae.run is None:
-        return
-    ae.run.close()
+    """Before pytest-benchmark saves its JSON (its own wrapper, inside this one): stop a child still
+    running and settle the run's peaks, so the JSON gets the rows' final MFU. After: the plan, if asked."""
+    ae = session.config.stash.get(_SESSION_KEY, None)
+    if ae is not None and ae.run is not None:
+        ae.run.close()
+        ae.run.settle()
+    yield
+    if ae is not None and ae.run is not None:
+        _write_plan(session, ae)
+
+
+def _write_plan(session, ae: AeSession) -> None:
+    """--ae-plan-budget: plan the matrix for that card into the run folder."""
+    budget = session.config.getoption("--ae-plan-budget", None)
     if budget:
         from bench.plan.planner import write_selection_plan
 

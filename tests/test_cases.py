@@ -12,6 +12,11 @@ CPU = DeviceFacts(type="cpu", name="test cpu")
 
 def test_quick_matrix_expands_to_both_families_three_sizes_and_every_axis():
     cases = expand(load_matrix("quick"), device=CPU)
+    compiled = [c for c in cases if c.compile != "off"]
+    # torch.compile on one small case per family (the main job stays short)
+    assert sorted(c.id for c in compiled) == ["cnn-tiny-201x201-fp32-compile-default-infer-b4",
+                                              "transformer-tiny-201x201-fp32-flash-compile-default-infer-b4"]
+    cases = [c for c in cases if c.compile == "off"]
     transformer = [c for c in cases if c.family == "transformer"]
     cnn = [c for c in cases if c.family == "cnn"]
     # 3 sizes x 2 precisions x 3 kernels x 2 checkpointing x 2 modes

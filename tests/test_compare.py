@@ -4,6 +4,9 @@ statistics' edge cases on constructed samples, thresholds, reports, and every un
 Real runs use one torch thread. On a shared 2-core machine two OpenMP threads wait on each
 other at every barrier whenever another job takes a core (a 5 ms case was seen at 340 ms);
 one thread slows down in proportion instead, which is the noise the check is meant to survive.
+No test here asserts how two real runs of this machine compare in time (CI keeps one of its two
+cores busy): that is measured by ``pytest bench --ae-selfcheck`` (bench/test_selfcheck.py), which
+records the figures; here real runs are compared with themselves or with known changes of themselves.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from bench.trackers.device import device_facts
 from bench.core.measure import Settings, measure_case
 from bench.runs.writer import RunWriter
 from bench.runs.provenance import run_meta
+from bench.runs.reader import load_run
 from bench.runs.schema import empty_row
 
 CPU = torch.device("cpu")
@@ -88,62 +92,52 @@ def _measure(case: Case, facts, folder: Path, key_of: Optional[Case] = None) -> 
 
 
 @pytest.fixture(scope="module")
-def stable_runs(tmp_path_factory) -> list[tuple[Path, float]]:
-    """21 real runs of one tiny case, one after another: results folders and each run's IQR / median."""
-    root = tmp_path_factory.mktemp("stable")
+def real_run(tmp_path_factory) -> tuple[Path, list[float]]:
+    """One real run of a tiny case on this CPU (one thread) and its samples in ms."""
     facts = device_facts(CPU)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        measure_case(STABLE, CPU, facts, SHORT)  # the process's first case pays for lazy initialisation
-        runs = [_measure(STABLE, facts, root / f"run{i:02d}") for i in range(21)]
+        return _measure(STABLE, facts, tmp_path_factory.mktemp("real") / "run")
     finally:
         torch.set_num_threads(threads)
-    return [(folder, st.spread(samples)) for folder, samples in runs]
 
 
-@pytest.mark.slow
-def test_the_same_case_run_again_is_same_and_never_slower_in_20_comparisons(stable_runs):
-    verdicts, quiet = [], []
-    for (baseline, b_spread), (candidate, c_spread) in zip(stable_runs, stable_runs[1:]):
-        status, report = compare(baseline, candidate)
-        case = report["cases"][0]
-        assert status == 0, case["time"]["reason"]
-        verdicts.append((case["verdict"], case["time"]["reason"]))
-        if max(b_spread, c_spread) <= st.MAX_SPREAD:
-            quiet.append(case["verdict"])
-    # no false alarm, ever: a pair disturbed by another job on the machine is `noisy`, never `slower`
-    assert not [v for v in verdicts if v[0] in ("slower", "faster")], verdicts
-    # and a pair of undisturbed runs is `same`: all but a run-to-run shift that reaches the threshold
-    assert len(quiet) < 5 or quiet.count("same") >= 2 / 3 * len(quiet), verdicts
-    print(f"20 comparisons of a stable case: {[v for v, _ in verdicts].count('same')} same, "
-          f"{[v for v, _ in verdicts].count('noisy')} noisy; {quiet.count('same')} of {len(quiet)} undisturbed pairs same")
+def _rescaled_copy(run: Path, folder: Path, factor: float) -> Path:
+    """``run`` with every sample (and the median) multiplied by ``factor``: a known change, whatever the machine did."""
+    rows = load_run(run).rows
+    samples = {json.loads(line)["case_key"]: json.loads(line)["samples_ms"]
+               for line in (run / "samples.jsonl").read_text().splitlines()}
+    writer = RunWriter(folder, json.loads((run / "meta.json").read_text()))
+    for row in rows.to_dict("records"):
+        row = {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+        row["median_ms"] = row["median_ms"] * factor
+        writer.append(row, [s * factor / 1e3 for s in samples[row["case_key"]]])
+    return folder
 
 
-@pytest.mark.slow
-def test_a_more_expensive_attention_kernel_under_the_same_key_is_slower_and_exits_1(tmp_path):
-    """A change that makes the flash case dispatch to the math kernel: 20-35% slower on this CPU."""
-    facts = device_facts(CPU)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for attempt in range(5):  # a pair disturbed by another job on the machine is measured again
-            base, base_ms = _measure(STABLE, facts, tmp_path / f"base{attempt}")
-            cand, cand_ms = _measure(dataclasses.replace(STABLE, attention="math"), facts, tmp_path / f"cand{attempt}", STABLE)
-            quiet = max(st.spread(base_ms), st.spread(cand_ms)) <= st.MAX_SPREAD
-            if quiet:
-                break
-    finally:
-        torch.set_num_threads(threads)
-    status, report = compare(base, cand)
+def test_a_real_run_against_itself_is_same_with_a_ratio_of_one(real_run):
+    """Real runs of this CPU, without a timing assertion: the same samples on both sides (the run folder
+    read twice) must be ``same`` at exactly 1.0. Run-to-run timing on this machine is measured, not
+    asserted, by ``pytest bench --ae-selfcheck`` (bench/test_selfcheck.py): CI keeps a core busy."""
+    run, _ = real_run
+    status, report = compare(run, run)
     case = case_of(report, STABLE.id)
-    print(f"math kernel under the flash key: {case['time']['reason']} (attempt {attempt + 1})")
-    if quiet:
-        assert (status, case["verdict"]) == (1, "slower"), case["time"]["reason"]
-        assert case["time"]["low"] > 1.10 and case["fails"]
-        assert report["headline"].startswith("FAIL: 1 of 1 cases regressed")
-    else:  # the machine stayed busy: the check still sees the slowdown, and declines to fail on a disturbed run
-        assert case["verdict"] in ("slower", "noisy") and case["time"]["ratio"] > 1.10, case["time"]["reason"]
+    # the interval is a bootstrap of each side: as wide as the run's own noise, so a run disturbed by
+    # another job may be `noisy` against itself; never `slower` or `faster`, never a failure
+    assert status == 0 and case["verdict"] in ("same", "noisy"), case["time"]["reason"]
+    assert case["time"]["ratio"] == 1.0 and case["time"]["low"] <= 1.0 <= case["time"]["high"]
+
+
+@pytest.mark.parametrize("factor, status, verdict", [(2.0, 1, "slower"), (0.5, 0, "faster")])
+def test_a_real_run_slowed_by_a_known_factor_gets_that_verdict(real_run, tmp_path, factor, status, verdict):
+    run, samples = real_run
+    if st.spread(samples) > st.MAX_SPREAD:  # the real run itself was disturbed: its IQR alone makes it noisy
+        verdict, status = "noisy", 0
+    got, report = compare(run, _rescaled_copy(run, tmp_path / "cand", factor))
+    case = case_of(report, STABLE.id)
+    assert (got, case["verdict"]) == (status, verdict), case["time"]["reason"]
+    assert case["time"]["ratio"] == pytest.approx(factor)
 
 
 # ------------------------------------------------------------------- statistics, constructed
@@ -307,6 +301,76 @@ def test_a_baseline_saved_per_machine_is_found_in_the_store(tmp_path, capsys):
     cand = write_run(tmp_path / "cand", {"a": {"samples_ms": steady(5, seed=1)}})
     status, report = compare(tmp_path / "baselines", cand)
     assert status == 0 and report["baseline"]["path"] == str(folder)
+
+
+# ------------------------------------------------------- cases in one run only, and their status across runs
+
+
+def test_a_case_missing_from_the_candidate_fails_unless_allowed(tmp_path):
+    """A pull request that drops or renames a case must not escape the check by it."""
+    base = write_run(tmp_path / "b", {"kept": {"samples_ms": steady(5)}, "dropped": {"samples_ms": steady(5)}})
+    cand = write_run(tmp_path / "c", {"kept": {"samples_ms": steady(5, seed=1)}})
+    status, report = compare(base, cand)
+    missing = case_of(report, "dropped")
+    assert status == 1 and report["status"] == "fail"
+    assert (missing["verdict"], missing["fails"], missing["time"]) == ("missing", True, None)
+    assert "--allow-missing" in missing["note"] and report["cases"][0]["case_id"] == "dropped"  # failures first
+    assert report["counts"] == {"missing": 1, "same": 1}
+    status, report = compare(base, cand, "--allow-missing")
+    assert status == 0 and case_of(report, "dropped")["verdict"] == "missing" and not case_of(report, "dropped")["fails"]
+    assert report["settings"]["allow_missing"] is True
+
+
+def test_a_missing_case_the_config_ignores_does_not_fail(tmp_path):
+    base = write_run(tmp_path / "b", {"kept": {"samples_ms": steady(5)}, "old-x": {"samples_ms": steady(5)}})
+    cand = write_run(tmp_path / "c", {"kept": {"samples_ms": steady(5, seed=1)}})
+    config = tmp_path / "t.toml"
+    config.write_text('[[group]]\nmatch = "old-*"\nignore = true\n')
+    status, report = compare(base, cand, "--config", config)
+    assert status == 0 and not case_of(report, "old-x")["fails"] and "ignored by the config" in case_of(report, "old-x")["note"]
+
+
+def test_a_new_case_passes_and_is_listed(tmp_path):
+    base = write_run(tmp_path / "b", {"a": {"samples_ms": steady(5)}})
+    cand = write_run(tmp_path / "c", {"a": {"samples_ms": steady(5, seed=1)}, "added": {"samples_ms": steady(50)}})
+    status, report = compare(base, cand)
+    added = case_of(report, "added")
+    assert status == 0 and (added["verdict"], added["fails"], added["time"]) == ("new", False, None)
+    assert "no baseline yet" in added["note"] and report["counts"] == {"new": 1, "same": 1}
+
+
+def test_a_case_that_failed_in_the_baseline_and_runs_now_is_fixed_and_passes(tmp_path):
+    base = write_run(tmp_path / "b", {"a": {"samples_ms": steady(5)}, "f": {"status": "oom", "reason": "CUDA out of memory"}})
+    cand = write_run(tmp_path / "c", {"a": {"samples_ms": steady(5, seed=1)}, "f": {"samples_ms": steady(500)}})
+    status, report = compare(base, cand)
+    fixed = case_of(report, "f")
+    assert status == 0 and (fixed["verdict"], fixed["fails"], fixed["time"]) == ("fixed", False, None)
+    assert fixed["note"] == "oom in the baseline, ok in the candidate"
+
+
+def test_a_case_that_runs_in_neither_is_skipped_and_passes(tmp_path):
+    base = write_run(tmp_path / "b", {"a": {"samples_ms": steady(5)},
+                                      "u": {"status": "unsupported", "reason": "fp16 on CPU"}})
+    cand = write_run(tmp_path / "c", {"a": {"samples_ms": steady(5, seed=1)},
+                                      "u": {"status": "unsupported", "reason": "fp16 on CPU"}})
+    status, report = compare(base, cand)
+    skipped = case_of(report, "u")
+    assert status == 0 and (skipped["verdict"], skipped["fails"], skipped["time"]) == ("skipped", False, None)
+    assert skipped["note"] == "unsupported in both runs"
+
+
+def test_a_noisy_case_passes_unless_fail_on_noisy(tmp_path):
+    rng = np.random.default_rng(2)
+    bimodal = list(rng.normal(8.0, 0.1, 20)) + list(rng.normal(13.0, 0.1, 20))  # the median flips between the modes
+    base = write_run(tmp_path / "b", {"n": {"samples_ms": steady(10.0)}, "a": {"samples_ms": steady(5)}})
+    cand = write_run(tmp_path / "c", {"n": {"samples_ms": bimodal}, "a": {"samples_ms": steady(5, seed=1)}})
+    status, report = compare(base, cand)
+    assert status == 0 and case_of(report, "n")["verdict"] == "noisy" and not case_of(report, "n")["fails"]
+    assert report["headline"].startswith("PASS")
+    status, report = compare(base, cand, "--fail-on-noisy")
+    noisy = case_of(report, "n")
+    assert status == 1 and noisy["verdict"] == "noisy" and noisy["fails"]
+    assert not case_of(report, "a")["fails"] and report["settings"]["fail_on_noisy"] is True
 
 
 # --------------------------------------------------------------------- unusable input: exit 2

@@ -57,6 +57,7 @@ def test_pytest_benchmark_holds_the_samples_the_core_measured(both):
         mine = samples[bench["extra_info"]["case_key"]]
         assert bench["stats"]["rounds"] == len(mine)
         assert [round(s * 1e3, 6) for s in bench["stats"]["data"]] == pytest.approx(mine, abs=1e-6)
+        assert bench["extra_info"]["samples_ms"] == mine  # what `bench compare` reads from a saved JSON
 
 
 def test_the_subprocess_launcher_under_pytest_measures_in_a_child(tmp_path):

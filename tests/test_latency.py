@@ -40,3 +40,30 @@ def test_quantile_interpolates_between_neighbours():
 @pytest.mark.parametrize("step_s, expected", [(0.01, 100), (0.5, 10), (0.0001, 200), (0.0, 200)])
 def test_iterations_fill_the_minimum_time_within_bounds(step_s, expected):
     assert plan_iterations(step_s, min_iters=10, max_iters=200, min_time_s=1.0) == expected
+
+
+@pytest.mark.parametrize("order", ["reversed", "shuffled", "one-slow-first"])
+def test_unsorted_samples_give_the_statistics_of_the_sorted_ones_and_numpys(order):
+    """The samples arrive in time order, not sorted: every statistic must sort first (numpy is the reference)."""
+    import numpy as np
+
+    ms = [3.0, 1.0, 4.0, 1.5, 9.0, 2.6, 5.3, 5.8, 9.7, 2.2, 7.9, 3.3]
+    samples = {"reversed": sorted(ms, reverse=True), "shuffled": ms,
+               "one-slow-first": [20.0] + sorted(ms)}[order]
+    stats = summarize([m / 1e3 for m in samples])
+    ref = np.asarray(samples)
+    assert stats.iters == len(samples)
+    assert stats.median_ms == pytest.approx(float(np.median(ref)))
+    assert stats.p10_ms == pytest.approx(float(np.percentile(ref, 10)))
+    assert stats.p90_ms == pytest.approx(float(np.percentile(ref, 90)))
+    assert stats.iqr_ms == pytest.approx(float(np.percentile(ref, 75) - np.percentile(ref, 25)))
+    assert stats.min_ms == pytest.approx(float(ref.min()))
+    assert stats.mean_ms == pytest.approx(float(ref.mean()))
+    assert stats.cv == pytest.approx(float(ref.std(ddof=1) / ref.mean()))
+    assert stats.noisy is bool(stats.iqr_ms / stats.median_ms > 0.10)
+
+
+def test_the_callers_samples_are_left_in_their_order():
+    samples = [0.003, 0.001, 0.002]
+    summarize(samples)
+    assert samples == [0.003, 0.001, 0.002]  # samples.jsonl keeps the time order (warm-up drift is visible there)

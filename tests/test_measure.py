@@ -159,3 +159,37 @@ def test_a_run_killed_half_way_keeps_every_finished_row_intact(tmp_path):
     assert list(table.columns) == list(COLUMN_NAMES)
     assert len(table) >= 2 and len(table) < 12  # killed before the end of the 12-case smoke matrix
     assert set(table["status"]) == {"ok"} and table["median_ms"].notna().all()
+
+
+@pytest.mark.parametrize("family, words", [
+    ("tests.plugins:nan_output", "BadOutput: the reconstruction holds 80802 NaN/inf value(s) of 80802"),
+    ("tests.plugins:wrong_shape", "BadOutput: the reconstruction has shape (2, 1, 201, 200), the input (2, 1, 201, 201)"),
+])
+def test_a_model_whose_output_is_nan_or_of_another_shape_is_an_error_row(facts, family, words):
+    """Checked after the timed loop, untimed: a broken model must not read as a fast one."""
+    m = measure_case(Case(family=family, preset="x", attention="none", batch=2), CPU, facts, FAST)
+    assert m.row["status"] == "error" and m.row["reason"].startswith(words) and m.samples_s is None
+
+
+@pytest.mark.parametrize("family, call", [("tests.plugins:exits", "sys.exit(0)"), ("tests.plugins:exits_hard", "os._exit(0)")])
+def test_a_model_that_ends_the_process_is_an_error_row_and_the_process_lives_on(facts, family, call):
+    import os
+
+    real = os._exit
+    row = measure_case(Case(family=family, preset="x", attention="none", batch=2), CPU, facts, FAST).row
+    assert row["status"] == "error" and f"the case called {call}" in row["reason"] and "plugins.py" in row["reason"]
+    assert os._exit is real  # restored once the case is over
+
+
+@pytest.mark.parametrize("timing, words", [
+    ({"min_time_s": "abc"}, "[timing] min_time_s = 'abc': expected a finite number >= 0"),
+    ({"min_time_s": float("nan")}, "[timing] min_time_s = nan"),
+    ({"min_time_s": float("inf")}, "[timing] min_time_s = inf"),
+    ({"min_iters": 2.5}, "[timing] min_iters = 2.5: expected a whole number >= 1"),
+    ({"max_iters": True}, "[timing] max_iters = True"),
+    ({"min_iters": 50, "max_iters": 10}, "min_iters = 50 is above max_iters = 10"),
+])
+def test_bad_timing_values_are_refused_before_any_case_runs(timing, words):
+    with pytest.raises(ValueError) as err:
+        Settings.from_dict(timing)
+    assert words in str(err.value)

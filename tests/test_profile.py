@@ -25,7 +25,7 @@ def profiled(tmp_path_factory):
     """``python -m bench profile`` over a tiny training case (12 tokens), flash and eager attention."""
     out = tmp_path_factory.mktemp("profiles")
     code = main(["profile", "--matrix", "quick", "--families", "transformer", "--presets", "tiny", "--sizes", "64x48",
-                 "--precisions", "fp32", "--attention", ",".join(KERNELS), "--checkpointing", "off", "--modes", "train",
+                 "--precisions", "fp32", "--attention", ",".join(KERNELS), "--checkpointing", "off", "--compile", "off", "--modes", "train",
                  "--batch", "2", "--steps", "2", "--device", "cpu", "--out", str(out)])
     assert code == 0
     return out, {s["attention"]: s for s in load_profiles(out)}
@@ -145,3 +145,63 @@ def test_far_below_the_roof_is_overhead_bound():
     with pytest.raises(ValueError):
         place(0, 1, 1, 1, 1)
     assert math.isclose(place(10, 1, 1, peak_tflops=2.0, bandwidth_gbs=200.0).ridge, 10.0)  # 2e12 FLOP/s / 2e11 bytes/s
+
+
+# -- attribution against models whose split is known --------------------------------------------------
+
+KNOWN = {  # plug-in family (tests/profile_models.py) -> the one category all of its op time belongs to
+    "tests.profile_models:matmul_only": "latent",               # one Linear named to_latent: one aten::mm
+    "tests.profile_models:softmax_in_attention": "attention",   # a softmax inside an Attention module
+    "tests.profile_models:softmax_unlabelled": "other",         # the same softmax in no labelled module
+}
+
+
+@pytest.fixture(scope="module")
+def known_splits(tmp_path_factory):
+    """Each known model profiled through ``profile_case`` (one thread: a busy second core slows an op, it
+    does not move its time to another category), infer and, for the matmul, train."""
+    from bench.core.cases import Case
+    from bench.profile.profiler import profile_case
+    from bench.trackers.device import device_facts
+
+    out = tmp_path_factory.mktemp("known")
+    cpu = torch.device("cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        found = {}
+        for family, mode, batch in [*[(f, "infer", 4) for f in KNOWN], ("tests.profile_models:matmul_only", "train", 4)]:
+            case = Case(family=family, preset="tiny", size="512x512", attention="none", mode=mode, batch=batch)
+            found[(family, mode)] = profile_case(case, cpu, device_facts(cpu), out, steps=3)
+        return found
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("family", list(KNOWN))
+def test_a_model_that_does_one_thing_has_all_its_op_time_in_that_category(known_splits, family):
+    profiled = known_splits[(family, "infer")]
+    assert profiled.status == "ok", profiled.summary.get("reason")
+    ms = profiled.categories.set_index("category")["ms_per_step"]
+    expected = KNOWN[family]
+    ops = ms.drop(["host overhead", expected])
+    assert (ops == 0).all(), ops[ops > 0].to_dict()  # not a microsecond of op time elsewhere
+    # the rest is the scopes' own Python time (~0.2 ms a step against ~10 ms of op time when the machine
+    # is quiet); a share, not a bound, so that another job preempting the Python between ops cannot fail it
+    assert ms[expected] > 0.5 * ms.sum(), ms.to_dict()
+
+
+def test_backward_time_goes_to_the_forward_ops_category(known_splits):
+    """Train step of the one-matmul model: both matmuls (forward, and the weight gradient in backward) are
+    "latent", AdamW's element-wise ops "optimizer", the loss and its gradient "other"."""
+    profiled = known_splits[("tests.profile_models:matmul_only", "train")]
+    assert profiled.status == "ok", profiled.summary.get("reason")
+    ops = profiled.ops
+    mm = ops[ops["op"] == "aten::mm"]
+    assert len(mm) == 2 and set(mm["category"]) == {"latent"}, mm[["input_shapes", "category"]].to_dict("records")
+    adamw = ops[ops["op"].isin(["aten::lerp_", "aten::addcdiv_", "aten::addcmul_", "aten::sqrt"])]
+    assert len(adamw) >= 3 and set(adamw["category"]) == {"optimizer"}
+    loss = ops[ops["op"].isin(["aten::mse_loss", "aten::mse_loss_backward"])]
+    assert set(loss["op"]) == {"aten::mse_loss", "aten::mse_loss_backward"} and set(loss["category"]) == {"other"}
+    ms = profiled.categories.set_index("category")["ms_per_step"]
+    assert ms[["attention", "qkv/proj", "mlp", "activation", "norm", "embed/conv"]].sum() == 0

@@ -3,6 +3,7 @@
 import argparse
 import math
 
+import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
@@ -273,8 +274,14 @@ def test_quality_command_writes_table_plots_and_report(image_folder, tmp_path):
     rows = pd.read_csv(out / "quality.csv")
     assert rows["status"].tolist() == ["ok"] and rows["steps"].tolist() == [3]
     assert rows["psnr_db"].notna().all() and rows["peak_mib"].gt(0).all()
-    for name in ("quality.md", "quality_loss.png", "quality_pareto.png", "quality_strip_64x64.png", "quality_curves.csv"):
-        assert (out / name).is_file(), name
+    for name in ("quality.md", "quality_curves.csv"):
+        assert (out / name).stat().st_size > 0, name
+    for name in ("quality_loss.png", "quality_pareto.png", "quality_strip_64x64.png"):  # opened, not only found
+        image = matplotlib.image.imread(out / name)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100, (name, image.shape)
+        assert image[..., :3].std() > 0.01, f"{name} is blank"  # something was drawn on it
+    curves = pd.read_csv(out / "quality_curves.csv")
+    assert curves["step"].max() == 3 and curves["heldout_mse"].notna().all()
     report = (out / "quality.md").read_text()
     assert "The seed's Quality column, measured" in report and "Pareto" in report
 
@@ -293,3 +300,56 @@ def test_a_failing_case_becomes_an_error_row(photos):
     bad = run_quality_case(case, split, Budget(steps=1), CPU, device_facts(CPU), lr=float("nan"))
     assert bad.row["status"] == "error" and "Invalid learning rate" in bad.row["reason"]
     assert bad.row["case_id"] == "transformer-tiny-64x64-fp32-flash-b8" and bad.row["timestamp"]
+
+
+class _Clock:
+    """A stand-in for ``time`` in bench.quality.training: a training step costs 1 s, an evaluation 100 s."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clocked(monkeypatch, photos):
+    """train_for_budget with a fake clock: every step takes exactly 1 s and every evaluation 100 s."""
+    from bench.quality import training
+
+    clock = _Clock()
+
+    def step(model, x, optimizer, scaler, precision, device):
+        clock.now += 1.0
+        return torch.tensor(0.5)
+
+    def evaluate(model, images, device, precision="fp32", batch=8):
+        clock.now += 100.0
+        return 0.25
+
+    monkeypatch.setattr(training, "time", clock)
+    monkeypatch.setattr(training, "train_step", step)
+    monkeypatch.setattr(training, "heldout_mse", evaluate)
+    split = make_split(photos[:1], (64, 64), train_per_image=4, heldout_per_image=1)
+    model = build_for(Case("cnn", "tiny", "64x64", mode="train"), CPU)
+
+    def run(budget: Budget):
+        return training.train_for_budget(model, split.train, split.heldout.stack(), budget, CPU, batch=2)
+
+    return run
+
+
+def test_evaluations_are_on_the_evaluation_clock_and_never_on_the_training_clock(clocked):
+    """Four 1 s steps and five 100 s evaluations: exactly 4 s of training, whatever the evaluations cost."""
+    result = clocked(Budget(steps=4, eval_every=1))
+    assert result.train_s == pytest.approx(4.0)
+    assert result.eval_s == pytest.approx(500.0)
+    assert [p.train_s for p in result.curve] == pytest.approx([0.0, 1.0, 2.0, 3.0, 4.0])
+    assert result.images_per_s == pytest.approx(result.images / 4.0)
+
+
+def test_a_time_budget_is_spent_on_training_however_long_evaluations_take(clocked):
+    """3 s of training with a 100 s evaluation after every step: three steps, as with no evaluation at all."""
+    result = clocked(Budget(seconds=3.0, eval_every=1))
+    assert result.steps == 3 and result.train_s == pytest.approx(3.0)
+    assert [p.step for p in result.curve] == [0, 1, 2, 3]

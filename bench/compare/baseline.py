@@ -20,13 +20,19 @@ def save_baseline(run_path: Path, store: Path) -> Path:
     if not run.slug:
         raise ValueError(f"run {run.path} does not record its device slug; it cannot be filed under a machine")
     dest = Path(store) / run.machine_key
+    source_dir = run.path if run.kind == "results" else run.path.parent
+    if dest.resolve() == source_dir.resolve():
+        raise ValueError(f"{run.path} is already the baseline kept in {dest}: nothing to do (a run is kept by copying "
+                         "it from its results folder)")
     dest.mkdir(parents=True, exist_ok=True)
+    # the new files first, each copied beside its place and renamed over it; then the old run's other files go
+    names = [name for name in _RUN_FILES if (run.path / name).exists()] if run.kind == "results" else [run.path.name]
+    for name in names:
+        source = run.path / name if run.kind == "results" else run.path
+        tmp = dest / f".{name}.copying"
+        shutil.copy2(source, tmp)
+        tmp.replace(dest / name)
     for old in list(dest.glob("*.json")) + [dest / name for name in _RUN_FILES]:
-        old.unlink(missing_ok=True)  # only the files a saved run is made of: anything else a person put there stays
-    if run.kind == "results":
-        for name in _RUN_FILES:
-            if (run.path / name).exists():
-                shutil.copy2(run.path / name, dest / name)
-    else:
-        shutil.copy2(run.path, dest / run.path.name)
+        if old.name not in names:
+            old.unlink(missing_ok=True)  # only the files a saved run is made of: anything else a person put there stays
     return dest

@@ -38,9 +38,14 @@ def _compare_args(parser: argparse.ArgumentParser) -> None:
                         help="divide candidate times by the ratio of the runs' calibration GEMM times (clock drift)")
     parser.add_argument("--allow-different-machines", action="store_true",
                         help="compare runs from different GPU models or torch versions anyway")
+    parser.add_argument("--allow-different-timers", action="store_true",
+                        help="compare runs whose timer column differs (CUDA events vs synchronised wall clock) anyway")
     parser.add_argument("--check-rss", action="store_true",
                         help="judge peak RSS too where no GPU memory figure exists (whole-process, order-dependent)")
     parser.add_argument("--fail-on-noisy", action="store_true", help="treat a noisy case as a failure")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="pass although a case of the baseline is missing from the candidate (a narrowed matrix); "
+                             "by default a missing case fails, as a dropped or renamed case would escape the check")
     parser.add_argument("--markdown", type=Path, default=None, help="write the markdown summary here (a PR comment)")
     parser.add_argument("--json", type=Path, default=None, help="write the full report here as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the headline")
@@ -68,6 +73,7 @@ def _compare(args: argparse.Namespace) -> int:
     baseline = open_run(args.baseline, "baseline", prefer=candidate.machine_key)
     result = compare_runs(baseline, candidate, rules, normalize=args.normalize,
                           allow_different_machines=args.allow_different_machines, check_rss=args.check_rss,
+                          allow_different_timers=args.allow_different_timers, allow_missing=args.allow_missing,
                           fail_on_noisy=args.fail_on_noisy, confidence=args.confidence, resamples=args.resamples,
                           seed=args.seed)
     text = result.markdown()

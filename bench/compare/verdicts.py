@@ -3,7 +3,8 @@
 Matches the two runs' cases by ``case_key`` and, for each, judges the change in median time
 (bootstrap interval of the ratio of medians, ``bench/compare/stats.py``) and in peak memory.
 Exit status: 1 when a case is slower or uses more memory beyond its threshold (or broke: ok in
-the baseline, oom/error/unsupported in the candidate), 0 otherwise, 2 for unusable input.
+the baseline, oom/error/unsupported in the candidate; or is missing: in the baseline, not in the
+candidate, unless ``--allow-missing``), 0 otherwise, 2 for unusable input.
 
 Memory is checked on the CUDA allocator's reserved peak, else NVML's per-process peak: both are
 figures of this case alone. The CPU figure, peak RSS, is the whole process's high-water mark (the
@@ -190,6 +191,34 @@ def check_machines(baseline: Side, candidate: Side, allow: bool) -> list[str]:
     return notes
 
 
+def check_timers(baseline: Side, candidate: Side, common: list[str], allow: bool) -> list[str]:
+    """Refuse (ValueError) cases timed by two different timers, unless ``allow``; then a note.
+
+    Per-step synchronised wall clock (older pytest runs: ``sync-perf-counter``) and CUDA events
+    differ by the launch and synchronisation overhead, most on launch-bound cases: a verdict between
+    them would measure the timers. A run that did not record its timer gets a note.
+    """
+    def timer(side: Side, key: str) -> str:
+        value = side.rows[key].get("timer")
+        return "" if value is None or value != value else str(value).strip()  # NaN: not recorded
+
+    ran = [k for k in common if baseline.rows[k].get("status") == "ok" and candidate.rows[k].get("status") == "ok"]
+    differ = [k for k in ran if timer(baseline, k) and timer(candidate, k) and timer(baseline, k) != timer(candidate, k)]
+    if differ:
+        first = differ[0]
+        problem = (f"the runs were timed by different timers: {timer(baseline, first)!r} (baseline) vs "
+                   f"{timer(candidate, first)!r} (candidate) in {len(differ)} of {len(ran)} case(s), e.g. "
+                   f"{candidate.rows[first].get('case_id') or first}")
+        if not allow:
+            raise ValueError(f"{problem}; compare runs of one timer, or pass --allow-different-timers")
+        return [f"{problem}; compared anyway (--allow-different-timers): launch-bound cases differ by the timer alone"]
+    unknown = [role for role, side in (("baseline", baseline), ("candidate", candidate)) if any(not timer(side, k) for k in ran)]
+    if unknown:
+        return [f"the {' and '.join(unknown)} did not record its timer for every case: cannot tell whether both runs were "
+                "timed the same way"]
+    return []
+
+
 def memory_column(base: dict, cand: dict) -> Optional[str]:
     """The first of :data:`MEMORY_COLUMNS` that both rows have."""
     for column in MEMORY_COLUMNS:
@@ -209,15 +238,18 @@ def normalize_factor(baseline: Side, candidate: Side) -> float:
 
 def compare_runs(baseline: Side, candidate: Side, rules: Optional[Rules] = None, *, normalize: bool = False,
                  allow_different_machines: bool = False, check_rss: bool = False, fail_on_noisy: bool = False,
-                 confidence: float = st.CONFIDENCE, resamples: int = st.RESAMPLES, seed: int = st.SEED) -> Comparison:
-    """Judge every case of ``candidate`` against ``baseline``; cases worst first. Raises ValueError
-    for runs that cannot be compared (other machine, nothing in common, no calibration)."""
+                 confidence: float = st.CONFIDENCE, resamples: int = st.RESAMPLES, seed: int = st.SEED,
+                 allow_different_timers: bool = False, allow_missing: bool = False) -> Comparison:
+    """Judge every case of ``candidate`` against ``baseline``; cases worst first. A case of the baseline that
+    the candidate lacks (dropped, renamed, a narrowed matrix) fails unless ``allow_missing``. Raises ValueError
+    for runs that cannot be compared (other machine, other timer, nothing in common, no calibration)."""
     rules = rules or Rules()
     notes = check_machines(baseline, candidate, allow_different_machines)
     common = [k for k in candidate.rows if k in baseline.rows]
     if not common:
         raise ValueError(f"the runs have no case in common (matched by case_key): baseline {baseline.path} has "
                          f"{len(baseline.rows)} cases, candidate {candidate.path} {len(candidate.rows)}")
+    notes += check_timers(baseline, candidate, common, allow_different_timers)
     factor = normalize_factor(baseline, candidate) if normalize else None
     if factor is None:
         b_gemm, c_gemm = number(baseline.calibration.get(NORMALIZE_KEY)), number(candidate.calibration.get(NORMALIZE_KEY))
@@ -236,8 +268,12 @@ def compare_runs(baseline: Side, candidate: Side, rules: Optional[Rules] = None,
                                    confidence, resamples, seed))
     for key in baseline.rows:
         if key not in candidate.rows:
-            cases.append(CaseResult(key, str(baseline.rows[key].get("case_id") or key), "missing",
-                                    note="in the baseline only: narrowed matrix, or a case that stopped running"))
+            case_id = str(baseline.rows[key].get("case_id") or key)
+            ignored = rules.for_case(case_id, key).ignore
+            cases.append(CaseResult(key, case_id, "missing", fails=not (allow_missing or ignored),
+                                    note="in the baseline only: dropped, renamed or a narrowed matrix"
+                                         + (" (ignored by the config)" if ignored else " (allowed: --allow-missing)"
+                                            if allow_missing else "; --allow-missing to accept")))
     for key in candidate.rows:
         if key not in baseline.rows:
             cases.append(CaseResult(key, str(candidate.rows[key].get("case_id") or key), "new",
@@ -247,7 +283,7 @@ def compare_runs(baseline: Side, candidate: Side, rules: Optional[Rules] = None,
                 "memory_floor_mib": rules.default.memory_floor_mib, "max_spread": rules.default.max_spread,
                 "groups": [{"match": list(p), **o} for p, o in rules.groups], "confidence": confidence,
                 "resamples": resamples, "seed": seed, "normalize_factor": factor, "check_rss": check_rss,
-                "fail_on_noisy": fail_on_noisy,
+                "fail_on_noisy": fail_on_noisy, "allow_missing": allow_missing,
                 "memory_columns": [c for c in MEMORY_COLUMNS if check_rss or c not in WHOLE_PROCESS_COLUMNS]}
     return Comparison(baseline, candidate, cases, settings, notes)
 

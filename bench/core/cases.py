@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ PRECISIONS = ("fp32", "tf32", "amp-fp16", "amp-bf16", "fp16", "bf16")
 MODES = ("infer", "train", "embed")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 NO_ATTENTION = "none"  # the attention value of a family without attention (the CNN)
+MAX_CASES = 10_000  # combinations one matrix may expand to: beyond, a typo (a 10^6-case product), not a sweep
 
 if TYPE_CHECKING:
     from bench.trackers.device import DeviceFacts
@@ -210,6 +212,11 @@ def expand(matrix: Matrix, overrides: Optional[dict[str, list]] = None, device: 
     unknown = sorted(set(overrides) - set(AXES))
     if unknown:
         raise ValueError(f"unknown axis {', '.join(unknown)}; axes: {', '.join(AXES)}")
+    combinations = sum(math.prod(len(v) for v in {**g, **{k: v for k, v in overrides.items() if v}}.values())
+                       for g in matrix.groups)
+    if combinations > MAX_CASES:
+        raise ValueError(f"matrix {matrix.name}: its groups multiply out to {combinations:,} combinations, more than "
+                         f"{MAX_CASES:,}; narrow an axis (--sizes, --batch, ...) or split the matrix")
     seen: dict[str, Case] = {}
     for group in matrix.groups:
         axes = {**group, **{k: v for k, v in overrides.items() if v}}
@@ -252,7 +259,8 @@ def why_skip(case: Case, device: "DeviceFacts") -> Optional[str]:
         if not cuda and case.attention in ("mem-efficient", "cudnn"):
             return why_unsupported(case.attention, "cpu", dtype, 64)
         if cuda:
-            reason = why_unsupported(case.attention, "cuda", getattr(torch, dtype), 64)
+            capability = tuple(int(x) for x in device.capability.split(".")) if device.capability else None
+            reason = why_unsupported(case.attention, "cuda", getattr(torch, dtype), 64, capability)  # the case's GPU, not cuda:0
             if reason:
                 return reason
     if case.compile != "off" and not cuda and case.compile != "default":

@@ -1,23 +1,54 @@
-"""A child process that measures one case: ``python -m bench.core.child OUT.json`` with the case on stdin.
+"""A child process that measures one case: ``python -m bench.core.child CASE.json OUT.json``.
 
-Used by the subprocess launcher; writes ``{"row": ..., "samples_s": ...}`` to OUT.json atomically.
+Used by the subprocess launcher, which writes the case to CASE.json and reads
+``{"row": ..., "samples_s": ...}`` back from OUT.json (written atomically). Both sit in a
+temporary folder of the parent's making.
+
+The child never outlives its parent: its stdin is a pipe the parent holds open and never
+writes, and a thread waits on it from the first moment (before torch is imported). End of
+file there means the parent is gone, however it went (SIGKILL included): the thread removes
+the temporary folder and ends the process.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
+import threading
 from pathlib import Path
 
-from bench.core.cases import Case
-from bench.trackers.device import device_facts, resolve_device
-from bench.core.measure import Settings, measure_case
-from bench.runs.files import atomic_write_text
+EXIT_ORPHANED = 70
+_exit = os._exit  # the real one: a case's os._exit is turned into an exception while it runs (bench.core.runner)
+
+
+def watch_parent(folder: Path) -> threading.Thread:
+    """End this process, removing ``folder``, once stdin reaches its end (the parent closed it or died)."""
+
+    def watch() -> None:
+        try:
+            while os.read(0, 65536):  # the raw descriptor: a buffered reader's lock would stall the interpreter's exit
+                pass
+        except OSError:
+            pass
+        shutil.rmtree(folder, ignore_errors=True)
+        _exit(EXIT_ORPHANED)
+
+    thread = threading.Thread(target=watch, daemon=True, name="ae-bench-parent-watch")
+    thread.start()
+    return thread
 
 
 def main(argv: list[str]) -> int:
-    out_path = Path(argv[0])
-    payload = json.loads(sys.stdin.read())
+    in_path, out_path = Path(argv[0]), Path(argv[1])
+    watch_parent(out_path.parent)
+    from bench.core.cases import Case
+    from bench.core.measure import Settings, measure_case
+    from bench.runs.files import atomic_write_text
+    from bench.trackers.device import device_facts, resolve_device
+
+    payload = json.loads(in_path.read_text())
     device = resolve_device(payload["device"])
     measurement = measure_case(Case(**payload["case"]), device, device_facts(device), Settings(**payload["settings"]),
                                payload["run_id"])

@@ -8,12 +8,15 @@ none of them imports the CLI back.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from dataclasses import dataclass
 from typing import Callable
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# 0 done; 1 a case failed (run) or a regression (compare); 2 bad input (one line naming it); 3 an I/O
+# error (a full disk, a read-only folder) or an internal error; 130 interrupted (Ctrl-C, SIGTERM, SIGHUP)
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_IO, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 # axis -> help text; the option is --ae-<axis> under pytest and --<axis> on the command line
 AXIS_HELP = {
@@ -46,8 +49,16 @@ def add_launcher_args(add_option, prefix: str = "--") -> None:
                help="where each case runs: in-process (fast), subprocess (a fresh child per case: a crash, kill or hang "
                     "costs one row), auto (subprocess on CUDA, in-process on CPU) [default: auto]")
     add_option(f"{prefix}case-timeout", type=float, default=None,
-               help=f"seconds before a case's child process is killed and recorded as timeout (subprocess launcher) "
-                    f"[default: {DEFAULT_CASE_TIMEOUT_S:g}]")
+               help=f"seconds before a case's child process is killed and recorded as timeout; giving it runs each case "
+                    f"in a child (auto), which in-process refuses [default: {DEFAULT_CASE_TIMEOUT_S:g} with the subprocess "
+                    f"launcher, none in-process]")
+
+
+def check_case_timeout(seconds: float) -> float:
+    """``--case-timeout``: a finite number of seconds above 0, or ValueError naming the option."""
+    if not 0 < seconds < math.inf:  # also refuses nan
+        raise ValueError(f"--case-timeout: bad timeout {seconds}: expected a finite number of seconds > 0, e.g. 600")
+    return seconds
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ def summary_table(rows: list[dict], limit: int = 60) -> str:
     header = f"{'case':<62} {'status':<11} {'images/s':>10} {'median ms':>10} {'peak MiB':>9} {'MFU':>6}"
     lines = [header, "-" * len(header)]
     for row in rows[:limit]:
-        peak = row.get("reserved_peak_mib") or row.get("rss_peak_mib")
+        peak = row.get("reserved_peak_mib") or row.get("tensor_peak_mib") or row.get("rss_peak_mib")  # CPU: live tensors
         if row["status"] == "ok":
             lines.append(f"{row['case_id'][:62]:<62} {'ok':<11} {row['images_per_s']:>10.1f} {row['median_ms']:>10.2f} "
                          f"{(peak or 0):>9.0f} {(row['mfu'] or 0) * 100:>5.1f}%")

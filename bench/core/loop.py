@@ -1,9 +1,9 @@
 """Many cases, one after another: each row is written the moment its case finishes.
 
 The progress line goes to stderr (one line per case, with the running count and an ETA); the
-summary table at the end to stdout. Ctrl-C or SIGTERM stops the sweep after what was measured
-is on disk (the case in flight is dropped and its child process, if any, killed), and raises
-:class:`SweepInterrupted` so the caller can say how to resume.
+summary table at the end to stdout. Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stops the
+sweep after what was measured is on disk (the case in flight is dropped and its child process, if
+any, killed), and raises :class:`SweepInterrupted` so the caller can say how to resume.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ if TYPE_CHECKING:
 
 
 class SweepInterrupted(Exception):
-    def __init__(self, done: int, total: int, rows: list[dict]) -> None:
+    def __init__(self, done: int, total: int, rows: list[dict], in_flight: Optional[Case] = None,
+                 in_flight_s: float = 0.0) -> None:
         super().__init__(f"interrupted after {done} of {total} cases")
         self.done, self.total, self.rows = done, total, rows
+        self.in_flight, self.in_flight_s = in_flight, in_flight_s  # the case dropped, and how long it had run
 
 
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM) + ((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())
 
 
 def _raise_interrupt(signum, frame):
@@ -45,9 +47,12 @@ def sweep(run: "Run", cases: list[Case], progress: Optional[TextIO] = sys.stderr
         # SIGTERM stops as cleanly as Ctrl-C; SIGINT is set explicitly because a shell starts
         # background jobs with it ignored, and Python then never raises KeyboardInterrupt
         signal.signal(sig, _raise_interrupt)
+    in_flight, started = None, 0.0
     try:
         for case in cases:
+            in_flight, started = case, time.monotonic()
             measurement = run.measure(case)
+            in_flight = None
             rows.append(measurement.row)
             if on_row is not None:
                 on_row(measurement)
@@ -56,7 +61,7 @@ def sweep(run: "Run", cases: list[Case], progress: Optional[TextIO] = sys.stderr
                 progress.flush()
     except KeyboardInterrupt:
         run.close()
-        raise SweepInterrupted(len(rows), len(cases), rows) from None
+        raise SweepInterrupted(len(rows), len(cases), rows, in_flight, time.monotonic() - started if in_flight else 0.0) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -6,6 +6,7 @@ detection each run their own extra steps afterwards. Any failure becomes the row
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -15,7 +16,9 @@ from ae_models.attention import record_attention_kernels
 
 from bench.core.cases import Case
 from bench.core.runner import CaseRun, run_case
-from bench.trackers.device import DeviceFacts, peak_for
+from bench.core.validity import predicted_tensor_peak, rate_against_peak, refuse_impossible
+from bench.trackers.calibration import timer_floor_ms
+from bench.trackers.device import DeviceFacts, cuda_scope, peak_for
 from bench.trackers.flops import count_step_flops
 from bench.trackers.latency import NOISE_THRESHOLD, plan_iterations, summarize, time_steps
 from bench.trackers.memory import memory_pass
@@ -36,6 +39,7 @@ class Settings:
     min_time_s: float = 1.0    # ... and enough to fill this long
     memory_iters: int = 2      # steps in the memory pass
     noise_threshold: float = NOISE_THRESHOLD
+    predict_memory: bool = True  # each row's memory-model prediction (bench/plan/predictor.py; one fit per configuration)
 
     @classmethod
     def from_dict(cls, values: dict) -> "Settings":
@@ -43,7 +47,22 @@ class Settings:
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ValueError(f"unknown timing setting(s) {', '.join(unknown)}; known: {', '.join(cls.__dataclass_fields__)}")
-        return cls(**known)
+        settings = cls(**known)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse, in one line, a value that would make every case an error row (``"abc"``, nan, a negative count)."""
+        for name, least in (("warmup", 0), ("min_iters", 1), ("max_iters", 1), ("memory_iters", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"[timing] {name} = {value!r}: expected a whole number >= {least}")
+        for name, least in (("min_time_s", 0.0), ("noise_threshold", 1e-9)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not least <= value < math.inf:
+                raise ValueError(f"[timing] {name} = {value!r}: expected a finite number {'>= 0' if not least else '> 0'}")
+        if self.min_iters > self.max_iters:
+            raise ValueError(f"[timing] min_iters = {self.min_iters} is above max_iters = {self.max_iters}")
 
 
 @dataclass
@@ -69,9 +88,19 @@ def measure_case(case: Case, device: torch.device, facts: DeviceFacts, settings:
     def body(run: CaseRun) -> None:
         measured["samples"] = _measure(run.prepare(), case, device, facts, settings, row, timed_loop)
 
-    outcome = run_case(case, device, body)
+    with cuda_scope(device):  # cuda:N current while it runs: events, streams and kernels of that GPU
+        outcome = run_case(case, device, body)
     row.update(status=outcome.status, reason=outcome.reason, timestamp=utc_now())
+    if outcome.ok:  # a figure outside physics makes the row invalid (its samples kept, for the record)
+        refuse_impossible(row, _timer_floor(device))
     return Measurement(row, measured.get("samples") if outcome.ok else None)
+
+
+def _timer_floor(device: torch.device) -> Optional[float]:
+    try:
+        return timer_floor_ms(device)
+    except Exception:  # noqa: BLE001 - no floor known: that one check is skipped
+        return None
 
 
 def _measure(scenario: Scenario, case: Case, device: torch.device, facts: DeviceFacts, settings: Settings, row: dict,
@@ -92,8 +121,11 @@ def _measure(scenario: Scenario, case: Case, device: torch.device, facts: Device
     nvml = NVML.get() if device.type == "cuda" else None
     handle = nvml.handle(device.index or 0) if nvml and nvml.available else None
     energy_start = nvml.energy_mj(handle) if handle is not None else None
+    throttle_start = nvml.throttle_counters(handle) if handle is not None else None
     samples, timer = (timed_loop or (lambda step, n: time_steps(step, device, n)))(scenario.step, iters)
     energy_end = nvml.energy_mj(handle) if handle is not None else None
+    # the SM clock and the loop's slowdowns, read before the memory pass and FLOP count run
+    after_loop = nvml.after_loop(handle, throttle_start) if handle is not None else {}
 
     stats = summarize(samples, settings.noise_threshold)
     row.update(stats.as_dict())
@@ -102,8 +134,12 @@ def _measure(scenario: Scenario, case: Case, device: torch.device, facts: Device
     if energy_start is not None and energy_end is not None and energy_end > energy_start:
         row["energy_j_per_image"] = (energy_end - energy_start) / 1e3 / (len(samples) * case.batch)
 
-    mem = memory_pass(scenario.step, device, settings.memory_iters)
+    mem = memory_pass(scenario.step, device, settings.memory_iters, model=model, optimizer=scenario.optimizer,
+                      inputs=scenario.inputs)
     row.update(mem.__dict__)
+    if settings.predict_memory:
+        row.update(predicted_tensor_peak(case, device.type, row["tensor_peak_mib"]))
+    check_output(scenario)  # outside the timed loop: NaN/inf or a wrong shape makes the case an error row
 
     with record_attention_kernels() as kernels:
         flops = count_step_flops(scenario.eager_step, model, case)
@@ -113,13 +149,32 @@ def _measure(scenario: Scenario, case: Case, device: torch.device, facts: Device
     row["attn_gflop_analytic"] = flops.attn_analytic / case.batch / 1e9 if flops.attn_analytic is not None else None
     row["attn_gflop_counted"] = flops.attn_counted / case.batch / 1e9
     row["tflops"] = flops.total / (stats.median_ms / 1e3) / 1e12
-    peak = peak_for(facts, case.precision)
-    row.update(peak_tflops=peak.tflops, peak_source=peak.source, mfu=row["tflops"] / peak.tflops if peak.tflops else None)
+    row.update(rate_against_peak(row["tflops"], peak_for(facts, case.precision)))
 
-    if handle is not None:
-        row["sm_clock_mhz"] = nvml.sm_clock_mhz(handle)
-        reasons = nvml.throttle_reasons(handle)
-        if reasons is not None:
-            row["throttle_reasons"] = "+".join(reasons)
-            row["throttled"] = bool(reasons)
+    row.update(after_loop)
     return samples
+
+
+class BadOutput(Exception):
+    """The model's output is no reconstruction of its input: NaN/inf values, or another shape."""
+
+
+def check_output(scenario: Scenario) -> None:
+    """One more forward of the eager model on the case's inputs, untimed: the reconstruction must
+    have the input's shape, and it (or the embedding, in ``embed`` mode) only finite values."""
+    from bench.core.precision import autocast
+
+    case, model, inputs = scenario.case, scenario.model, scenario.inputs
+    with torch.no_grad(), autocast(case.precision, scenario.device):
+        out = model.Embedding(inputs) if case.mode == "embed" else model(inputs)
+    what = "embedding" if case.mode == "embed" else "reconstruction"
+    if case.mode != "embed":
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(inputs.shape):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise BadOutput(f"the reconstruction has shape {shape}, the input {tuple(inputs.shape)}")
+    if not isinstance(out, torch.Tensor):
+        raise BadOutput(f"the {what} is a {type(out).__name__}, not a tensor")
+    finite = torch.isfinite(out)
+    if not bool(finite.all()):
+        raise BadOutput(f"the {what} holds {int((~finite).sum())} NaN/inf value(s) of {out.numel()}")

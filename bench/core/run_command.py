@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 from bench.core.commandline import (
-    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, KEYWORD_HELP, MIN_TIME_HELP, RESULTS_HELP, Command, add_matrix_args,
-    add_launcher_args, rerun_command, without_option,
+    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_IO, EXIT_OK, KEYWORD_HELP, MIN_TIME_HELP, RESULTS_HELP, Command, add_matrix_args,
+    add_launcher_args, check_case_timeout, rerun_command, without_option,
 )
+from bench.scale.options import add_scale_args, orchestrated
 
 def _run_args(parser: argparse.ArgumentParser) -> None:
     add_matrix_args(parser)
@@ -22,8 +23,11 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", dest="keyword", default=None, help=KEYWORD_HELP)
     add_launcher_args(parser.add_argument)
     parser.add_argument("--resume", metavar="RUN_DIR", default=None,
-                        help="continue an interrupted run in RUN_DIR: cases already in its results.csv are skipped, "
-                             "the rest appended")
+                        help="continue an interrupted run in RUN_DIR with the same options: cases already in its "
+                             "results.csv are skipped, the rest appended (refused, the folder untouched, for other "
+                             "cases or timing settings than the run's, or while another process writes to it); a "
+                             "sweep's folder (--gpus, --executor) reruns only the missing cases of its incomplete shards")
+    add_scale_args(parser)  # --shard K/N, --gpus, --executor and its options (bench/scale/options.py)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -31,28 +35,58 @@ def _run(args: argparse.Namespace) -> int:
     from bench.core.selection import case_listing, selection_from_args
     from bench.core.session import end_run, start_run
 
+    argv = getattr(args, "argv", None) or sys.argv[1:]  # the command line as given (bench.cli.main records it)
+    if args.case_timeout is not None:
+        check_case_timeout(args.case_timeout)
+    if orchestrated(args):  # --gpus, --executor or --resume SWEEP: children or jobs, one shard each, then a merge
+        from bench.scale.command import run_sweep
+
+        return run_sweep(args)
     selection = selection_from_args(args)
     if args.list:
         print(case_listing(selection.cases))
         return EXIT_OK
-    run = start_run(selection, Path(args.results), "cli", ["python", "-m", "bench"] + sys.argv[1:], args.launcher,
+    run = start_run(selection, Path(args.results), "cli", ["python", "-m", "bench"] + argv, args.launcher,
                     args.case_timeout, Path(args.resume) if args.resume else None)
     cases = run.pending(selection.cases)
     if args.resume:
         print(f"ae-bench: resuming {run.run_dir}: {len(selection.cases) - len(cases)} of {len(selection.cases)} cases "
               "already measured", file=sys.stderr)
+    for note in run.notes:
+        print(f"ae-bench: {note}", file=sys.stderr)
+    if selection.shard:
+        print(f"ae-bench: shard {selection.shard}", file=sys.stderr)
     print(f"ae-bench: {len(cases)} cases of matrix {selection.matrix.name!r} on {selection.facts.name} "
           f"({selection.facts.type}), {run.launcher.name}; rows -> {run.writer.csv_path}", file=sys.stderr)
+    resume = rerun_command(without_option(argv, "--resume") + ["--resume", str(run.run_dir)])
     try:
         sweep(run, cases)
     except SweepInterrupted as stop:
-        again = without_option(sys.argv[1:], "--resume")
         kept = len(run.writer.done_keys())  # the file is the truth: a signal can land between a write and the count
-        print(f"ae-bench: interrupted; {kept} rows kept in {run.writer.csv_path} ({stop.total} cases asked for)\n"
-              f"resume with: {rerun_command(again + ['--resume', str(run.run_dir)])}", file=sys.stderr)
+        dropped = ""
+        if stop.in_flight is not None:
+            dropped = f"; the case in flight, {stop.in_flight.id}, was dropped after {stop.in_flight_s:.0f} s"
+            if run.launcher.name == "in-process":
+                dropped += " (if it hangs, add --case-timeout SECONDS to the resume command: it is then timed out, not replayed)"
+        print(f"ae-bench: interrupted; {kept} rows kept in {run.writer.csv_path} ({stop.total} cases asked for){dropped}\n"
+              f"resume with: {resume}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as err:  # a full disk, a folder gone read-only: what is on disk is whole rows only
+        run.close()
+        kept = _rows_on_disk(run)
+        print(f"ae-bench: error: {err.strerror or err}{': ' + str(err.filename) if err.filename else ''}; the sweep "
+              f"stopped with {kept} whole rows kept in {run.writer.csv_path} ({len(selection.cases)} cases asked for)\n"
+              f"when the folder is writable again, resume with: {resume}", file=sys.stderr)
+        return EXIT_IO
     print("\n".join(end_run(run)))
     return EXIT_FAILED if any(r["status"] in ("error", "timeout") for r in run.rows) else EXIT_OK
+
+
+def _rows_on_disk(run) -> str:
+    try:
+        return str(len(run.writer.done_keys()))
+    except (OSError, ValueError):
+        return "the"
 
 
 def _matrices_args(parser: argparse.ArgumentParser) -> None:

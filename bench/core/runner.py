@@ -7,13 +7,17 @@ A case with a skip reason never runs (``unsupported``). Otherwise the body runs 
 global switches (:func:`~bench.core.steps.case_context`), and whatever it raises becomes the
 outcome: :class:`~ae_models.UnsupportedAttentionError` is ``unsupported`` with its message, an
 out-of-memory (:func:`is_oom`) is ``oom``, anything else ``error`` with the exception's type, its
-message on one line and the file:line where it was raised. Whatever the body built through its
+message on one line and the file:line where it was raised. A case that tries to end the process
+(``sys.exit``, or ``os._exit``, which is made to raise while the body runs) is an ``error`` too:
+the sweep goes on instead of stopping with exit status 0 after one case. Whatever the body built through its
 :class:`CaseRun` (a scenario, a bare model) is released afterwards, whether the body finished or
 not, so the next case starts from an empty allocator.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import traceback
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -82,19 +86,45 @@ def run_case(case: Case, device: torch.device, body: Callable[[CaseRun], None], 
         return Outcome(UNSUPPORTED, why)
     run = CaseRun(case, device)
     try:
-        with case_context(case):
+        with case_context(case), no_process_exit():
             body(run)
         return Outcome(OK)
-    except Exception as err:  # noqa: BLE001 - every failure becomes an outcome; the loop goes on
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - every failure becomes an outcome; the loop goes on
         return failure(err)
     finally:
         run.release()
+
+
+class ProcessExitAttempt(SystemExit):
+    """``os._exit(status)`` called by a case: raised instead, so that the process lives on."""
+
+
+@contextlib.contextmanager
+def no_process_exit():
+    """While a case runs, ``os._exit`` raises :class:`ProcessExitAttempt` instead of ending the process
+    (only in this process: a process the case forks keeps the real ``os._exit``)."""
+    real, pid = os._exit, os.getpid()
+
+    def refuse(status: int) -> None:
+        if os.getpid() != pid:
+            real(status)
+        raise ProcessExitAttempt(status)
+
+    os._exit = refuse
+    try:
+        yield
+    finally:
+        os._exit = real
 
 
 def failure(err: BaseException) -> Outcome:
     """The outcome an exception stands for."""
     if isinstance(err, UnsupportedAttentionError):
         return Outcome(UNSUPPORTED, str(err))
+    if isinstance(err, SystemExit):
+        call = f"os._exit({err.code!r})" if isinstance(err, ProcessExitAttempt) else f"sys.exit({err.code!r})"
+        return Outcome(ERROR, f"{type(err).__name__}: the case called {call}, which would end the whole sweep; "
+                              f"a model must return or raise [{where(err, skip=isinstance(err, ProcessExitAttempt))}]")
     frames = "".join(traceback.format_exception(type(err), err, err.__traceback__, limit=-TRACEBACK_FRAMES))
     if is_oom(err):
         return Outcome(OOM, one_line(err), frames)
@@ -115,9 +145,9 @@ def one_line(err: BaseException, limit: int = REASON_LIMIT) -> str:
     return text[:limit] + ("..." if len(text) > limit else "")
 
 
-def where(err: BaseException) -> str:
-    """``file.py:123``: where the exception was raised (the innermost frame)."""
-    frames = traceback.extract_tb(err.__traceback__)
+def where(err: BaseException, skip: int = 0) -> str:
+    """``file.py:123``: where the exception was raised (the innermost frame, less ``skip`` frames)."""
+    frames = traceback.extract_tb(err.__traceback__)[: -skip or None]
     if not frames:
         return ""
     last = frames[-1]

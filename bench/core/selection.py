@@ -27,11 +27,14 @@ class Selection:
     matrix: Matrix
     cases: list[Case]
     settings: Settings
+    shard: str = ""  # "K/N (n of m cases)" when --shard took one part of the selection (bench/scale/shard.py)
 
 
 def make_selection(matrix: str, get_axis: Callable[[str], Optional[str]], device: str = "auto",
-                   min_time_s: Optional[float] = None, keyword: Optional[str] = None) -> Selection:
-    """Resolve the device, load and narrow the matrix, and expand it. Raises ValueError on bad input."""
+                   min_time_s: Optional[float] = None, keyword: Optional[str] = None, shard: Optional[str] = None,
+                   shard_option: str = "--shard") -> Selection:
+    """Resolve the device, load and narrow the matrix, and expand it (then take part K/N of it with
+    ``shard``). Raises ValueError on bad input."""
     torch_device = resolve_device(device)
     facts = device_facts(torch_device)
     loaded = load_matrix(matrix, torch_device.type)
@@ -50,13 +53,20 @@ def make_selection(matrix: str, get_axis: Callable[[str], Optional[str]], device
         cases = [c for c in cases if keyword in c.id]
         if not cases:
             raise ValueError(f"no case of matrix {loaded.name!r} matches the selection")
-    return Selection(torch_device, facts, loaded, cases, settings)
+    part = ""
+    if shard:
+        from bench.scale.shard import take_shard
+
+        whole = len(cases)
+        cases = take_shard(cases, shard, shard_option)
+        part = f"{shard.strip()} ({len(cases)} of {whole} cases)"
+    return Selection(torch_device, facts, loaded, cases, settings, part)
 
 
 def selection_from_args(args) -> Selection:
-    """The selection a command's parsed ``add_matrix_args`` options (and ``-k``, ``--min-time``) make."""
+    """The selection a command's parsed ``add_matrix_args`` options (and ``-k``, ``--min-time``, ``--shard``) make."""
     selection = make_selection(args.matrix, lambda axis: getattr(args, axis), args.device, getattr(args, "min_time", None),
-                               getattr(args, "keyword", None))
+                               getattr(args, "keyword", None), getattr(args, "shard", None))
     if not selection.cases:
         raise ValueError(f"no case of matrix {selection.matrix.name!r} matches the selection")
     return selection

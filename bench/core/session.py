@@ -9,16 +9,20 @@ and ``pytest bench``): one folder, one writer, one launcher, one timer.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from bench.core.cases import Case
 from bench.core.launchers import choose_launcher
 from bench.core.measure import Measurement
 from bench.core.selection import Selection
-from bench.runs.provenance import new_run_id, run_meta
-from bench.runs.writer import RunWriter
+from bench.runs.files import FolderLock, atomic_write_text
+from bench.runs.provenance import claim_run_dir, run_meta
+from bench.runs.writer import META_JSON, RunWriter, csv_records
 
 
 @dataclass
@@ -30,6 +34,10 @@ class Run:
     launcher: object
     done: set[str] = field(default_factory=set)  # case keys measured by an earlier, resumed attempt
     rows: list[dict] = field(default_factory=list)
+    lock: Optional[FolderLock] = None  # the folder's lock: one writer at a time, released by end_run
+    notes: list[str] = field(default_factory=list)  # what a resume repaired
+    start_peaks: Optional[dict] = None  # the GEMM peaks and timer floor measured at the start (meta.json "peaks")
+    peak_notes: Optional[list[str]] = None  # set by settle(): what the end-of-run peaks changed
 
     def pending(self, cases: list[Case]) -> list[Case]:
         """The cases of ``cases`` this run has not measured yet (all of them unless resumed)."""
@@ -43,6 +51,13 @@ class Run:
         self.rows.append(measurement.row)
         return measurement
 
+    def settle(self) -> list[str]:
+        """Measure the peaks again and rate the rows against the settled figures (once; end_run calls it,
+        pytest calls it earlier, before pytest-benchmark saves its JSON, so both hold the same MFU)."""
+        if self.peak_notes is None:
+            self.peak_notes = _settle_peaks(self)
+        return self.peak_notes
+
     def close(self) -> None:
         """Stop a child process still running (an interrupted session)."""
         self.launcher.close()
@@ -54,31 +69,122 @@ def start_run(selection: Selection, results_root: Path, entry: str, command: lis
     from bench.core.model_facts import write_model_facts
     from bench.trackers.calibration import calibrate
 
+    from bench.core.resume import reopen, selection_fingerprint
+
     chosen = choose_launcher(launcher, selection.device, case_timeout_s)
+    start_peaks = _start_peaks(selection)
+
+    def make_meta() -> dict:
+        meta = run_meta(selection.facts, selection.matrix.name, command,
+                        {"entry": entry, "launcher": chosen.name, "settings": selection.settings.__dict__,
+                         **selection_fingerprint(selection)},
+                        calibrate(selection.device))
+        meta["peaks"] = {"start": start_peaks}
+        return meta
+
     if resume is not None:
         run_dir = Path(resume)
-        if not (run_dir / "results.csv").is_file():
-            raise ValueError(f"--resume {run_dir}: not a results folder (no results.csv in it)")
-        writer = RunWriter(run_dir)
-        return Run(selection, run_dir.name, run_dir, writer, chosen, done=writer.done_keys())
-    run_id = new_run_id(selection.facts.slug)
-    run_dir = Path(results_root) / run_id
-    meta = run_meta(selection.facts, selection.matrix.name, command,
-                    {"entry": entry, "launcher": chosen.name, "settings": selection.settings.__dict__},
-                    calibrate(selection.device))
+        writer, lock, notes = reopen(run_dir, selection, make_meta)  # refused: one line, the folder unchanged
+        return Run(selection, run_dir.name, run_dir, writer, chosen, done=writer.done_keys(), lock=lock, notes=notes,
+                   start_peaks=start_peaks)
+    meta = make_meta()
+    run_dir = claim_run_dir(results_root, selection.facts.slug)  # a new folder, never another run's
+    lock = FolderLock(run_dir).acquire()
     writer = RunWriter(run_dir, meta)
     write_model_facts(run_dir, selection.cases)
-    return Run(selection, run_id, run_dir, writer, chosen)
+    return Run(selection, run_dir.name, run_dir, writer, chosen, lock=lock, start_peaks=start_peaks)
+
+
+def _start_peaks(selection: Selection) -> dict:
+    """The timer's floor and, for the precisions the selection runs whose peak is measured (a CPU, an
+    unlisted GPU), the GEMM peaks; the cases of this process are rated against these."""
+    from bench.trackers.calibration import measure_peaks, peak_dtype, use_run_peaks
+    from bench.trackers.device import PEAK_DTYPE, lookup_gpu
+
+    device, facts = selection.device, selection.facts
+    listed = facts.type == "cuda" and lookup_gpu(facts.name) is not None
+    dtypes = () if listed else tuple(sorted({peak_dtype(device.type, PEAK_DTYPE[c.precision]) for c in selection.cases
+                                             if not c.skip and c.precision in PEAK_DTYPE}))
+    if not dtypes and device.type == "cuda":
+        return {}  # a listed GPU: table peaks, and each case's child knows its own timer floor
+    measured = measure_peaks(device, dtypes)
+    use_run_peaks(device.type, measured)
+    return measured
 
 
 def end_run(run: Run) -> list[str]:
     """Close the run: the console summary, where the rows are, and the report written from them."""
+    from bench.core.commandline import rerun_command
     from bench.core.console import summary_table
     from bench.report.build import write_report
 
-    lines = [summary_table(run.rows), f"results: {run.writer.csv_path}"]
+    peak_lines = run.settle()  # before the summary: a corrected peak changes the rows' MFU
+    lines = [summary_table(run.rows), f"results: {run.writer.csv_path}"] + peak_lines
     try:
         lines.append(f"report: {write_report(run.run_dir)}")
     except Exception as err:  # noqa: BLE001 - a report problem must not hide the rows measured above
-        lines.append(f"report not written: {type(err).__name__}: {err}; retry with `python -m bench report {run.run_dir}`")
+        lines.append(f"report not written: {type(err).__name__}: {err}; retry with `{rerun_command(['report', str(run.run_dir)])}`")
+    if run.lock is not None:
+        run.lock.release()
     return lines
+
+
+def _settle_peaks(run: Run) -> list[str]:
+    """The run's end: measure the peaks again, settle the figure each precision is rated against
+    (:func:`~bench.trackers.calibration.compare_peaks`), rate again the rows it changes (rewriting
+    them in results.csv), record it all in meta.json, and say when the machine was busy."""
+    from bench.core.validity import achieved_by_dtype, rerate_rows
+    from bench.trackers.calibration import BUSY_DISAGREEMENT, compare_peaks, measure_peaks
+
+    start = run.start_peaks
+    if not start or not start.get("peaks"):
+        return []
+    device = run.selection.device
+    try:
+        end = measure_peaks(device, tuple(start["peaks"]))
+    except Exception as err:  # noqa: BLE001 - the rows stand as measured; say why they were not re-checked
+        return [f"GEMM peaks not measured again at the end ({type(err).__name__}: {err}): the rows use the start figures"]
+    settled = compare_peaks(start["peaks"], end.get("peaks") or {}, achieved_by_dtype(run.rows, device.type))
+    changed = rerate_rows(run.rows, device.type, settled, start.get("timer_floor_ms"))
+    notes = []
+    for dtype, item in settled.items():
+        used = f"MFU is taken against {item['used_tflops']:.3g} TFLOP/s ({item['used_from']})"
+        if item["busy"]:
+            notes.append(f"{dtype} GEMM peak: {item['start_tflops']:.3g} TFLOP/s at the start, {item['end_tflops']:.3g} at the "
+                         f"end ({item['disagreement_pct']:.0f}% apart, over {BUSY_DISAGREEMENT:.0%}): the machine was busy; {used}")
+        if item["raised"]:
+            notes.append(f"{dtype} GEMM peak measured ({item['measured_tflops']:.3g} TFLOP/s) is below the rate "
+                         f"{item['raised_by']} achieved: raised to it; {used}")
+    try:
+        if changed:
+            _rewrite_rows(run, changed)
+        meta_path = run.run_dir / META_JSON
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        meta["peaks"] = {"start": start, "end": end, "settled": settled, "busy_threshold_pct": 100 * BUSY_DISAGREEMENT,
+                         "rows_rerated": len(changed), "notes": notes}
+        atomic_write_text(meta_path, json.dumps(meta, indent=2, default=str) + "\n")
+    except (OSError, ValueError) as err:
+        notes.append(f"the settled peaks could not be written ({type(err).__name__}: {err})")
+    return notes + ([f"{len(changed)} row(s) rated again against the settled peaks"] if changed else [])
+
+
+_RERATED = ("peak_tflops", "mfu", "peak_source", "status", "reason")
+
+
+def _rewrite_rows(run: Run, changed: list[dict[str, Any]]) -> None:
+    """Put the re-rated columns of ``changed`` into results.csv (one atomic rewrite; the run holds the folder's lock)."""
+    path = run.writer.csv_path
+    records = csv_records(path.read_text(encoding="utf-8"), path)
+    header = records[0]
+    index = {name: header.index(name) for name in ("case_key",) + _RERATED}
+    by_key = {row["case_key"]: row for row in changed}
+    for record in records[1:]:
+        row = by_key.get(record[index["case_key"]]) if len(record) == len(header) else None
+        if row is not None:
+            for name in _RERATED:
+                value = row[name]
+                text = f"{value:.6g}" if isinstance(value, float) else " ".join(str(value).splitlines())
+                record[index[name]] = "" if value is None else text
+    out = io.StringIO(newline="")
+    csv.writer(out).writerows(records)
+    atomic_write_text(path, out.getvalue())

@@ -146,13 +146,28 @@ def find_gpu(name: str) -> dict:
 
 
 def measure_context_bytes(device: torch.device) -> tuple[Optional[int], str]:
-    """CUDA context + library workspaces of this process, from NVML (or cudaMemGetInfo), or ``(None, why)``."""
-    from bench.trackers.nvml import NVML
+    """CUDA context + library workspaces of this process after one fp32 matmul, from NVML (or cudaMemGetInfo).
 
-    index = device.index or 0
+    The first estimate only: with lazy module loading, cuDNN, bf16 cuBLASLt and attention kernels
+    load later, so the measured search takes the context again after every trial
+    (:func:`context_after_steps`, ``bench.plan.search``) and keeps the largest.
+    """
     a = torch.randn(1024, 1024, device=device)
     (a @ a).sum().item()  # create the cuBLAS handle and its workspace, as a training step would
     del a
+    return context_after_steps(device)
+
+
+def context_after_steps(device: torch.device) -> tuple[Optional[int], str]:
+    """What this process holds on the GPU beyond the allocator's reserve, now: used memory minus reserved.
+
+    That is the CUDA context, the kernels loaded so far and the library workspaces the allocator
+    never sees. NVML's per-process figure when the driver reports it, else cudaMemGetInfo (the whole
+    device: other processes count too).
+    """
+    from bench.trackers.nvml import NVML
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
     torch.cuda.synchronize(device)
     reserved = torch.cuda.memory_reserved(device)
     nvml = NVML.get()
@@ -165,12 +180,19 @@ def measure_context_bytes(device: torch.device) -> tuple[Optional[int], str]:
                                           "(device used - allocator reserve; other processes on the GPU count too)")
 
 
+TARGET_CAPABILITY = (8, 9)      # the cards planned for without a GPU: Ada (RTX 40xx)
+
+
 def cuda_target_skip(case: Case) -> Optional[str]:
-    """Why ``case`` cannot run on an Ada GPU (compute capability 8.9), judged without one."""
-    if case.attention in ("flash", "cudnn") and case.precision in ("fp32", "tf32"):
-        return (f"{case.attention} attention on CUDA needs fp16 or bf16 inputs, got {case.precision} "
-                "(use amp-fp16/amp-bf16 or another kernel)")
-    return None
+    """Why ``case`` cannot run on an Ada GPU (compute capability 8.9), judged without one: the model
+    package's own CUDA rules (``ae_models.attention.why_unsupported``), asked for that card."""
+    from ae_models.attention import why_unsupported
+    from bench.core.precision import AUTOCAST_DTYPE, weight_dtype
+
+    if case.attention in ("", "none"):
+        return None
+    dtype = AUTOCAST_DTYPE.get(case.precision) or weight_dtype(case.precision)
+    return why_unsupported(case.attention, "cuda", dtype, 64, TARGET_CAPABILITY)
 
 
 @dataclass

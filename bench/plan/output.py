@@ -27,6 +27,22 @@ PLAN_COLUMNS = (
 )
 
 
+# The memory model leaves out the CNN's convolution scratch buffers and workspaces. How low that leaves
+# it on a CPU (predicted / live-tensor peak - 1, negated), measured over 24 configurations (tiny, small,
+# medium x 201x201, 1280x152 x fp32, amp-bf16 x train, infer; 2-core CPU, torch 2.13.0+cpu, 2026-11-29) by:
+CNN_CHECK_COMMAND = ("python -m bench plan-check --families cnn --presets tiny,small,medium --sizes 201x201,1280x152 "
+                     "--precisions fp32,amp-bf16 --modes train,infer")
+CNN_CPU_LOW_PCT = {"train": (5.0, 17.2), "infer": (29.7, 45.8)}  # mode -> (least, most) % low
+
+
+def cnn_note(mode: str) -> str:
+    """The plan row's note for a CNN: the model's measured shortfall on a CPU in ``mode``."""
+    low, high = CNN_CPU_LOW_PCT.get(mode, (min(v[0] for v in CNN_CPU_LOW_PCT.values()),
+                                           max(v[1] for v in CNN_CPU_LOW_PCT.values())))
+    return (f"conv scratch/workspaces not modelled (on a CPU the model is {low:g}-{high:g}% low for the CNN in {mode}, "
+            f"measured by plan-check --families cnn); measure on a GPU")
+
+
 @dataclass
 class PlanResult:
     """The whole plan: a row per configuration and mode, the memory models, where they were made, how long it took."""
@@ -119,6 +135,10 @@ def plan_markdown(result: PlanResult, seed_rows: Optional[list[dict]] = None) ->
         out.append(f"| {case_label} {' '.join(extras)} | {r['mode']} | {_fmt(r['max_batch'])} | {_fmt(r['max_card_mib'])} | "
                    f"{_fmt(r['recommended_batch'])} | {_fmt(r['rec_card_mib'])} | {_fmt(r['fixed_mib'], 1)} | "
                    f"{_fmt(r['per_image_mib'], 2)} | {r['source']} | {note.replace('|', '/')} |")
+    if any(str(r["family"]) == "cnn" for r in result.rows):
+        out += ["", f"CNN rows: the memory model leaves out convolution scratch buffers; on a CPU it is "
+                    + ", ".join(f"{lo:g}-{hi:g}% low in {mode}" for mode, (lo, hi) in CNN_CPU_LOW_PCT.items())
+                    + f" (`{CNN_CHECK_COMMAND}`, 24 configurations, 2-core CPU, torch 2.13.0)."]
     if seed_rows:
         out += _seed_section(result, seed_rows)
     out.append("")

@@ -31,7 +31,7 @@ from bench.core.loop import Progress
 from bench.core.runner import UNSUPPORTED, CaseRun, run_case
 from bench.plan.budget import EMULATED, PREDICTED, Budget, PlanEnv, make_env
 from bench.plan.defaults import PLAN_MODES
-from bench.plan.output import PLAN_COLUMNS, PlanResult, load_seed_batch_claims, write_plan
+from bench.plan.output import PLAN_COLUMNS, PlanResult, cnn_note, load_seed_batch_claims, write_plan
 from bench.plan.predictor import MemoryModel, check_fit, fit, traced_case
 from bench.plan.search import (
     RECOMMEND_WITHIN, SearchError, TimingError, cuda_throughput, cuda_trial, held_to_budget, recommend_measured,
@@ -111,8 +111,7 @@ def plan_case(case: Case, env: PlanEnv) -> tuple[dict, Optional[MemoryModel]]:
         row["predicted_max_batch"] = predicted_max
         _, notes = traced_case(case, env.model_target)
         if case.family == "cnn":
-            notes.append("conv scratch/workspaces not modelled (on CPU the model is 9-45% low for the CNN: "
-                         "plan-check --families cnn); measure on a GPU")
+            notes.append(cnn_note(case.mode))  # the figure measured by plan-check (bench/plan/output.py)
         if notes:
             row["notes"] = "; ".join(notes)
     if env.source == PREDICTED:
@@ -152,6 +151,9 @@ def _fill_measured(row: dict, case: Case, model: Optional[MemoryModel], env: Pla
         row.update(status="error", reason=str(err))
         return
     row["trials"] = " ".join(f"{t.batch}:{t.status}" for t in search.trials)
+    if search.budget is not None and search.budget.context_bytes != budget.context_bytes:
+        budget = search.budget  # a trial's steps left a larger CUDA context than the first estimate: judged with it
+        row.update(context_mib=_mib(budget.context_bytes), context_source=budget.context_source, usable_mib=_mib(budget.usable))
     if search.max_batch < 1:
         row.update(status="does-not-fit", max_batch=0, recommended_batch=0, reason=search.reason)
         return

@@ -35,6 +35,8 @@ class Trial:
     reserved_bytes: float = 0.0
     allocated_bytes: float = 0.0
     reason: str = ""
+    context_bytes: Optional[float] = None  # used - reserved after the trial's steps (context, kernels, workspaces)
+    context_source: str = ""
 
 
 @dataclass
@@ -42,6 +44,7 @@ class SearchResult:
     max_batch: int               # 0: not even one image fits
     trials: list[Trial]
     reason: str = ""
+    budget: Optional[Budget] = None  # the budget judged with: its context the largest any trial measured
 
     def trial(self, batch: int) -> Optional[Trial]:
         return next((t for t in self.trials if t.batch == batch), None)
@@ -65,23 +68,39 @@ def search_max_batch(run_trial: Callable[[int], Trial], budget: Budget, cap: int
     if cap < 1:
         raise ValueError(f"bad batch cap {cap}: expected >= 1")
     trials: list[Trial] = []
+    judged = [budget]  # the budget so far: its context grows when a trial measures a larger one
+
+    def over(trial: Trial) -> Trial:
+        usable = judged[0].usable
+        return dataclasses.replace(trial, status="over-budget",
+                                   reason=f"reserved peak {trial.reserved_bytes / MIB:.0f} MiB > {usable / MIB:.0f} MiB usable")
 
     def fits(batch: int) -> bool:
+        if any(t.batch == batch for t in trials):  # tried before a context grew: judged again, not run again
+            return _still_fits(trials, batch, judged[0])
         trial = run_trial(batch)
-        if trial.status == "ok" and not budget.fits(trial.reserved_bytes):
-            trial = dataclasses.replace(trial, status="over-budget",
-                                        reason=f"reserved peak {trial.reserved_bytes / MIB:.0f} MiB > {budget.usable / MIB:.0f} MiB usable")
+        judged[0] = with_trial_context(judged[0], trial)
+        if trial.status == "ok" and not judged[0].fits(trial.reserved_bytes):
+            trial = over(trial)
         trials.append(trial)
         if trial.status == "error":
             raise SearchError(f"batch {batch}: {trial.reason}")
         return trial.status == "ok"
 
+    def result(max_batch: int, reason: str = "") -> SearchResult:
+        # a context measured late may turn a batch that fit earlier into one over the budget: judge again
+        for i, trial in enumerate(trials):
+            if trial.status == "ok" and not judged[0].fits(trial.reserved_bytes):
+                trials[i] = over(trial)
+        return SearchResult(max_batch, trials, reason, judged[0])
+
     if not fits(1):
         first = trials[0]
         need = f"{first.reserved_bytes / MIB:.0f} MiB reserved" if first.reserved_bytes else "more than the allocator may reserve"
-        return SearchResult(0, trials, f"does not fit: even a batch of 1 needs {need} ({first.status}: {first.reason}); "
-                                       f"the budget leaves {budget.usable / MIB:.0f} MiB to the allocator "
-                                       f"({format_bytes(budget.card_bytes)} card - context - display reserve - margin)")
+        budget = judged[0]
+        return result(0, f"does not fit: even a batch of 1 needs {need} ({first.status}: {first.reason}); "
+                         f"the budget leaves {budget.usable / MIB:.0f} MiB to the allocator "
+                         f"({format_bytes(budget.card_bytes)} card - context - display reserve - margin)")
     good, bad = 1, None
     batch = 2
     while batch <= cap:
@@ -96,15 +115,44 @@ def search_max_batch(run_trial: Callable[[int], Trial], budget: Budget, cap: int
             good = cap
         elif good < cap:
             bad = cap
-        if bad is None:
-            return SearchResult(good, trials, f"capped: batch {cap} still fits (the search stops there)")
-    while bad - good > 1:
-        mid = (good + bad) // 2
-        if fits(mid):
-            good = mid
-        else:
-            bad = mid
-    return SearchResult(good, trials)
+        if bad is None and _still_fits(trials, good, judged[0]):
+            return result(good, f"capped: batch {cap} still fits (the search stops there)")
+        bad = bad if bad is not None else good
+    while True:
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            if fits(mid):
+                good = mid
+            else:
+                bad = mid
+        if _still_fits(trials, good, judged[0]):
+            return result(good)
+        # the context grew after ``good`` was judged: bisect below it again, against the larger context
+        bad = good
+        good = max((t.batch for t in trials if t.batch < bad and _still_fits(trials, t.batch, judged[0])), default=0)
+        if good == 0:
+            return result(0, f"does not fit: with the CUDA context measured after the steps "
+                             f"({judged[0].context_bytes / MIB:.0f} MiB) even a batch of 1 is over the "
+                             f"{judged[0].usable / MIB:.0f} MiB the allocator may reserve")
+
+
+def _still_fits(trials: list[Trial], batch: int, budget: Budget) -> bool:
+    """Whether the latest trial of ``batch`` ran and fits ``budget`` (whose context may have grown since)."""
+    found = [t for t in trials if t.batch == batch]
+    return bool(found) and found[-1].status == "ok" and budget.fits(found[-1].reserved_bytes)
+
+
+def with_trial_context(budget: Budget, trial: Trial) -> Budget:
+    """``budget`` with its context raised to the trial's, when the trial measured a larger one.
+
+    With lazy module loading the kernels a step needs (cuDNN, bf16 cuBLASLt, attention) load when
+    first run, outside the allocator: a context taken once, after one fp32 matmul, leaves them out.
+    """
+    if trial.context_bytes is None or trial.context_bytes <= budget.context_bytes:
+        return budget
+    source = (f"{trial.context_source or 'measured'}; the largest after any trial's steps "
+              "(more than the first estimate, taken after one fp32 matmul)")
+    return dataclasses.replace(budget, context_bytes=int(trial.context_bytes), context_source=source)
 
 
 def recommend_measured(throughput: dict[int, float], within: float = RECOMMEND_WITHIN) -> int:
@@ -126,8 +174,12 @@ def cuda_trial(case: Case, device: torch.device, batch: int, steps: int = 3) -> 
     """One batch size in a clean state: fresh model and optimizer, ``steps`` steps, peaks recorded."""
     from bench.core.steps import release_memory
 
+    from bench.plan.budget import context_after_steps
+    from bench.trackers.device import cuda_scope
+
     release_memory(device)
     peaks = [0.0, 0.0]  # reserved, allocated: read before the runner releases the memory (and resets them)
+    context: list = [None, ""]  # bytes, how: the context as the trial's steps left it (kernels loaded lazily included)
 
     def body(run: CaseRun) -> None:
         try:
@@ -137,12 +189,17 @@ def cuda_trial(case: Case, device: torch.device, batch: int, steps: int = 3) -> 
             torch.cuda.synchronize(device)
         finally:
             peaks[:] = [torch.cuda.max_memory_reserved(device), torch.cuda.max_memory_allocated(device)]
+            try:
+                context[:] = context_after_steps(device)
+            except Exception as err:  # noqa: BLE001 - a context that cannot be read leaves the first estimate
+                context[:] = [None, f"not measured: {type(err).__name__}: {err}"]
 
-    outcome = run_case(case, device, body, skip="")
+    with cuda_scope(device):
+        outcome = run_case(case, device, body, skip="")
     if outcome.ok:
-        return Trial(batch, "ok", *peaks)
+        return Trial(batch, "ok", *peaks, context_bytes=context[0], context_source=context[1])
     if outcome.status == OOM:  # an OOM is an answer; anything else stops the search
-        return Trial(batch, "oom", *peaks, outcome.reason)
+        return Trial(batch, "oom", *peaks, outcome.reason, context[0], context[1])
     return Trial(batch, "error", peaks[0], 0.0, outcome.reason)
 
 
@@ -159,7 +216,10 @@ def cuda_throughput(case: Case, device: torch.device, batch: int, min_time_s: fl
         samples, _ = time_steps(scenario.step, device, plan_iterations(step_s, 5, 50, min_time_s))
         found["images_per_s"] = batch / (summarize(samples).median_ms / 1e3)
 
-    outcome = run_case(case, device, body, skip="")
+    from bench.trackers.device import cuda_scope
+
+    with cuda_scope(device):
+        outcome = run_case(case, device, body, skip="")
     if not outcome.ok:
         raise TimingError(f"{outcome.status}: {outcome.reason}")
     return found["images_per_s"]

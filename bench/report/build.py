@@ -27,8 +27,10 @@ import pandas as pd
 from bench.report import claims as seed_claims
 from bench.report import plots as plots
 from bench.report import tables as tables
+from bench.report import validity as validity
 from bench.report.defaults import DEFAULT_BUDGET, DEFAULT_TEMPLATE
 from bench.report.display import fmt_num, md_table, run_facts, show
+from bench.report.shards import shards_section
 from bench.runs.files import atomic_write_bytes, atomic_write_text
 from bench.runs.model_facts import (
     ATTENTION_MAPS_PNG, MODEL_FACTS_JSON, PRESET_ORDER, REGENERATE, ModelFacts, read_model_facts,
@@ -44,10 +46,12 @@ PLOTS_DIR = "plots"
 # The table CSVs written next to results.csv: name -> what it holds (quoted in the report).
 TABLE_FILES = {
     "throughput": ("throughput.csv", "images/s of each ok case, by preset and workload x input size and precision"),
-    "memory": ("memory.csv", "peak memory (MiB) of each ok case per figure (allocator, NVML, RSS), same axes"),
+    "memory": ("memory.csv", "peak memory (MiB) of each ok case per figure (live tensors, allocator, NVML, RSS), same axes"),
     "latency": ("latency.csv", "ms per batch: min, p10, median, p90, mean, IQR, CV and the slowest sample"),
     "attention_kernels": ("attention_kernels.csv", "attention requested vs the kernel(s) that ran, per transformer case"),
     "not_ok": ("not_ok.csv", "cases that were skipped (unsupported), ran out of memory, failed or timed out, with reasons"),
+    "invalid": ("invalid.csv", "cases refused as impossible (MFU above 100%, a time or throughput that cannot be), with why"),
+    "memory_model": ("memory_model.csv", "each ok case's live-tensor peak, the memory model's prediction and its error, worst first"),
     "headline": ("headline.csv", "the fastest case per input size and mode within the memory budget"),
     "vs_cnn": ("vs_cnn.csv", "each transformer case against the matching CNN case: speed, memory and parameter ratios"),
     "precision": ("precision.csv", "each case against the same case in fp32"),
@@ -104,13 +108,13 @@ def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path]
     import jinja2
 
     template, template_path = load_template(template_path)
-    rows = run.rows
+    rows, refused = tables.refuse_impossible(run.rows, validity.timer_floor(run.meta))
     device = run.device_type
     ctx: dict[str, Any] = {"budget_mib": budget_mib, "budget": seed_claims.budget_text(budget_mib),
                            "device": device, "template": str(template_path)}
     out_tables: dict[str, pd.DataFrame] = {}
     out_plots: dict[str, bytes] = {}
-    memory_label = "process RSS" if device != "cuda" else "GPU memory"
+    memory_label = "GPU memory" if device == "cuda" else tables.peak_label(tables.with_peak(tables.ok_rows(rows))["peak_from"])
     facts, facts_text, facts_notes = _model_facts(run)
 
     # 0. The CSV pivots.
@@ -119,6 +123,8 @@ def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path]
     out_tables["latency"] = tables.latency_table(rows, run.samples_ms)
     out_tables["attention_kernels"] = tables.attention_kernel_table(rows)
     out_tables["not_ok"] = tables.not_ok_table(rows)
+    out_tables["invalid"] = tables.invalid_table(rows)
+    out_tables["memory_model"] = tables.prediction_table(rows)
 
     # 1. Run facts.
     ctx["facts"] = run_facts(run, facts_text)
@@ -132,33 +138,41 @@ def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path]
     ctx["headline"] = show(winners, [
         ("size", "input size (WxH)", "text"), ("mode", "mode", "text"), ("case_id", "case", "text"),
         ("batch", "batch (images)", "int"), ("images_per_s", "throughput (images/s)", "num"),
-        ("median_ms", "median (ms/batch)", "num"), ("peak_mib", f"peak {memory_label} (MiB)", "mib"),
+        ("median_ms", "median (ms/batch)", "num"), ("peak_mib", f"peak (MiB, {memory_label})", "mib"),
         ("gflop_per_image", "GFLOP/image", "num"), ("tflops", "achieved TFLOP/s", "num"), ("mfu", "MFU (%)", "frac_pct")])
     ctx["headline_notes"] = _headline_notes(rows, fit_counts, budget_mib)
     ctx["peak_rule"] = ("the peak is NVML's per-process figure where NVML answered (it includes the CUDA context), "
                         "else the allocator's reserved peak" if device == "cuda" else
+                        "the peak is the live tensors of one step (weights, gradients, optimizer state, inputs and all "
+                        "the step allocates: the same bytes on any device, up to kernel workspaces; a GPU adds its CUDA "
+                        "context and allocator cache); the process RSS is in `memory.csv`"
+                        if memory_label == tables.PEAK_LABELS["tensor_peak_mib"] else
                         "the peak is the process's resident memory (RSS) during the case's memory pass: on a CPU it "
                         "includes the interpreter, torch and memory cached by earlier cases")
+    timing = ("speed_ratio", "speed_ratio_min", "speed_ratio_max", "time_lost_pct")
+    counted = [("pairs", "matched cases", "int"), ("clean_pairs", "clean (timing)", "int"),
+               ("noisy_left_out", "noisy, left out of speed", "int")]
 
     # 3. Transformer vs CNN.
     cnn_pairs = tables.vs_cnn(rows)
     out_tables["vs_cnn"] = cnn_pairs
     cnn_summary = tables.summarize_pairs(cnn_pairs, ["family", "preset", "attention"])
     cnn_summary = cnn_summary.sort_values(["family", "preset"], key=_preset_key).reset_index(drop=True)
-    ctx["vs_cnn_summary"] = show(cnn_summary, [
-        ("family", "family", "text"), ("preset", "preset", "text"), ("attention", "attention", "text"),
-        ("pairs", "matched cases", "int"), ("speed_ratio", "speed (× CNN images/s)", "ratio"),
+    ctx["vs_cnn_summary"] = validity.show_summary(cnn_summary, [
+        ("family", "family", "text"), ("preset", "preset", "text"), ("attention", "attention", "text"), *counted,
+        ("speed_ratio", "speed (× CNN images/s)", "ratio"),
         ("speed_ratio_min", "slowest (×)", "ratio"), ("speed_ratio_max", "fastest (×)", "ratio"),
-        ("memory_ratio", f"memory (× CNN peak MiB, {memory_label})", "ratio"), ("params_ratio", "parameters (× CNN)", "ratio")])
+        ("memory_ratio", f"memory (× CNN peak MiB, {memory_label})", "ratio"), ("params_ratio", "parameters (× CNN)", "ratio")],
+        timing)
     ctx["vs_cnn_pairs"] = show(cnn_pairs, [
         ("case_id", "transformer case", "text"), ("baseline_case_id", "CNN case", "text"),
         ("images_per_s", "transformer (images/s)", "num"), ("baseline_images_per_s", "CNN (images/s)", "num"),
         ("speed_ratio", "speed (×)", "ratio"), ("peak_mib", "transformer peak (MiB)", "mib"),
         ("baseline_peak_mib", "CNN peak (MiB)", "mib"), ("memory_ratio", "memory (×)", "ratio"),
         ("params", "transformer parameters", "count"), ("baseline_params", "CNN parameters", "count"),
-        ("params_ratio", "parameters (×)", "ratio")])
+        ("params_ratio", "parameters (×)", "ratio"), ("clean", "timing clean", "bool")])
     ctx["vs_cnn_notes"] = _pairing_notes(cnn_pairs, "CNN", ", ".join(tables.CNN_MATCH))
-    if device != "cuda" and not cnn_pairs.empty:
+    if device != "cuda" and not cnn_pairs.empty and memory_label == tables.PEAK_LABELS["rss_peak_mib"]:
         ctx["vs_cnn_notes"].append("on a CPU the memory ratio compares process RSS, which includes the interpreter and "
                                    "torch: it is compressed towards 1× and says little about GPU memory")
 
@@ -170,20 +184,23 @@ def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path]
     for key, pairs, axis, base in (("precision", precision_pairs, "precision", "fp32"),
                                    ("attention", attention_pairs, "attention", "eager")):
         summary = tables.summarize_pairs(pairs, [axis, "mode"])
-        ctx[f"{key}_summary"] = show(summary, [
-            (axis, axis, "text"), ("mode", "mode", "text"), ("pairs", "matched cases", "int"),
+        ctx[f"{key}_summary"] = validity.show_summary(summary, [
+            (axis, axis, "text"), ("mode", "mode", "text"), *counted,
             ("speed_ratio", f"speed (× {base} images/s)", "ratio"), ("speed_ratio_min", "slowest (×)", "ratio"),
-            ("speed_ratio_max", "fastest (×)", "ratio"), ("memory_ratio", f"memory (× {base} peak MiB, {memory_label})", "ratio")])
+            ("speed_ratio_max", "fastest (×)", "ratio"), ("memory_ratio", f"memory (× {base} peak MiB, {memory_label})", "ratio")],
+            timing)
         ctx[f"{key}_pairs"] = show(pairs, [
             ("case_id", "case", "text"), ("baseline_case_id", f"{base} case", "text"),
             ("images_per_s", "images/s", "num"), ("baseline_images_per_s", f"{base} images/s", "num"),
             ("speed_ratio", "speed (×)", "ratio"), ("peak_mib", "peak (MiB)", "mib"),
-            ("baseline_peak_mib", f"{base} peak (MiB)", "mib"), ("memory_ratio", "memory (×)", "ratio")])
+            ("baseline_peak_mib", f"{base} peak (MiB)", "mib"), ("memory_ratio", "memory (×)", "ratio"),
+            ("clean", "timing clean", "bool")])
         ctx[f"{key}_notes"] = _pairing_notes(pairs, base, f"every axis but {axis}")
     kernels = out_tables["attention_kernels"]
     ran = kernels[kernels["status"] == "ok"].groupby(["attention", "attention_ran"]).size().reset_index(name="cases")
     ctx["kernels_summary"] = show(ran, [("attention", "requested", "text"), ("attention_ran", "ran (seen at the dispatcher)", "text"),
                                         ("cases", "cases", "int")])
+    ctx["auto_notes"] = _auto_notes(ran)
 
     # 6. Gradient checkpointing.
     ckpt_summary = tables.summarize_pairs(ckpt_pairs, ["family", "preset"]) if not ckpt_pairs.empty else pd.DataFrame()
@@ -191,14 +208,14 @@ def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path]
         ckpt_summary["memory_saved_pct"] = (1 - ckpt_summary["memory_ratio"]) * 100
         ckpt_summary["time_lost_pct"] = (ckpt_summary["time_ratio"] - 1) * 100
         ckpt_summary = ckpt_summary.sort_values(["family", "preset"], key=_preset_key)
-    ctx["ckpt_summary"] = show(ckpt_summary, [
-        ("family", "family", "text"), ("preset", "preset", "text"), ("pairs", "matched train cases", "int"),
+    ctx["ckpt_summary"] = validity.show_summary(ckpt_summary, [
+        ("family", "family", "text"), ("preset", "preset", "text"), ("pairs", "matched train cases", "int"), *counted[1:],
         ("memory_saved_pct", f"memory saved (% of peak MiB, {memory_label})", "pct"),
-        ("time_lost_pct", "time lost (% of ms/batch)", "pct")])
+        ("time_lost_pct", "time lost (% of ms/batch, clean pairs)", "pct")], timing)
     ctx["ckpt_pairs"] = show(ckpt_pairs, [
         ("case_id", "case", "text"), ("baseline_peak_mib", "peak without (MiB)", "mib"), ("peak_mib", "peak with (MiB)", "mib"),
         ("memory_saved_pct", "memory saved (%)", "pct"), ("baseline_median_ms", "without (ms/batch)", "num"),
-        ("median_ms", "with (ms/batch)", "num"), ("time_lost_pct", "time lost (%)", "pct")])
+        ("median_ms", "with (ms/batch)", "num"), ("time_lost_pct", "time lost (%)", "pct"), ("clean", "timing clean", "bool")])
     ctx["ckpt_notes"] = _pairing_notes(ckpt_pairs, "no-checkpointing",
                                        "every axis but checkpointing, in train mode")
 
@@ -234,7 +251,7 @@ def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path]
            lambda: plots.throughput_vs_batch(rows, device), "no ok case was measured")
     figure("memory_vs_batch", f"Peak memory vs batch size, with the {ctx['budget']} budget",
            lambda: plots.memory_vs_batch(rows, device, budget_mib), "no ok case recorded a peak")
-    figure("transformer_vs_cnn", "Transformer / CNN ratios", lambda: plots.ratio_bars(cnn_summary, device),
+    figure("transformer_vs_cnn", "Transformer / CNN ratios", lambda: plots.ratio_bars(cnn_summary, device, memory_label),
            "no transformer case has a matching CNN case")
     figure("latency_distribution", "Latency distribution of the slowest cases",
            lambda: plots.latency_distribution(rows, run.samples_ms, device),
@@ -261,6 +278,9 @@ def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path]
     disagree = kernels[kernels["agrees"] == "no"]
     ctx["kernel_disagreements"] = show(disagree, [("case_id", "case", "text"), ("attention", "requested", "text"),
                                                   ("attention_ran", "ran", "text")])
+    ctx.update(validity.context(rows, run.meta, refused, {"transformer vs CNN": cnn_pairs, "precision": precision_pairs,
+                                                           "attention": attention_pairs, "checkpointing": ckpt_pairs}))
+    ctx["memory_label"] = memory_label
     ctx["run_notes"] = list(run.notes) + facts_notes
     ctx["table_files"] = [{"file": f, "what": what} for f, what in TABLE_FILES.values()]
 
@@ -268,13 +288,23 @@ def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path]
         markdown = template.render(**ctx)
     except jinja2.TemplateError as err:
         raise ValueError(f"report template {template_path}: {err}") from None
-    return Report(markdown, out_tables, out_plots, ctx)
+    return Report(markdown + shards_section(run), out_tables, out_plots, ctx)  # a merged run's shards (report/shards.py)
 
 
 def _preset_key(column: pd.Series) -> pd.Series:
     if column.name == "preset":
         return column.map(lambda p: PRESET_ORDER.index(p) if p in PRESET_ORDER else len(PRESET_ORDER))
     return column
+
+
+def _auto_notes(ran: pd.DataFrame) -> list[str]:
+    """``auto`` lets SDPA choose (cuDNN on an H100/H200 with a recent cuDNN): what it chose, so that no
+    figure of an ``auto`` case reads as one fixed kernel's."""
+    auto = ran[ran["attention"] == "auto"]
+    if auto.empty:
+        return []
+    chosen = ", ".join(f"{r.attention_ran or 'nothing recorded'} in {r.cases} case(s)" for r in auto.itertuples())
+    return [f"`auto` (SDPA free to choose) ran {chosen}; every `auto` figure in this report is that kernel's"]
 
 
 def _headline_notes(rows: pd.DataFrame, counts: pd.DataFrame, budget_mib: float) -> list[str]:
@@ -348,6 +378,9 @@ def write_report(source: Path, out: Optional[Path] = None, budget: str = DEFAULT
     """
     budget_mib = parse_budget(budget)
     run = load_run(Path(source))
+    if run.rows.empty:  # a header-only results.csv: what a kill before the first row, or a full disk, leaves
+        raise ValueError(f"{run.source} holds no rows yet (the run stopped before its first case was written): nothing "
+                         "to report; finish it with `python -m bench run ... --resume RUN_DIR`")
     out_dir = Path(out) if out else run.default_out
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"output {out_dir} exists and is not a folder")

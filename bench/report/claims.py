@@ -5,7 +5,9 @@ the verdict rules' tolerances. Verdicts:
 
 - ``holds``: the figure is within the tolerance of the claim (rules in the TOML, quoted in the report);
 - ``does not hold``: it is not;
-- ``not measurable on this device``: the claim is about GPU memory and the run is on a CPU;
+- ``not measurable on this device``: the claim is about a GPU's absolute memory and the run is on a CPU
+  (memory *ratios* are judged on a CPU too, from live tensors, which are the same on any device);
+- ``too noisy to judge``: a speed claim with fewer than 3 pairs whose timing is not ``noisy``;
 - ``not measured in this run``: the run has no case that tests it (the basis says what to run);
 - ``not measurable by this suite``: reconstruction quality (judged by ``python -m bench quality`` instead), attention time alone;
 - ``baseline``: the CNN row, 1.0x by definition.
@@ -26,16 +28,17 @@ from typing import Any, Optional
 import pandas as pd
 
 from bench.runs.model_facts import ModelFacts
-from bench.report.tables import CNN_MATCH, ok_rows, with_peak
+from bench.report.tables import CNN_MATCH, MIN_CLEAN_PAIRS, PEAK_LABELS, ok_rows, with_peak
 from bench.units import GIB, MIB
 
 HOLDS, FAILS = "holds", "does not hold"
+TOO_NOISY = "too noisy to judge"
 # the speed run times untrained models; the quality scenario trains them and judges this claim
 QUALITY_ELSEWHERE = ("needs trained models, which a speed run does not have: `python -m bench quality` trains both families "
                      "for the same budget and judges this claim in its quality.md")
 NOT_ON_DEVICE, NOT_IN_RUN, NOT_BY_SUITE = "not measurable on this device", "not measured in this run", "not measurable by this suite"
 BASELINE = "baseline"  # the CNN row of the seed's table: 1.0x by definition, nothing to test
-VERDICTS = (HOLDS, FAILS, NOT_ON_DEVICE, NOT_IN_RUN, NOT_BY_SUITE, BASELINE)
+VERDICTS = (HOLDS, FAILS, TOO_NOISY, NOT_ON_DEVICE, NOT_IN_RUN, NOT_BY_SUITE, BASELINE)
 
 MIB_PER_GIB = GIB // MIB
 # Training keeps, per parameter, the fp32 weight, its gradient and AdamW's two moments (AMP keeps
@@ -58,7 +61,12 @@ class Rules:
             f"a ratio holds when it is within ±{self.ratio_abs_tol:g} (absolute) or ±{self.ratio_rel_tol:.0%} (of the claim) "
             f"of the claimed ratio or range, whichever is wider; the measured ratio is the median over the matched pairs;",
             f"a memory range holds when the measured peak lies in it, widened by {self.memory_rel_tol:.0%} on both sides "
-            f"(the seed's GB read as GiB); memory and batch-size claims need a {self.memory_needs} run, as they are about GPU memory.",
+            f"(the seed's GB read as GiB); absolute memory and batch-size claims need a {self.memory_needs} run, as they are "
+            f"about a GPU's memory (its CUDA context and allocator cache on top of the tensors);",
+            "a memory ratio (to the CNN, to fp32, to no checkpointing) is judged on a GPU from its peak memory, and on a CPU "
+            "from the peak of live tensors, which a step keeps alive on any device (up to kernel workspaces);",
+            f"a speed ratio is the median over the pairs where neither side's timing is noisy; with fewer than "
+            f"{MIN_CLEAN_PAIRS} such pairs the verdict is \"{TOO_NOISY}\".",
         ]
 
 
@@ -79,6 +87,26 @@ def ratio_verdict(measured: float, low: float, high: float, rules: Rules) -> str
     nearest = low if measured < low else high if measured > high else measured
     distance = abs(measured - nearest)
     return HOLDS if distance <= max(rules.ratio_abs_tol, rules.ratio_rel_tol * nearest) + 1e-12 else FAILS
+
+
+def memory_kind(device: str, rules: Rules, pairs: pd.DataFrame) -> Optional[str]:
+    """What the memory ratios of ``pairs`` compare, in words, or None when they cannot test a claim about
+    memory: on a GPU its peak memory; elsewhere only the peak of live tensors (never the process's RSS)."""
+    if device == rules.memory_needs:
+        return "peak memory"
+    sources = set(pairs["peak_from"].dropna()) - {""} if "peak_from" in pairs else set()
+    return PEAK_LABELS["tensor_peak_mib"] if sources == {"tensor_peak_mib"} else None
+
+
+def clean_values(pairs: pd.DataFrame, column: str) -> tuple[pd.Series, int]:
+    """``column`` over the pairs where neither side is noisy, and how many noisy pairs were left out."""
+    clean = pairs[pairs["clean"].map(lambda v: v is not False)] if "clean" in pairs else pairs
+    return clean[column].dropna(), len(pairs) - len(clean)
+
+
+def too_noisy_text(values: pd.Series, left_out: int) -> str:
+    return (f"{len(values)} clean pair(s), {left_out} left out as noisy: fewer than {MIN_CLEAN_PAIRS}, "
+            "so no ratio is given")
 
 
 def memory_verdict(measured_mib: float, low_gib: float, high_gib: float, rules: Rules) -> str:
@@ -151,7 +179,8 @@ def check_parameter_counts(claims: dict, rows: pd.DataFrame, device: str, budget
         low_b, high_b = claim["batch"]
         gib_low, gib_high = claim["gib"]
         if device != rules.memory_needs:
-            why = f"the claim is about GPU memory; this run is on {device}, whose process RSS is not VRAM"
+            why = (f"the claim is about a GPU's memory at that batch (its CUDA context and allocator cache on top of the "
+                   f"live tensors); this run is on {device}")
             out.append(_row(section, f"{preset}: memory at the recommended batch", claim["memory"], "—", NOT_ON_DEVICE, why))
             out.append(_row(section, f"{preset}: recommended batch fits", claim["recommended_batch"], "—", NOT_ON_DEVICE, why))
             continue
@@ -212,34 +241,38 @@ def check_speed_comparison(claims: dict, pairs: pd.DataFrame, device: str) -> li
             if claim["presets"]:
                 chosen = chosen[chosen["preset"].isin(claim["presets"])]
             which = f"{family} {'/'.join(claim['presets']) or 'any preset'}, attention {'/'.join(claim['attention'])}"
-            gpu_only = f"the claim is about GPU memory; on {device} the RSS includes the interpreter and earlier cases"
+            gpu_only = (f"the claim is about memory; on {device} only the peak of live tensors can test it, and these "
+                        "cases have none (a run made before it existed: the process RSS includes the interpreter and earlier cases)")
             if chosen.empty:
                 why = f"no {which} case with a CNN case matching on {match_text}"
                 out.append(_row(section, f"{config}: speed vs CNN ({family})", claim["speed"], "—", NOT_IN_RUN, why))
-                if device != rules.memory_needs:
-                    out.append(_row(section, f"{config}: memory vs CNN ({family})", claim["memory"], "—", NOT_ON_DEVICE, gpu_only))
-                else:
-                    out.append(_row(section, f"{config}: memory vs CNN ({family})", claim["memory"], "—", NOT_IN_RUN, why))
+                out.append(_row(section, f"{config}: memory vs CNN ({family})", claim["memory"], "—", NOT_IN_RUN, why))
                 continue
-            speed = chosen["speed_ratio"]
-            basis = f"measured: median of {len(chosen)} {which} case(s) over the CNN case matching on {match_text}{device_note}"
-            out.append(_row(section, f"{config}: speed vs CNN ({family})", claim["speed"],
-                            f"{fmt_ratio(speed.median())} (range {fmt_ratio(speed.min())}–{fmt_ratio(speed.max())})",
-                            ratio_verdict(speed.median(), claim["speed_ratio"], claim["speed_ratio"], rules), basis,
-                            speed.median(), claim["speed_ratio"], claim["speed_ratio"]))
+            speed, left_out = clean_values(chosen, "speed_ratio")
+            basis = (f"measured: median of {len(speed)} {which} case(s) over the CNN case matching on {match_text}"
+                     f"{f', {left_out} noisy pair(s) left out' if left_out else ''}{device_note}")
+            if len(speed) < MIN_CLEAN_PAIRS:
+                out.append(_row(section, f"{config}: speed vs CNN ({family})", claim["speed"], too_noisy_text(speed, left_out),
+                                TOO_NOISY, basis))
+            else:
+                out.append(_row(section, f"{config}: speed vs CNN ({family})", claim["speed"],
+                                f"{fmt_ratio(speed.median())} (range {fmt_ratio(speed.min())}–{fmt_ratio(speed.max())})",
+                                ratio_verdict(speed.median(), claim["speed_ratio"], claim["speed_ratio"], rules), basis,
+                                speed.median(), claim["speed_ratio"], claim["speed_ratio"]))
             memory = chosen["memory_ratio"].dropna()
-            if device != rules.memory_needs:
-                out.append(_row(section, f"{config}: memory vs CNN ({family})", claim["memory"],
-                                f"{fmt_ratio(memory.median())} of process RSS" if not memory.empty else "—", NOT_ON_DEVICE,
-                                gpu_only))
+            kind = memory_kind(device, rules, chosen)
+            memory_basis = (f"measured: median {kind} ratio of {len(memory)} {which} case(s) over the CNN case matching on "
+                            f"{match_text}{device_note}")
+            if kind is None:
+                out.append(_row(section, f"{config}: memory vs CNN ({family})", claim["memory"], "—", NOT_ON_DEVICE, gpu_only))
             elif memory.empty:
                 out.append(_row(section, f"{config}: memory vs CNN ({family})", claim["memory"], "—", NOT_IN_RUN,
                                 "the matched cases recorded no peak memory"))
             else:
-                out.append(_row(section, f"{config}: memory vs CNN ({family})", claim["memory"], fmt_ratio(memory.median()),
+                out.append(_row(section, f"{config}: memory vs CNN ({family})", claim["memory"],
+                                f"{fmt_ratio(memory.median())} (range {fmt_ratio(memory.min())}–{fmt_ratio(memory.max())}; {kind})",
                                 ratio_verdict(memory.median(), claim["memory_ratio"], claim["memory_ratio"], rules),
-                                basis.replace("measured: median", "measured: median peak-memory ratio"),
-                                memory.median(), claim["memory_ratio"], claim["memory_ratio"]))
+                                memory_basis, memory.median(), claim["memory_ratio"], claim["memory_ratio"]))
         out.append(_row(section, f"{config}: quality", claim["quality"], "—", NOT_BY_SUITE,
                         QUALITY_ELSEWHERE))
     return out
@@ -301,29 +334,44 @@ def check_optimisations(claims: dict, pairs_by_axis: dict[str, pd.DataFrame], de
         baseline = f"{claim['axis']} {claim['baseline']}"
         if claim["metric"] == "attention-only":
             measured = "—"
-            if not pairs.empty:
-                measured = f"whole step: {fmt_ratio(pairs['speed_ratio'].median())} images/s of {claim['baseline']} (median of {len(pairs)})"
+            whole, left_out = clean_values(pairs, "speed_ratio") if not pairs.empty else (pd.Series(dtype=float), 0)
+            if len(whole) >= MIN_CLEAN_PAIRS:
+                measured = (f"whole step: {fmt_ratio(whole.median())} images/s of {claim['baseline']} (median of {len(whole)} "
+                            f"clean pair(s){f', {left_out} noisy left out' if left_out else ''})")
+            elif not pairs.empty:
+                measured = f"whole step: {too_noisy_text(whole, left_out)}"
             out.append(_row(section, name, claim["quote"], measured, NOT_BY_SUITE,
                             "the suite times whole steps, not the attention alone; the whole-step ratio is shown for reference"))
             continue
-        if claim["metric"] == "memory" and device != rules.memory_needs:
+        kind = memory_kind(device, rules, pairs) if claim["metric"] == "memory" else None
+        if claim["metric"] == "memory" and kind is None and not pairs.empty:
             out.append(_row(section, name, claim["quote"], "—", NOT_ON_DEVICE,
-                            f"the claim is about GPU memory; this run is on {device}"))
+                            f"the claim is about memory; on {device} only the peak of live tensors can test it, and these "
+                            "cases have none (a run made before it existed)"))
             continue
         column = "speed_ratio" if claim["metric"] == "speed" else "memory_ratio"
-        values = pairs[column].dropna() if not pairs.empty else pd.Series(dtype=float)
-        if values.empty:
+        if pairs.empty:
+            values, left_out = pd.Series(dtype=float), 0
+        elif claim["metric"] == "speed":
+            values, left_out = clean_values(pairs, column)
+        else:  # memory comes from a pass of its own: the timing's noise does not touch it
+            values, left_out = pairs[column].dropna(), 0
+        if pairs.empty or (values.empty and not left_out):
             out.append(_row(section, name, claim["quote"], "—", NOT_IN_RUN,
                             f"no case measured both with {claim['axis']} in {claim['candidates']} and with {baseline}, "
                             f"all else equal" + (" (train mode)" if claim["axis"] == "checkpointing" else "")))
             continue
-        unit = "images/s" if claim["metric"] == "speed" else "peak MiB"
         note = "" if device == "cuda" else f" (measured on {device}; the seed's figures are for: {claims['target']})"
+        basis = (f"measured: median over {len(values)} pair(s) equal in every other axis"
+                 f"{f', {left_out} noisy pair(s) left out' if left_out else ''}; the claim read as "
+                 f"{fmt_ratio(low)}–{fmt_ratio(high)}{note}")
+        if claim["metric"] == "speed" and len(values) < MIN_CLEAN_PAIRS:
+            out.append(_row(section, name, claim["quote"], too_noisy_text(values, left_out), TOO_NOISY, basis))
+            continue
+        unit = "images/s" if claim["metric"] == "speed" else f"peak MiB ({kind})"
         out.append(_row(section, name, claim["quote"],
                         f"{fmt_ratio(values.median())} the {unit} of {baseline} (range {fmt_ratio(values.min())}–{fmt_ratio(values.max())})",
-                        ratio_verdict(values.median(), low, high, rules),
-                        f"measured: median over {len(values)} pair(s) equal in every other axis; the claim read as "
-                        f"{fmt_ratio(low)}–{fmt_ratio(high)}{note}", values.median(), low, high))
+                        ratio_verdict(values.median(), low, high, rules), basis, values.median(), low, high))
     return out
 
 

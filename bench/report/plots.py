@@ -20,7 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from bench.report.tables import with_peak
+from bench.report.tables import peak_label, with_peak
 
 DPI = 100
 PLAIN = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")  # 8,192 rather than 8.192e3
@@ -101,23 +101,30 @@ def memory_vs_batch(rows: pd.DataFrame, device: str, budget_mib: float) -> Optio
     """Peak memory (MiB) against batch size, with the budget as a line; log scale, so the budget
     and small peaks share one axis."""
     ok = with_peak(rows[rows["status"] == "ok"])
-    source = "/".join(sorted(set(ok["peak_from"]) - {""})) or "peak"
-    return _by_batch(ok, "peak_mib", f"peak memory (MiB, {source})", f"Peak memory vs batch size (measured on {device})",
+    source = peak_label(sorted(set(ok["peak_from"]) - {""}))
+    return _by_batch(ok, "peak_mib", f"peak memory (MiB, {source})", f"Peak memory vs batch size (measured on {device}: {source})",
                      budget_mib=budget_mib, log_y=True)
 
 
-def ratio_bars(summary: pd.DataFrame, device: str) -> Optional[bytes]:
-    """Transformer / CNN ratios (speed, memory, parameters), one bar group per configuration."""
+def ratio_bars(summary: pd.DataFrame, device: str, memory_label: str = "peak memory") -> Optional[bytes]:
+    """Transformer / CNN ratios (speed over clean pairs, memory, parameters), one bar group per configuration;
+    a missing bar (speed with too few clean pairs) is drawn as none."""
     if summary.empty:
         return None
     labels = [f"{r.family} {r.preset}\n{r.attention}" for r in summary.itertuples()]
-    series = [("speed (images/s)", "speed_ratio"), ("peak memory (MiB)", "memory_ratio"), ("parameters", "params_ratio")]
+    series = [("speed (images/s, clean pairs)", "speed_ratio"), (f"peak memory (MiB, {memory_label})", "memory_ratio"),
+              ("parameters", "params_ratio")]
     fig = Figure(figsize=(max(6.0, 1.6 * len(labels) + 2), 4.8))
     ax = fig.subplots()
     width = 0.8 / len(series)
     for i, (name, column) in enumerate(series):
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(labels))]
         ax.bar(xs, summary[column].fillna(0), width=width, label=name)
+        if column == "speed_ratio":
+            for x, value in zip(xs, summary[column]):
+                if pd.isna(value):  # fewer than 3 clean pairs: no bar, and the reason in its place
+                    ax.text(x, 0.03, "speed: too noisy to judge", rotation=90, ha="center", va="bottom", fontsize=7,
+                            transform=ax.get_xaxis_transform())  # x in data, y in the axes: always inside them
     ax.axhline(1.0, color="black", linewidth=1)
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))

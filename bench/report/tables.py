@@ -4,6 +4,10 @@ Pivots (written next to results.csv): throughput and peak memory by preset x inp
 precision, latency percentiles, attention kernel requested vs ran, and the cases that did not
 run. Paired comparisons: every ratio pairs two ``ok`` rows that differ in one axis only (or, for
 the CNN, that match on the axes the seed's comparison names), so no ratio mixes configurations.
+A speed or time ratio is only taken over *clean* pairs, where neither side's timing is ``noisy``
+(its spread says the machine was busy); memory and parameter ratios do not depend on the timed
+loop and take every pair. Rows whose figures are outside physics are ``invalid`` and in no table
+but the validity section's (:func:`refuse_impossible` applies the same rule to runs written before it).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
+from bench.runs.schema import invalid_reasons
+
 # The axes that make a case (schema columns); two rows equal on all of these are the same case.
 CASE_AXES = ("family", "preset", "size", "latent", "precision", "attention", "checkpointing", "compile", "mode", "batch")
 # Transformer vs CNN: the seed's comparison pairs models of one preset on one workload. compile is
@@ -20,15 +26,61 @@ CASE_AXES = ("family", "preset", "size", "latent", "precision", "attention", "ch
 CNN_MATCH = ("size", "precision", "mode", "batch", "preset", "compile")
 PIVOT_INDEX = ("family", "preset", "latent", "mode", "attention", "checkpointing", "compile", "batch")
 PIVOT_COLUMNS = ("size", "precision")
-MEMORY_COLUMNS = ("alloc_peak_mib", "reserved_peak_mib", "nvml_process_peak_mib", "nvml_device_peak_mib", "rss_peak_mib")
+MEMORY_COLUMNS = ("tensor_peak_mib", "alloc_peak_mib", "reserved_peak_mib", "nvml_process_peak_mib", "nvml_device_peak_mib",
+                  "rss_peak_mib")
 # Where the one "peak memory" figure of a row comes from, best first. On a GPU, NVML's per-process
 # figure includes the CUDA context and library workspaces that the allocator never sees, so it is
-# what has to fit in the card; on a CPU only the process's resident set is measured.
-PEAK_SOURCES = {"cuda": ("nvml_process_peak_mib", "reserved_peak_mib", "alloc_peak_mib"), "cpu": ("rss_peak_mib",)}
+# what has to fit in the card. On a CPU, the peak of live tensors: the bytes a step keeps alive are
+# the same on any device up to kernel workspaces, while the process's resident set (RSS, kept as a
+# secondary column and the figure of runs made before the tensor peak existed) holds the
+# interpreter, torch and what earlier cases left.
+PEAK_SOURCES = {"cuda": ("nvml_process_peak_mib", "reserved_peak_mib", "alloc_peak_mib"),
+                "cpu": ("tensor_peak_mib", "rss_peak_mib")}
+PEAK_LABELS = {"tensor_peak_mib": "live tensors (device-independent)", "rss_peak_mib": "process RSS",
+               "nvml_process_peak_mib": "NVML per-process", "reserved_peak_mib": "allocator reserved",
+               "alloc_peak_mib": "allocator allocated"}
+MIN_CLEAN_PAIRS = 3  # a speed verdict or ratio summary needs this many pairs with neither side noisy
 
 
 def ok_rows(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["status"] == "ok"]
+
+
+def refuse_impossible(rows: pd.DataFrame, timer_floor_ms: Optional[float] = None) -> tuple[pd.DataFrame, int]:
+    """``rows`` with every ``ok`` row whose figures are outside physics made ``invalid`` (the reason
+    says which, and that the report refused it), and how many it refused. Rows measured since the
+    rule existed were refused when they were measured; this catches older runs."""
+    rows = rows.copy()
+    refused = 0
+    for index, row in rows[rows["status"] == "ok"].iterrows():
+        reasons = invalid_reasons({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()},
+                                  timer_floor_ms)
+        if reasons:
+            rows.at[index, "status"] = "invalid"
+            rows.at[index, "reason"] = "refused by the report: " + "; ".join(reasons)
+            refused += 1
+    return rows, refused
+
+
+def invalid_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows refused as impossible, with why."""
+    return rows[rows["status"] == "invalid"][["case_id", "reason", "mfu", "images_per_s", "median_ms"]].reset_index(drop=True)
+
+
+def prediction_table(rows: pd.DataFrame, count: Optional[int] = None) -> pd.DataFrame:
+    """Ok rows with a memory-model prediction, worst ``|prediction_error_pct|`` first (all of them without ``count``)."""
+    ok = ok_rows(rows)
+    ok = ok[ok["prediction_error_pct"].notna()].copy()
+    ok["abs_error"] = ok["prediction_error_pct"].abs()
+    ok = ok.sort_values("abs_error", ascending=False)
+    columns = ["case_id", "tensor_peak_mib", "predicted_tensor_mib", "prediction_error_pct", "abs_error"]
+    return (ok if count is None else ok.head(count))[columns].reset_index(drop=True)
+
+
+def peak_label(sources: Iterable[str]) -> str:
+    """What the peak figures drawn from ``sources`` (``peak_from`` values) are, in words."""
+    found = [s for s in dict.fromkeys(sources) if s]
+    return " / ".join(PEAK_LABELS.get(s, s) for s in found) or "no figure"
 
 
 def with_peak(rows: pd.DataFrame) -> pd.DataFrame:
@@ -110,8 +162,9 @@ def attention_kernel_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def not_ok_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Every case that did not produce a measurement, with its status and reason."""
-    return rows[rows["status"] != "ok"][["case_id", "status", "reason"]].reset_index(drop=True)
+    """Every case that did not produce a measurement, with its status and reason (``invalid`` rows, which
+    ran but whose figures cannot be true, are in :func:`invalid_table`)."""
+    return rows[~rows["status"].isin(["ok", "invalid"])][["case_id", "status", "reason"]].reset_index(drop=True)
 
 
 def status_counts(rows: pd.DataFrame) -> dict[str, int]:
@@ -130,21 +183,26 @@ def pair(rows: pd.DataFrame, is_baseline: pd.Series, is_candidate: pd.Series, ma
     """
     match = list(match)
     ok = with_peak(ok_rows(rows))
-    keep = ["case_id", "images_per_s", "median_ms", "peak_mib", "peak_from", "params", "device"]
+    keep = ["case_id", "images_per_s", "median_ms", "peak_mib", "peak_from", "params", "device", "noisy"]
     base = _keyed(ok[is_baseline.reindex(ok.index, fill_value=False)], match)
     cand = _keyed(ok[is_candidate.reindex(ok.index, fill_value=False)], match)
     if base.empty or cand.empty:
         return pd.DataFrame(columns=list(CASE_AXES) + ["case_id", "baseline_case_id", "speed_ratio", "time_ratio",
-                                                        "memory_ratio", "params_ratio"])
+                                                        "memory_ratio", "params_ratio", "peak_from", "noisy",
+                                                        "baseline_noisy", "clean"])
     base = base.drop_duplicates(subset=match)[match + keep].rename(columns={c: f"baseline_{c}" for c in keep})
     merged = cand.merge(base, on=match, how="inner")
     merged["speed_ratio"] = merged["images_per_s"] / merged["baseline_images_per_s"]
     merged["time_ratio"] = merged["median_ms"] / merged["baseline_median_ms"]
     merged["memory_ratio"] = merged["peak_mib"] / merged["baseline_peak_mib"]
+    merged.loc[merged["peak_from"] != merged["baseline_peak_from"], "memory_ratio"] = math.nan  # never two kinds of figure
     merged["params_ratio"] = merged["params"] / merged["baseline_params"]
+    # neither side's timing noisy: only such a pair enters a speed or time ratio
+    merged["clean"] = [not (a is True or b is True) for a, b in zip(merged["noisy"], merged["baseline_noisy"])]
     columns = list(CASE_AXES) + ["case_id", "baseline_case_id", "images_per_s", "baseline_images_per_s", "median_ms",
                                  "baseline_median_ms", "peak_mib", "baseline_peak_mib", "peak_from", "params",
-                                 "baseline_params", "speed_ratio", "time_ratio", "memory_ratio", "params_ratio", "device"]
+                                 "baseline_params", "speed_ratio", "time_ratio", "memory_ratio", "params_ratio", "device",
+                                 "noisy", "baseline_noisy", "clean"]
     return merged[columns].reset_index(drop=True)
 
 
@@ -166,16 +224,30 @@ def vs_axis(rows: pd.DataFrame, axis: str, baseline, modes: Optional[Iterable[st
 
 
 def summarize_pairs(pairs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Per group: the number of pairs and the median (and range) of each ratio."""
+    """Per group: the number of pairs, how many are clean and how many were left out as noisy, the
+    median (and range) of the speed and time ratios over the clean pairs (empty with fewer than
+    ``MIN_CLEAN_PAIRS``: too noisy to judge), and the median memory and parameter ratios over all pairs."""
+    columns = by + ["pairs", "clean_pairs", "noisy_left_out", "speed_ratio", "speed_ratio_min", "speed_ratio_max",
+                    "memory_ratio", "params_ratio", "time_ratio"]
     if pairs.empty:
-        return pd.DataFrame(columns=by + ["pairs", "speed_ratio", "speed_ratio_min", "speed_ratio_max", "memory_ratio",
-                                          "params_ratio", "time_ratio"])
-    grouped = _keyed(pairs, by).groupby(by, sort=False)
-    out = grouped.agg(pairs=("case_id", "size"), speed_ratio=("speed_ratio", "median"),
-                      speed_ratio_min=("speed_ratio", "min"), speed_ratio_max=("speed_ratio", "max"),
-                      memory_ratio=("memory_ratio", "median"), params_ratio=("params_ratio", "median"),
-                      time_ratio=("time_ratio", "median"))
-    return out.reset_index()
+        return pd.DataFrame(columns=columns)
+    keyed = _keyed(pairs, by)
+    if "clean" not in keyed:
+        keyed["clean"] = True
+    timing = keyed[["speed_ratio", "time_ratio"]].where(keyed["clean"].astype(bool))
+    keyed = keyed.assign(clean_speed=timing["speed_ratio"], clean_time=timing["time_ratio"],
+                         clean_flag=keyed["clean"].astype(bool))
+    grouped = keyed.groupby(by, sort=False)
+    out = grouped.agg(pairs=("case_id", "size"), clean_pairs=("clean_flag", "sum"),
+                      speed_ratio=("clean_speed", "median"), speed_ratio_min=("clean_speed", "min"),
+                      speed_ratio_max=("clean_speed", "max"), memory_ratio=("memory_ratio", "median"),
+                      params_ratio=("params_ratio", "median"), time_ratio=("clean_time", "median")).reset_index()
+    out["clean_pairs"] = out["clean_pairs"].astype(int)
+    out["noisy_left_out"] = out["pairs"] - out["clean_pairs"]
+    too_few = out["clean_pairs"] < MIN_CLEAN_PAIRS
+    for column in ("speed_ratio", "speed_ratio_min", "speed_ratio_max", "time_ratio"):
+        out.loc[too_few, column] = math.nan
+    return out[columns]
 
 
 def checkpointing_table(rows: pd.DataFrame) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,26 @@ def utc_now() -> str:
 
 def new_run_id(device_slug: str) -> str:
     return f"{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{device_slug}"
+
+
+def claim_run_dir(results_root: Path, device_slug: str) -> Path:
+    """Create a new, empty run folder under ``results_root`` that no other run has.
+
+    Run ids are per second; two runs started in the same second get ``<id>``, ``<id>-02``, ...
+    (``mkdir`` without ``exist_ok`` is the arbiter, so two processes never get the same folder,
+    and the names still sort in time order).
+    """
+    root = Path(results_root)
+    root.mkdir(parents=True, exist_ok=True)
+    base = new_run_id(device_slug)
+    for n in range(1, 100):
+        path = root / (base if n == 1 else f"{base}-{n:02d}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{root}: 99 run folders named {base}* already exist")
 
 
 def git_commit() -> str:
@@ -31,7 +52,7 @@ def run_meta(facts: Any, matrix: str, command: Optional[list[str]] = None, extra
     """What a run folder's ``meta.json`` holds: when, which commit, how to reproduce, on what."""
     meta = {
         "created": utc_now(), "commit": git_commit(), "matrix": matrix,
-        "command": " ".join(command if command is not None else sys.argv),
+        "command": shlex.join(command if command is not None else sys.argv),
         "device": facts.as_dict(),
         "calibration": calibration or {},
     }

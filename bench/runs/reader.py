@@ -13,6 +13,7 @@ they are listed in ``SavedRun.notes`` so that a report can say what it could not
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -21,8 +22,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from bench.runs.writer import META_JSON, RESULTS_CSV, SAMPLES_JSONL
-from bench.runs.schema import COLUMN_NAMES, COLUMNS, STATUSES
+from bench.runs.writer import CSV_FIELD_LIMIT, META_JSON, RESULTS_CSV, SAMPLES_JSONL
+from bench.runs.schema import COLUMN_NAMES, COLUMNS, LATER_COLUMNS, STATUSES
 
 # Typed columns: everything with a unit is a number; these three are booleans; the rest is text.
 BOOL_COLUMNS = ("checkpointing", "noisy", "throttled")
@@ -102,13 +103,14 @@ def _read_csv_records(path: Path) -> list[dict[str, str]]:
         raise ValueError(f"{path} is not UTF-8 text (corrupt?): {err}") from None
     if not text.strip():
         raise ValueError(f"{path} is empty: the run wrote no header; nothing to report")
-    reader = csv.reader(text.splitlines())
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+    reader = csv.reader(io.StringIO(text, newline=""))  # not str.splitlines(): a U+2028 in a cell is no line end
     try:
         header = next(reader)
         body = [(reader.line_num, record) for record in reader]
     except csv.Error as err:
         raise ValueError(f"{path} is not valid CSV (corrupt?): {err}") from None
-    missing = [c for c in COLUMN_NAMES if c not in header]
+    missing = [c for c in COLUMN_NAMES if c not in header and c not in LATER_COLUMNS]  # an older run lacks these: empty
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise ValueError(f"{path} is not an ae-bench results.csv: its header lacks {len(missing)} column(s) ({shown})")
@@ -132,7 +134,7 @@ def _read_json(path: Path) -> Any:
 
 def _read_samples(path: Path) -> dict[str, list[float]]:
     samples = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -208,6 +210,9 @@ def typed_rows(records: Iterable[dict], where: str, first_line: int | None = Non
     rows = pd.DataFrame(out, columns=list(COLUMN_NAMES))
     for column in NUMERIC_COLUMNS:
         rows[column] = rows[column].astype(float)
+    if rows.empty:  # a header-only results.csv (an early kill, a full disk): text columns stay text
+        for column in TEXT_COLUMNS + BOOL_COLUMNS:
+            rows[column] = rows[column].astype(object)
     return rows
 
 

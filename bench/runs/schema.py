@@ -6,10 +6,12 @@ generated from here (``python -m bench columns``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
-STATUSES = ("ok", "oom", "unsupported", "error", "timeout")
+# ``invalid``: the case ran, but a figure of its row is outside physics (see :func:`invalid_reasons`)
+STATUSES = ("ok", "oom", "unsupported", "error", "timeout", "invalid")
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("run_id", "", "the run this row belongs to"),
     Column("case_key", "", "stable case identity across runs (compare matches on it)"),
     Column("case_id", "", "readable id, as in pytest's test id"),
-    Column("status", "", "ok, oom, unsupported, error or timeout"),
+    Column("status", "", "ok, oom, unsupported, error, timeout, or invalid (ran, but a figure is outside physics)"),
     Column("reason", "", "why the status is not ok; empty when ok"),
     Column("family", "", "transformer, transformer-flat, cnn, or a plug-in import path"),
     Column("preset", "", "tiny, small, medium, large, xlarge"),
@@ -61,11 +63,19 @@ COLUMNS: tuple[Column, ...] = (
     Column("peak_tflops", "TFLOP/s", "device peak for this precision"),
     Column("peak_source", "", "table entry (with its source) or measured GEMM"),
     Column("mfu", "ratio", "model FLOPs utilisation: tflops / peak_tflops"),
+    Column("tensor_peak_mib", "MiB", "peak bytes of live tensors during one step (memory pass): torch.cuda.max_memory_allocated "
+           "on CUDA; on a CPU the tensors the step starts with (weights, gradients, optimizer state, inputs) plus the "
+           "CPU allocator's own running total during the step (torch.profiler events). The same on any device up to "
+           "kernel workspaces"),
+    Column("predicted_tensor_mib", "MiB", "the memory model's prediction of tensor_peak_mib for the same case and batch "
+           "(bench/plan/predictor.py, traced on fake tensors for this device type)"),
+    Column("prediction_error_pct", "%", "(predicted_tensor_mib - tensor_peak_mib) / tensor_peak_mib x 100"),
     Column("alloc_peak_mib", "MiB", "torch allocator peak allocated during the memory pass (CUDA)"),
     Column("reserved_peak_mib", "MiB", "torch allocator peak reserved during the memory pass (CUDA)"),
     Column("nvml_process_peak_mib", "MiB", "NVML peak of this process's GPU memory, CUDA context included"),
     Column("nvml_device_peak_mib", "MiB", "NVML peak of the whole GPU's used memory"),
-    Column("rss_peak_mib", "MiB", "peak resident memory of the process during the memory pass (the CPU figure)"),
+    Column("rss_peak_mib", "MiB", "peak resident memory of the process during the memory pass (secondary: it includes "
+           "the interpreter, torch and what earlier cases left)"),
     Column("energy_j_per_image", "J/image", "NVML energy over the timed loop / images (GPUs that report it)"),
     Column("sm_clock_mhz", "MHz", "SM clock at the end of the case"),
     Column("throttled", "", "True when NVML reported a slowdown reason at the end of the case"),
@@ -77,6 +87,42 @@ COLUMNS: tuple[Column, ...] = (
 
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 UNITS: dict[str, str] = {c.name: c.unit for c in COLUMNS}
+# Columns added after runs were first written: a results.csv without them still reads (they are empty).
+LATER_COLUMNS: tuple[str, ...] = ("tensor_peak_mib", "predicted_tensor_mib", "prediction_error_pct")
+
+
+def _number(value: Any) -> Optional[float]:
+    if value is None or isinstance(value, bool) or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def invalid_reasons(row: dict[str, Any], timer_floor_ms: Optional[float] = None) -> list[str]:
+    """Why the figures of a measured row cannot be true (empty when they can): MFU above 100%, a
+    throughput or time that is not positive, a time below the timer's floor (``timer_floor_ms``, from
+    the run's calibration), a tensor peak that is not positive. Such a row is ``invalid``, never a result."""
+    reasons = []
+    mfu = _number(row.get("mfu"))
+    if mfu is not None and (mfu > 1.0 or not math.isfinite(mfu)):
+        peak = _number(row.get("peak_tflops"))
+        reasons.append(f"MFU {mfu:.1%} is above 100% of the {row.get('precision') or ''} peak "
+                       f"({'%.3g TFLOP/s' % peak if peak is not None else 'unknown'}, {row.get('peak_source') or 'source unknown'})")
+    rate = _number(row.get("images_per_s"))
+    if rate is not None and not (math.isfinite(rate) and rate > 0):
+        reasons.append(f"throughput {rate:g} images/s is not positive and finite")
+    median = _number(row.get("median_ms"))
+    if median is not None and not (math.isfinite(median) and median > 0):
+        reasons.append(f"median time {median:g} ms per batch is not positive and finite")
+    elif median is not None and timer_floor_ms is not None and median < timer_floor_ms:
+        reasons.append(f"median time {median:.3g} ms per batch is below the timer's floor ({timer_floor_ms:.3g} ms, an empty "
+                       "timed call in the run's calibration): the timer did not see the work")
+    tensor = _number(row.get("tensor_peak_mib"))
+    if tensor is not None and not (math.isfinite(tensor) and tensor > 0):
+        reasons.append(f"tensor peak {tensor:g} MiB is not positive (the inputs alone take memory)")
+    return reasons
 
 
 def empty_row() -> dict[str, Any]:

@@ -1,11 +1,17 @@
 """Where rows go: a run folder with ``results.csv`` (appended and flushed row by row),
 ``samples.jsonl`` (every case's per-iteration times, for the regression check) and
 ``meta.json`` (device, command, matrix). A run killed half-way keeps every finished row.
+
+A case's samples line is written (and fsynced) before its row: an ``ok`` row on disk always has
+its samples, and a samples line without a row (a stop between the two writes) belongs to a case
+that ``--resume`` measures again (the later line wins). A write that fails half-way (a full disk)
+is cut back off, so the files hold whole lines only.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -17,6 +23,8 @@ from bench.runs.schema import COLUMN_NAMES, check_row
 RESULTS_CSV = "results.csv"
 SAMPLES_JSONL = "samples.jsonl"
 META_JSON = "meta.json"
+REASON_CAP = 2000  # characters of a reason kept in results.csv (a child's output can be megabytes)
+CSV_FIELD_LIMIT = 2**27  # what the readers accept in one field (runs written before REASON_CAP)
 
 
 def _cell(value: Any) -> Any:
@@ -26,7 +34,19 @@ def _cell(value: Any) -> Any:
         return f"{value:.6g}"
     if isinstance(value, (list, tuple)):
         return "+".join(map(str, value))
+    if isinstance(value, str):
+        return value.replace("\r", " ").replace("\n", " ")  # one line per row: a cut at a newline is a cut between rows
     return value
+
+
+def csv_records(text: str, where: object) -> list[list[str]]:
+    """The records of CSV ``text``, split by the csv module itself (never ``str.splitlines``, which
+    also splits on U+2028 and other characters that are not line ends in a CSV). Raises ValueError."""
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+    try:
+        return list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as err:
+        raise ValueError(f"{where} is not valid CSV (corrupt?): {err}") from None
 
 
 class RunWriter:
@@ -38,47 +58,78 @@ class RunWriter:
         self.csv_path = self.run_dir / RESULTS_CSV
         self.samples_path = self.run_dir / SAMPLES_JSONL
         if self.csv_path.exists() and self.csv_path.stat().st_size:
-            self._check_existing()
+            check_run_files(self.run_dir)  # everything checked before anything is changed
+            _drop_partial_last_line(self.samples_path)
+            _drop_partial_last_line(self.csv_path)
         else:
-            with open(self.csv_path, "w", newline="") as f:
-                csv.writer(f).writerow(COLUMN_NAMES)
+            header = io.StringIO(newline="")
+            csv.writer(header).writerow(COLUMN_NAMES)
+            atomic_write_text(self.csv_path, header.getvalue())
         if meta is not None:
             atomic_write_text(self.run_dir / META_JSON, json.dumps(meta, indent=2, default=str) + "\n")
 
-    def _check_existing(self) -> None:
-        """Accept an existing run's CSV to append to (resume): same columns, whole rows.
-
-        A run killed in the middle of a write can leave a partial last line; it is cut off (that
-        case is measured again). Anything else malformed is an error, and nothing is changed.
-        """
-        _drop_partial_last_line(self.samples_path)
-        text = self.csv_path.read_text()
-        rows = list(csv.reader(text.splitlines()))
-        if tuple(rows[0]) != COLUMN_NAMES:
-            raise ValueError(f"{self.csv_path} has other columns than this version writes; use a new results folder")
-        bad = [n for n, r in enumerate(rows[1:], 2) if len(r) != len(COLUMN_NAMES)]
-        last_whole = text.endswith("\n")
-        if bad and not (bad == [len(rows)] and not last_whole):
-            raise ValueError(f"{self.csv_path} is corrupt: line {bad[0]} has the wrong number of fields; "
-                             "fix or remove that line, or start a new results folder")
-        _drop_partial_last_line(self.csv_path)
-
     def done_keys(self) -> set[str]:
         """Case keys already in this run's CSV (any status): what ``--resume`` skips."""
-        with open(self.csv_path, newline="") as f:
-            return {row["case_key"] for row in csv.DictReader(f)}
+        records = csv_records(self.csv_path.read_text(encoding="utf-8"), self.csv_path)
+        if not records:
+            return set()
+        key = records[0].index("case_key")
+        return {r[key] for r in records[1:] if len(r) == len(records[0])}
 
     def append(self, row: dict[str, Any], samples_s: Optional[Iterable[float]] = None) -> None:
+        """Append the case's samples line (if any), then its row; each fsynced, each whole or not at all."""
         check_row(row)
-        with open(self.csv_path, "a", newline="") as f:
-            csv.writer(f).writerow([_cell(row[c]) for c in COLUMN_NAMES])
-            f.flush()
-            os.fsync(f.fileno())
+        cells = [_cell(row[c]) for c in COLUMN_NAMES]
+        reason = COLUMN_NAMES.index("reason")
+        if isinstance(cells[reason], str) and len(cells[reason]) > REASON_CAP:
+            cells[reason] = cells[reason][:REASON_CAP] + " [cut]"
+        line = io.StringIO(newline="")
+        csv.writer(line).writerow(cells)
         if samples_s is not None:
-            with open(self.samples_path, "a") as f:
-                f.write(json.dumps({"case_key": row["case_key"], "samples_ms": [round(s * 1e3, 6) for s in samples_s]}) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            record = {"case_key": row["case_key"], "samples_ms": [round(s * 1e3, 6) for s in samples_s]}
+            _append_whole(self.samples_path, (json.dumps(record) + "\n").encode())
+        _append_whole(self.csv_path, line.getvalue().encode())
+
+
+def check_run_files(run_dir: Path) -> None:
+    """Check, changing nothing, that a run folder can be appended to (resume): the schema's
+    columns and whole rows, bar a partial last line (a write cut short by a kill, which the
+    writer cuts off and whose case is measured again). Raises ValueError naming the fault."""
+    path = Path(run_dir) / RESULTS_CSV
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (corrupt?): {err}") from None
+    last_whole = text.endswith("\n")
+    rows = csv_records(text[: text.rfind("\n") + 1] if not last_whole else text, path)
+    if not rows or tuple(rows[0]) != COLUMN_NAMES:
+        raise ValueError(f"{path} has other columns than this version writes; use a new results folder")
+    bad = [n for n, r in enumerate(rows[1:], 2) if len(r) != len(COLUMN_NAMES)]
+    if bad:
+        raise ValueError(f"{path} is corrupt: line {bad[0]} has the wrong number of fields; "
+                         "fix or remove that line, or start a new results folder")
+
+
+def _append_whole(path: Path, data: bytes) -> None:
+    """Append ``data`` and fsync it; if anything stops the write half-way, cut the file back to where it was."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)  # unbuffered: nothing is left to flush later
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException as err:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass
+            if isinstance(err, OSError) and err.filename is None:
+                raise OSError(err.errno, err.strerror, str(path)) from None
+            raise
+    finally:
+        os.close(fd)
 
 
 def _drop_partial_last_line(path: Path) -> None:

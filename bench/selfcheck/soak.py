@@ -5,7 +5,8 @@
 It answers two questions. Does a long in-process sweep leak (resident memory sampled every 50
 cases should stay flat within noise, and the same case measured first and after all the others
 should peak at the same memory)? And what does isolation cost (seconds per case added by a
-child process per case)?
+child process per case)? The first answer is a verdict, :func:`leak_verdict`, from those figures
+(exit status 1 on a leak).
 """
 
 from __future__ import annotations
@@ -63,6 +64,31 @@ def soak(n_cases: int, every: int = 50) -> dict:
             "facts": facts}
 
 
+LEAK_RSS_MIB = 16.0     # resident memory that grows more than this after the first sample past the warm-up: a leak
+LEAK_LIVE_REL = 0.01    # the probe's live-tensor peak (exact: the allocator's events) moving more than 1%: a leak
+
+
+def leak_verdict(result: dict, rss_limit_mib: float = LEAK_RSS_MIB, live_rel: float = LEAK_LIVE_REL) -> tuple[str, str]:
+    """``("no leak" | "leak" | "inconclusive", why)`` from :func:`soak`'s own figures.
+
+    Resident memory is compared from the first sample after the warm-up (``samples[1]``: allocator
+    pools and lazily loaded kernels are warm by then) to the last; the probe's live-tensor peak, first
+    and last, must not move.
+    """
+    rss = [mib for _, mib in result["samples"]]
+    if len(rss) < 3 or None in rss:
+        return "inconclusive", (f"{len(rss)} resident-memory samples ({rss}): the start, one after the warm-up and "
+                                "a later one are needed (more cases, or a smaller sampling interval)")
+    growth = rss[-1] - rss[1]
+    first, last = result["probe_first_live_mib"], result["probe_last_live_mib"]
+    moved = abs(last - first) / first if first else 0.0
+    figures = (f"resident memory {growth:+.1f} MiB from case {result['samples'][1][0]} to case {result['samples'][-1][0]} "
+               f"(limit {rss_limit_mib:g} MiB); the probe's live-tensor peak {first:.3f} MiB then {last:.3f} MiB "
+               f"(limit {live_rel:.0%})")
+    leaked = growth > rss_limit_mib or moved > live_rel
+    return ("leak" if leaked else "no leak"), figures
+
+
 def child_overhead(n_cases: int) -> dict:
     device = resolve_device("cpu")
     facts = device_facts(device)
@@ -91,6 +117,7 @@ def main(argv: list[str]) -> int:
     rss = result["samples"]
     baseline = rss[1][1]  # after the first 50: allocator pools and lazily loaded kernels are warm by then
     growth = rss[-1][1] - baseline
+    verdict, why = leak_verdict(result)
     lines = [
         "# Soak", "",
         f"`python -m bench.selfcheck.soak --cases {args.cases} --child-cases {args.child_cases}` on {result['facts'].name} "
@@ -104,6 +131,7 @@ def main(argv: list[str]) -> int:
         f"{result['probe_last_live_mib']:.3f} MiB; peak resident memory {result['probe_first_mib']:.1f} MiB then "
         f"{result['probe_last_mib']:.1f} MiB (the process's high-water mark: it includes pages the allocator keeps "
         "after the first cases, so it rises once and then stays, as the table above shows).", "",
+        f"Leak verdict (`leak_verdict`): **{verdict}**: {why}.", "",
         f"Launcher cost over {args.child_cases} cases: in-process {overhead['in-process'] * 1e3:.0f} ms per case, "
         f"subprocess {overhead['subprocess'] * 1e3:.0f} ms per case, so isolation adds "
         f"**{(overhead['subprocess'] - overhead['in-process']):.2f} s per case** (a fresh interpreter importing torch).", "",
@@ -111,7 +139,7 @@ def main(argv: list[str]) -> int:
     text = "\n".join(lines)
     atomic_write_text(Path(args.out), text)
     print(text)
-    return 0
+    return 1 if verdict == "leak" else 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ GPUs; for a CPU or an unlisted GPU they are measured with a large GEMM and a lar
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -90,6 +91,15 @@ def resolve_device(requested: str = "auto") -> torch.device:
     return device
 
 
+def cuda_scope(device: torch.device) -> contextlib.AbstractContextManager:
+    """Make ``device`` the current CUDA device while a case runs, so that CUDA events, the current
+    stream, capability queries and library handles are those of ``cuda:N``, not of ``cuda:0``;
+    nothing on a CPU. (Entered in the process that measures, never in a parent that only launches.)"""
+    if device.type == "cuda":
+        return torch.cuda.device(device)
+    return contextlib.nullcontext()
+
+
 def device_facts(device: torch.device) -> DeviceFacts:
     if device.type == "cuda":
         index = device.index or 0
@@ -114,8 +124,12 @@ def gpu_table() -> tuple[dict, ...]:
 
 
 def lookup_gpu(name: str) -> Optional[dict]:
-    """The table entry whose ``match`` pattern is found in ``name`` (longest pattern wins)."""
-    hits = [g for g in gpu_table() if re.search(g["match"], name)]
+    """The table entry whose ``match`` pattern matches the whole of ``name`` (``re.fullmatch``, spaces
+    around the name ignored), else ``None``: "NVIDIA GeForce RTX 4070 Ti" is not an RTX 4070, nor
+    "NVIDIA H100 PCIe" an H100 SXM. Patterns are written to exclude each other; were two to match,
+    the longest wins."""
+    name = " ".join(name.split())
+    hits = [g for g in gpu_table() if re.fullmatch(g["match"], name)]
     return max(hits, key=lambda g: len(g["match"])) if hits else None
 
 
@@ -129,9 +143,11 @@ class Peak:
 def peak_for(facts: DeviceFacts, precision: str) -> Peak:
     """Peak TFLOP/s for ``precision`` on this device, and where the figure comes from."""
     dtype = PEAK_DTYPE[precision]
+    unlisted = ""
     if facts.type == "cuda":
         entry = lookup_gpu(facts.name)
         if entry is not None:
             return Peak(float(entry[dtype]), f"table: {entry['name']} ({entry['source']})", float(entry["bandwidth_gbs"]))
+        unlisted = f" ({facts.name!r} is not in {GPU_TABLE.parent.name}/{GPU_TABLE.name})"
     tflops = measured_gemm_tflops(facts.type, dtype)
-    return Peak(tflops, f"measured: {dtype} GEMM on this {facts.type}", measured_copy_gbs(facts.type))
+    return Peak(tflops, f"measured: {dtype} GEMM on this {facts.type}{unlisted}", measured_copy_gbs(facts.type))

@@ -65,19 +65,25 @@ def plan_iterations(step_s: float, min_iters: int, max_iters: int, min_time_s: f
 
 
 def time_steps(step: Callable[[], object], device: torch.device, iters: int) -> tuple[list[float], str]:
-    """Run ``step`` ``iters`` times; return per-iteration seconds and the timer's name."""
+    """Run ``step`` ``iters`` times; return per-iteration seconds and the timer's name.
+
+    CUDA: each iteration between two events recorded on ``device``'s current stream, the stream the
+    step's kernels go to (with ``device`` made current, so ``cuda:1`` times ``cuda:1``, not ``cuda:0``).
+    """
     if device.type == "cuda":
         import torch
 
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-        torch.cuda.synchronize(device)
-        for start, end in zip(starts, ends):
-            start.record()
-            step()
-            end.record()
-        torch.cuda.synchronize(device)
-        return [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)], "cuda-events"
+        with torch.cuda.device(device):
+            stream = torch.cuda.current_stream(device)
+            starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+            ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+            torch.cuda.synchronize(device)
+            for start, end in zip(starts, ends):
+                start.record(stream)
+                step()
+                end.record(stream)
+            torch.cuda.synchronize(device)
+            return [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)], "cuda-events"
     samples = []
     for _ in range(iters):
         t0 = time.perf_counter()

@@ -8,11 +8,22 @@ query returns ``None`` so a row gets an empty cell, never a made-up number.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from typing import Optional
 
 from bench.units import MIB
+
+# NVML's cumulative counters of time (ns) spent with clocks held down, per reason: the violation
+# counters every data-centre GPU since Kepler keeps, and the newer clock-event fields (driver 535+)
+# that split thermal and power-brake slowdowns. Deltas around a timed loop say whether it was slowed.
+_VIOLATION_POLICIES = (("NVML_PERF_POLICY_POWER", "power cap"), ("NVML_PERF_POLICY_THERMAL", "thermal"),
+                       ("NVML_PERF_POLICY_SYNC_BOOST", "sync boost"), ("NVML_PERF_POLICY_BOARD_LIMIT", "board limit"),
+                       ("NVML_PERF_POLICY_RELIABILITY", "reliability"))
+_EVENT_FIELDS = (("NVML_FI_DEV_CLOCKS_EVENT_REASON_SW_THERM_SLOWDOWN", "thermal (software)"),
+                 ("NVML_FI_DEV_CLOCKS_EVENT_REASON_HW_THERM_SLOWDOWN", "thermal (hardware)"),
+                 ("NVML_FI_DEV_CLOCKS_EVENT_REASON_HW_POWER_BRAKE_SLOWDOWN", "power brake"))
 
 
 class NVML:
@@ -21,6 +32,8 @@ class NVML:
     def __init__(self) -> None:
         self.available = False
         self.reason = ""
+        self.process_note = ""  # how the last per-process figure was found, or why there was none
+        self._told: set[str] = set()
         self._nv = None
         try:
             import pynvml  # provided by the nvidia-ml-py package
@@ -79,15 +92,41 @@ class NVML:
         return info.used / MIB if info is not None else None
 
     def process_used_mib(self, handle, pid: Optional[int] = None) -> Optional[float]:
-        """This process's GPU memory as the driver counts it (context included), or None."""
+        """This process's GPU memory as the driver counts it (context included), or None.
+
+        Matched by PID. In a container the driver reports host PIDs, which never equal
+        ``os.getpid()``: then, when the GPU lists exactly one compute process, that one is this
+        process (a process measuring on the GPU is always listed) and it is used. ``process_note``
+        says which way the figure was found, or why there is none; said once on stderr too.
+        """
         procs = self._call("nvmlDeviceGetComputeRunningProcesses", handle)
         if procs is None:
-            return None
+            return self._no_process(f"NVML gives no process list here ({'no NVML' if not self.available else 'query not supported'})")
         pid = pid or os.getpid()
-        for proc in procs:
-            if proc.pid == pid and proc.usedGpuMemory is not None:
-                return proc.usedGpuMemory / MIB
-        return None  # in some containers the driver cannot map PIDs
+        mine = [proc for proc in procs if proc.pid == pid]
+        if mine:
+            if mine[0].usedGpuMemory is None:
+                return self._no_process("the driver does not report per-process memory (usedGpuMemory not available)")
+            self.process_note = ""
+            return mine[0].usedGpuMemory / MIB
+        if len(procs) == 1 and procs[0].usedGpuMemory is not None:
+            self._note(f"no GPU process has this PID {pid} (a container's PID namespace: the driver reports host PIDs); "
+                       f"the only compute process on the GPU, PID {procs[0].pid}, is taken as this one")
+            return procs[0].usedGpuMemory / MIB
+        if not procs:
+            return self._no_process("the GPU lists no compute process (none has a CUDA context yet, or the driver hides them)")
+        return self._no_process(f"no GPU process has this PID {pid} (a container's PID namespace?) and the GPU lists "
+                                f"{len(procs)} compute processes, so none can be taken as this one")
+
+    def _no_process(self, why: str) -> None:
+        self._note(f"per-process GPU memory empty: {why}")
+        return None
+
+    def _note(self, text: str) -> None:
+        self.process_note = text
+        if text not in self._told:  # once per process, not once per sample
+            self._told.add(text)
+            print(f"ae-bench: NVML: {text}", file=sys.stderr)
 
     def energy_mj(self, handle) -> Optional[int]:
         """Total energy since the driver loaded, in millijoules (Volta and newer)."""
@@ -97,6 +136,44 @@ class NVML:
         if not self.available:
             return None
         return self._call("nvmlDeviceGetClockInfo", handle, self._nv.NVML_CLOCK_SM)
+
+    def throttle_counters(self, handle) -> Optional[dict[str, int]]:
+        """NVML's cumulative time (ns) with clocks held down, per reason; None where none is readable."""
+        if not self.available:
+            return None
+        out: dict[str, int] = {}
+        for const, label in _VIOLATION_POLICIES:
+            policy = getattr(self._nv, const, None)
+            value = self._call("nvmlDeviceGetViolationStatus", handle, policy) if policy is not None else None
+            if value is not None:
+                out[label] = int(value.violationTime)
+        fields = [(getattr(self._nv, const), label) for const, label in _EVENT_FIELDS if getattr(self._nv, const, None) is not None]
+        values = self._call("nvmlDeviceGetFieldValues", handle, [fid for fid, _ in fields]) if fields else None
+        for (_, label), value in zip(fields, values or []):
+            if value.nvmlReturn == 0:  # NVML_SUCCESS; a field this driver or board lacks says NOT_SUPPORTED
+                out[label] = int(value.value.ullVal)
+        return out or None
+
+    def after_loop(self, handle, counters_before: Optional[dict[str, int]]) -> dict:
+        """Read right after a timed loop, before anything else runs on the GPU: the SM clock, and
+        whether the loop was slowed (the clock-event counters' growth since ``counters_before``;
+        without counters, the reasons active now). The row's ``sm_clock_mhz``, ``throttled`` and
+        ``throttle_reasons``, only those known."""
+        out: dict = {}
+        clock = self.sm_clock_mhz(handle)
+        if clock is not None:
+            out["sm_clock_mhz"] = clock
+        after = self.throttle_counters(handle) if counters_before is not None else None
+        if counters_before is not None and after is not None:
+            grown = {k: (after[k] - counters_before[k]) / 1e6 for k in after if k in counters_before and after[k] > counters_before[k]}
+            out["throttle_reasons"] = "+".join(f"{label} {ms:.1f} ms" for label, ms in grown.items())
+            out["throttled"] = bool(grown)
+            return out
+        reasons = self.throttle_reasons(handle)
+        if reasons is not None:
+            out["throttle_reasons"] = "+".join(reasons)
+            out["throttled"] = bool(reasons)
+        return out
 
     def throttle_reasons(self, handle) -> Optional[list[str]]:
         """Active clock-event reasons that mean lost speed (idle and app-clock settings excluded)."""
@@ -137,6 +214,7 @@ class MemorySampler:
         self.device_peak_mib: Optional[float] = None
         self.process_peak_mib: Optional[float] = None
         self.rss_peak_mib: Optional[float] = None
+        self.process_note = ""  # empty when the per-process figure matched this PID; else how it was found, or why not
         self.samples = 0
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -150,6 +228,7 @@ class MemorySampler:
             if used is not None:
                 self.device_peak_mib = max(self.device_peak_mib or 0.0, used)
             mine = self.nvml.process_used_mib(self.handle)
+            self.process_note = self.nvml.process_note
             if mine is not None:
                 self.process_peak_mib = max(self.process_peak_mib or 0.0, mine)
         self.samples += 1
