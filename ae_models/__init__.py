@@ -20,6 +20,7 @@ _WHERE = {
     "AttentionMaps": "transformer", "Autoencoder_Transformer": "transformer", "FlatTransformerAutoencoder": "transformer",
     "PatchTransformerAutoencoder": "transformer", "TransformerAEConfig": "transformer", "create_autoencoder": "transformer",
     "visualize_attention_map": "visualize",
+    "LSTMModel": "sequence", "SequencePipeline": "sequence", "frame_windows": "sequence",
 }
 __all__ = sorted(_WHERE)
 

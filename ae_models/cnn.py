@@ -2,8 +2,10 @@
 
 Strided 3x3 convolutions halve the image four times (widths c, 2c, 4c, 8c), a 1x1 convolution
 narrows the channels, adaptive pooling fixes the bottleneck grid, and a linear layer gives the
-latent vector. The decoder mirrors it with transposed convolutions. Any input size works: the
-image is padded to a multiple of 16 and the output cropped back.
+latent vector. The decoder mirrors it with transposed convolutions, and adds the bottleneck's first
+channel upsampled to pixels (``preview``: a coarse image the convolutions refine; the output head
+starts at mid-grey). Any input size works: the image is padded to a multiple of 16 and the output
+cropped back.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 
 from .catalog import CNN_PRESETS
 from .sizes import SizeLike, as_hw, check_image_batch
+from .bottleneck import add_preview, init_output
 from .transformer import check_latent_dim, check_preset
 
 STAGES = 4  # each halves H and W: the image is padded to a multiple of 2**STAGES
@@ -34,6 +37,8 @@ class CNNAEConfig:
     latent_dim: int = 512           # 128..8192, as the transformer
     bottleneck_channels: int = 32   # 1x1 conv before flattening keeps the linear layer small
     bottleneck_grid: tuple = ()     # (gh, gw); empty = 4 rows and the input's aspect, at most 16 columns
+    preview: bool = True            # add the bottleneck's first channel, upsampled to pixels, to the output: a coarse
+                                    # image from the first steps, which the decoder refines (issue 18)
 
     def __post_init__(self) -> None:
         self.input_size = as_hw(self.input_size)
@@ -81,6 +86,7 @@ class Autoencoder_CNN(nn.Module):  # noqa: N801 - the seed's class name
         self.unsqueeze = nn.Conv2d(config.bottleneck_channels, widths[-1], 1)
         self.decoder = nn.Sequential(*[_up(w_in, w_out) for w_in, w_out in zip(widths[::-1], widths[::-1][1:] + [widths[0]])])
         self.head = nn.Conv2d(widths[0], config.in_channels, 3, padding=1)
+        init_output(self.head)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W) -> (B, latent_dim)``."""
@@ -98,9 +104,11 @@ class Autoencoder_CNN(nn.Module):  # noqa: N801 - the seed's class name
         m = 2**STAGES
         gh, gw = self.config.bottleneck_grid
         features = self.from_latent(z).reshape(z.shape[0], self.config.bottleneck_channels, gh, gw)
-        features = F.interpolate(features, size=(math.ceil(H / m), math.ceil(W / m)), mode="nearest")
-        out = self.head(self.decoder(self.unsqueeze(features)))  # (B, C, H padded, W padded)
-        return out[:, :, :H, :W]
+        grid = F.interpolate(features, size=(math.ceil(H / m), math.ceil(W / m)), mode="nearest")
+        out = self.head(self.decoder(self.unsqueeze(grid)))[:, :, :H, :W]  # (B, C, H, W)
+        if self.config.preview and self.config.bottleneck_channels >= self.config.in_channels:
+            out = add_preview(out, features)
+        return out
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         """``(B, C, H, W) -> (reconstruction, None)``; a CNN has no attention to return."""

@@ -4,9 +4,10 @@ Two tokenizers share one set of pre-LN blocks:
 
 - ``patch`` (default): ViT/MAE-style. The image is padded to a multiple of the patch size, cut
   into patches, embedded, given fixed 2-D sin-cos positions computed for whatever grid arrives
-  (so one model serves 1280x152, 640x152, 2000x152 without retraining), encoded, mean-pooled and
-  projected to the latent vector. The decoder broadcasts the latent to one token per output patch,
-  adds that grid's positions, runs its blocks, predicts pixels per patch and crops the padding.
+  (so one model serves 1280x152, 640x152, 2000x152 without retraining), encoded and pooled onto the
+  latent through the cells of ``ae_models.bottleneck``; the decoder maps the latent back to one token
+  per output patch, adds positions, runs its blocks, predicts pixels per patch, adds the cells' coarse
+  preview and crops the padding. ``pooling="mean"`` is the first design (issue 18: it did not learn).
 - ``flat``: the seed's V2.0 layout exactly: flatten -> ``Linear(H*W, latent)`` -> one token ->
   blocks of width ``latent`` -> ``Linear(latent, H*W)``. Kept to measure what it really costs:
   at 1280x152 and latent 2048 the two projections alone hold 797M parameters, and attention over
@@ -28,11 +29,13 @@ import torch.nn.functional as F
 
 from .attention import ATTENTION_IMPLS, check_attention_name
 from .catalog import PRESETS
+from .bottleneck import LatentGrid, add_preview, cell_channels, check_grid, default_grid, init_output
 from .layers import BlockStack, init_weights
 from .sizes import SizeLike, as_hw, check_image_batch, format_size
 
 LATENT_MIN, LATENT_MAX = 128, 8192
 TOKENIZERS = ("patch", "flat")
+POOLINGS = ("grid", "mean")
 
 # Widths follow the seed (128..2048). Depth 2+1 blocks with an MLP ratio of 2 put each preset
 # within 30% of the seed's parameter table at 201x201, latent 512 (see README for the figures):
@@ -69,6 +72,10 @@ class TransformerAEConfig:
     num_heads: int = 8              # head_dim = width / heads; 64 suits flash kernels
     mlp_ratio: float = 2.0          # 2 rather than 4 keeps presets near the seed's parameter table
     patch_size: int = 16            # 201x201 -> 13x13 tokens, 1280x152 -> 80x10
+    pooling: str = "grid"           # "grid": pool tokens onto bottleneck_grid cells; "mean": one mean (first design)
+    bottleneck_grid: tuple = ()     # (rows, cols) of cells; empty = bottleneck.default_grid(input_size)
+    preview: bool = True            # add the cells' upsampled first channel to the output (bottleneck.add_preview)
+    bottleneck_channels: int = 0    # values per cell; 0 = max(8, embed_dim // cells): cells x channels = embed_dim
     dropout: float = 0.0            # autoencoders are rarely dropout-regularised; off by default
     attention: str = "auto"         # one of ATTENTION_IMPLS
     grad_checkpointing: bool = False  # per block, use_reentrant=False
@@ -77,6 +84,10 @@ class TransformerAEConfig:
         self.input_size = as_hw(self.input_size)
         if self.tokenizer not in TOKENIZERS:
             raise ValueError(f"unknown tokenizer {self.tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
+        self.bottleneck_grid = check_grid(self.bottleneck_grid or default_grid(self.input_size))
+        cell_channels(self.bottleneck_grid, self.embed_dim, self.bottleneck_channels)  # checks the value
         check_latent_dim(self.latent_dim)
         check_attention_name(self.attention)
         for name in ("in_channels", "embed_dim", "depth", "num_heads", "patch_size"):
@@ -109,6 +120,10 @@ class TransformerAEConfig:
     @property
     def head_dim(self) -> int:
         return self.width // self.num_heads
+
+    @property
+    def cell_channels(self) -> int:  # values per bottleneck cell (grid pooling)
+        return cell_channels(self.bottleneck_grid, self.embed_dim, self.bottleneck_channels)
 
 
 def sincos_2d(grid_h: int, grid_w: int, dim: int) -> torch.Tensor:
@@ -218,7 +233,7 @@ class _AutoencoderBase(nn.Module):
     # and _decode(z, output_size, return_weights) -> (image, maps).
 
 
-class PatchTransformerAutoencoder(_AutoencoderBase):
+class PatchTransformerAutoencoder(LatentGrid, _AutoencoderBase):
     """Patch tokens, any input size (see the module docstring)."""
 
     def __init__(self, config: TransformerAEConfig) -> None:
@@ -228,13 +243,16 @@ class PatchTransformerAutoencoder(_AutoencoderBase):
         self.patch_embed = nn.Linear(c * p * p, d)
         self.encoder = BlockStack(config.depth, d, config.num_heads, config.mlp_ratio, config.dropout, config.attention)
         self.encoder_norm = nn.LayerNorm(d)
-        self.to_latent = nn.Linear(d, config.latent_dim)
-        self.from_latent = nn.Linear(config.latent_dim, d)
+        pooled = d if config.pooling == "mean" else config.bottleneck_grid[0] * config.bottleneck_grid[1] * config.cell_channels
+        if config.pooling == "grid":
+            self.to_cells, self.from_cells = nn.Linear(d, config.cell_channels), nn.Linear(config.cell_channels, d)
+        self.to_latent, self.from_latent = nn.Linear(pooled, config.latent_dim), nn.Linear(config.latent_dim, pooled)
         self.decoder = BlockStack(config.decoder_depth, d, config.num_heads, config.mlp_ratio, config.dropout, config.attention)
         self.decoder_norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, c * p * p)
         self._pos_cache: dict[tuple, torch.Tensor] = {}
         self.apply(init_weights)
+        init_output(self.head)
         self.set_grad_checkpointing(config.grad_checkpointing)
 
     def grid_for(self, hw: tuple[int, int]) -> tuple[int, int]:
@@ -276,16 +294,18 @@ class PatchTransformerAutoencoder(_AutoencoderBase):
         tokens = self.patch_embed(tokens)  # (B, N, D)
         tokens = tokens + self._pos(grid, tokens)
         tokens, maps = self.encoder(tokens, return_weights)
-        pooled = self.encoder_norm(tokens).mean(dim=1)  # (B, D)
-        return self.to_latent(pooled), grid, maps
+        return self.tokens_to_latent(self.encoder_norm(tokens), grid), grid, maps
 
     def _decode(self, z, output_size, return_weights):
         grid = self.grid_for(output_size)
-        tokens = self.from_latent(z)[:, None, :]  # (B, 1, D)
-        tokens = tokens + self._pos(grid, tokens)  # (B, N, D), broadcast over the output grid
+        tokens, cells = self.latent_to_tokens(z, grid)
+        tokens = tokens + self._pos(grid, tokens)  # (B, N, D)
         tokens, maps = self.decoder(tokens, return_weights)
         pixels = self.head(self.decoder_norm(tokens))  # (B, N, p*p*C)
-        return self.unpatchify(pixels, grid, output_size), maps
+        image = self.unpatchify(pixels, grid, output_size)
+        if cells is not None and self.config.preview:
+            image = add_preview(image, cells)
+        return image, maps
 
 
 class FlatTransformerAutoencoder(_AutoencoderBase):

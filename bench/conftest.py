@@ -16,7 +16,10 @@ from typing import Optional
 
 import pytest
 
-from bench.core.commandline import AXIS_HELP, DEVICE_HELP, MATRIX_HELP, MIN_TIME_HELP, RESULTS_HELP, add_launcher_args
+from bench.core.commandline import (
+    AXIS_HELP, DEVICE_HELP, MATRIX_HELP, MIN_TIME_HELP, PROCESSES_HELP, RESULTS_HELP, add_launcher_args,
+)
+from bench.plan.defaults import DEFAULT_CARD, PLAN_FOR_HELP
 from bench.scale.options import add_shard_option
 
 DEFAULT_STORAGE = "file://./.benchmarks"
@@ -44,9 +47,12 @@ def pytest_addoption(parser):
                     help="train each case on real images for this many seconds and score it (bench/test_quality.py); off by default")
     group.addoption("--ae-quality-steps", type=int, default=None,
                     help="as --ae-quality-seconds, with a budget of optimizer steps")
+    group.addoption("--ae-plan-for", metavar="CARD", default=DEFAULT_CARD, help=PLAN_FOR_HELP)
+    group.addoption("--ae-processes", type=int, default=None, metavar="N", help=PROCESSES_HELP)
     group.addoption("--ae-plan-budget", metavar="SIZE", default=None,
-                    help="at the end, write a batch-size plan for a card of SIZE (8GiB; GB = 10^9 bytes) into the run folder "
-                         "(bench/plan/planner.py)")
+                    help="at the end, write the full batch-size plan of every configuration for a card of SIZE (8GiB; "
+                         "GB = 10^9 bytes) into the run folder, measured on a GPU (bench/plan/planner.py); instead of "
+                         "--ae-plan-for's partial plan")
 
 
 class AeSession:
@@ -106,9 +112,11 @@ class AeSession:
         if reporter is None:
             return
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            path = reporter.currentfspath  # pytest would repeat the file's name before the next dot
             if reporter._tw.width_of_current_line:  # after pytest's progress dots
                 reporter.write("\n")
             reporter.write_line(line)
+            reporter.currentfspath = path
 
 
 _SESSION_KEY = pytest.StashKey[AeSession]()
@@ -129,7 +137,7 @@ def pytest_configure(config):
     try:
         selection = make_selection(config.getoption("--ae-matrix"), option, config.getoption("--ae-device"),
                                    config.getoption("--ae-min-time"), shard=config.getoption("--ae-shard"),
-                                   shard_option="--ae-shard")
+                                   shard_option="--ae-shard", processes=config.getoption("--ae-processes"))
         timeout = config.getoption("--ae-case-timeout")
         if timeout is not None:  # refused before the first case, not once per case (in-process has no way to keep it)
             from bench.core.launchers import choose_launcher
@@ -140,6 +148,9 @@ def pytest_configure(config):
             from bench.units import parse_bytes
 
             parse_bytes(budget, "--ae-plan-budget")
+        from bench.plan.answer import resolve_card
+
+        resolve_card(config.getoption("--ae-plan-for"), "--ae-plan-for")
     except ValueError as err:
         raise pytest.UsageError(f"ae-bench: {err}") from None
     config.stash[_SESSION_KEY] = AeSession(config, selection)
@@ -237,21 +248,6 @@ def pytest_sessionfinish(session, exitstatus):
         ae.run.close()
         ae.run.settle()
     yield
-    if ae is not None and ae.run is not None:
-        _write_plan(session, ae)
-
-
-def _write_plan(session, ae: AeSession) -> None:
-    """--ae-plan-budget: plan the matrix for that card into the run folder."""
-    budget = session.config.getoption("--ae-plan-budget", None)
-    if budget:
-        from bench.plan.planner import write_selection_plan
-
-        modes = sorted({c.mode for c in ae.selection.cases}, reverse=True) if session.config.getoption("--ae-modes") else None
-        paths = write_selection_plan(ae.selection, ae.run_dir, budget, *([modes] if modes else []))
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(f"ae-bench: batch-size plan for {budget} written to {paths[0]} and {paths[1]}")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -264,5 +260,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     facts = session.selection.facts
     terminalreporter.write_line(f"device: {facts.name} ({facts.type}), matrix: {session.selection.matrix.name}, "
                                 f"launcher: {session.run.launcher.name}")
+    from bench.plan.answer import plan_for_run  # before the report, which answers from it
+
+    for line in plan_for_run(session.run, session.selection, config.getoption("--ae-plan-for"),
+                             config.getoption("--ae-plan-budget")):
+        terminalreporter.write_line(f"ae-bench: {line}")
     for line in end_run(session.run):
         terminalreporter.write_line(line)

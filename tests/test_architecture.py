@@ -98,3 +98,16 @@ def test_the_command_line_is_built_without_importing_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or Path("/proc/driver/nvidia").exists(),
+                    reason="the torch-free listing is taken only on a Linux machine without an NVIDIA driver")
+def test_listing_a_cpu_matrix_imports_no_torch():
+    code = ("import sys, bench.cli; rc = bench.cli.main(['run', '--list', '--matrix', 'quick']); "
+            "print('torch' in sys.modules, rc, file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.stderr.strip().splitlines()[-1] == "False 0", out.stderr
+    from bench.core.selection import case_listing, make_selection
+
+    full = make_selection("quick", lambda axis: None, "cpu")  # the full device probe, torch imported
+    assert out.stdout.strip() == case_listing(full.cases)

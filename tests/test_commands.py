@@ -35,9 +35,12 @@ def test_matrices_shows_one_matrix_groups_and_timing(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("quick: CPU: both families")
     groups = [line for line in out if line.startswith("  group ")]
-    assert len(groups) == 2
-    assert "sizes=201x201,1280x152,640x152" in groups[0] and "attention=flash,math,eager" in groups[0]
-    assert "compile=default" in groups[1] and "modes=infer" in groups[1]
+    assert len(groups) == 6  # inference (and at 1280x152 without math), training likewise, the batch sweep, compile
+    assert "sizes=201x201,640x152" in groups[0] and "attention=flash,math,eager" in groups[0]
+    assert "sizes=1280x152" in groups[1] and "attention=flash,eager" in groups[1]
+    assert "checkpointing=False,True" in groups[2].replace("false", "False").replace("true", "True") and "modes=train" in groups[2]
+    assert "batch=1,2,8" in groups[4]
+    assert "compile=default" in groups[5] and "modes=infer" in groups[5]
     assert out[-1] == "  timing: {'warmup': 2, 'min_iters': 5, 'max_iters': 50, 'min_time_s': 0.5, 'memory_iters': 1}"
 
 

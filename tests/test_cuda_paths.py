@@ -731,7 +731,7 @@ def test_the_report_says_what_auto_ran():
                                 "every `auto` figure in this report is that kernel's"]
     assert _auto_notes(ran[ran["attention"] != "auto"]) == []
     template = (REPO / "report_template.md").read_text()
-    assert template.index("auto_notes") < template.index("## 1. Run facts"), "said at the top of the report"
+    assert template.index("auto_notes") < template.index("## 1. What to run on"), "said at the top of the report"
 
 
 # ------------------------------------------------------------------------- bench/gpu_check.sh

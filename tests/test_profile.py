@@ -3,6 +3,7 @@ roofline placement of steps whose intensity is known analytically."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 
@@ -66,7 +67,7 @@ def test_categories_add_up_to_the_measured_wall_time(profiled, kernel):
 def test_each_case_folder_has_tables_trace_and_memory(profiled):
     out, summaries = profiled
     folder = out / summaries["flash"]["case_id"]
-    trace = json.loads((folder / "trace.json").read_text())
+    trace = json.loads(gzip.decompress((folder / "trace.json.gz").read_bytes()))
     assert trace["traceEvents"] and any(e.get("name") == "ae.step" for e in trace["traceEvents"])
     ops = pd.read_csv(folder / "top_ops.csv")
     # which matmul ranks highest depends on timing; one of the linear layers' matmuls always makes the list

@@ -23,7 +23,8 @@ from bench.quality.run import quality_cases, run_quality_case
 from bench.quality.pareto import pareto_mask
 from bench.quality.report import seed_quality_verdicts
 from bench.core.steps import build_for
-from bench.quality.training import Budget, heldout_mse, train_for_budget
+from bench.quality.defaults import DEFAULT_LR
+from bench.quality.training import Budget, Schedule, heldout_mse, train_for_budget
 
 CPU = torch.device("cpu")
 
@@ -211,15 +212,18 @@ def test_budget_takes_steps_or_seconds_not_both():
         Budget(seconds=-1)
 
 
-def test_two_seconds_of_training_lower_the_heldout_loss(photos):
+def test_two_seconds_of_training_train_for_two_seconds_and_change_the_model(photos):
+    """The mechanics of a time budget; that training learns is tests/test_quality_learning.py's (in steps, no clock)."""
     split = make_split(photos, (64, 64), train_per_image=16, heldout_per_image=2, seed=0)
     torch.manual_seed(0)
     model = build_for(Case("transformer", "tiny", "64x64", attention="flash", mode="train"), CPU)
     heldout = split.heldout.stack()
-    result = train_for_budget(model, split.train, heldout, Budget(seconds=2.0), CPU, batch=8, seed=0)
+    constant = Schedule(1e-3, warmup_steps=0, kind="constant")  # no warm-up: the first step is at the full rate
+    result = train_for_budget(model, split.train, heldout, Budget(seconds=2.0), CPU, batch=8, seed=0, schedule=constant)
     assert result.steps >= 1 and result.train_s >= 2.0  # a busy machine may fit only a step or two
     assert result.curve[0].step == 0 and result.curve[-1].step == result.steps
-    assert result.curve[-1].heldout_mse < 0.8 * result.curve[0].heldout_mse  # one AdamW step already gives 0.63x
+    # one step moves the held-out loss by 12% here (0.875x; 2 steps 0.84x, then it oscillates at a constant rate)
+    assert abs(result.curve[-1].heldout_mse / result.curve[0].heldout_mse - 1) > 0.01
     assert heldout_mse(model, heldout, CPU) == pytest.approx(result.curve[-1].heldout_mse)
 
 
@@ -249,7 +253,8 @@ def test_pareto_front_keeps_undominated_cases():
 
 def _row(family, preset, psnr):
     return {"family": family, "preset": preset, "size": "201x201", "latent": 128, "precision": "fp32", "batch": 8,
-            "psnr_db": psnr, "ssim": 0.5, "status": "ok", "case_id": f"{family}-{preset}"}
+            "psnr_db": psnr, "ssim": 0.5, "status": "ok", "case_id": f"{family}-{preset}", "baseline_crop_mean_db": 17.0,
+            "learned": True}
 
 
 @pytest.mark.parametrize("preset, transformer_psnr, verdict", [
@@ -268,8 +273,9 @@ def test_quality_command_writes_table_plots_and_report(image_folder, tmp_path):
     parser = argparse.ArgumentParser()
     add_quality_args(parser)
     out = tmp_path / "run"
-    args = parser.parse_args(["--families", "transformer", "--presets", "tiny", "--sizes", "64x64", "--device", "cpu",
-                              "--budget-steps", "3", "--images", str(image_folder), "--out", str(out)])
+    args = parser.parse_args(["--families", "transformer", "--presets", "tiny", "--sizes", "64x64", "--latents", "128",
+                              "--batch", "8", "--device", "cpu", "--budget-steps", "3", "--images", str(image_folder),
+                              "--out", str(out)])
     assert run_quality_command(args) == 0
     rows = pd.read_csv(out / "quality.csv")
     assert rows["status"].tolist() == ["ok"] and rows["steps"].tolist() == [3]
@@ -283,22 +289,60 @@ def test_quality_command_writes_table_plots_and_report(image_folder, tmp_path):
     curves = pd.read_csv(out / "quality_curves.csv")
     assert curves["step"].max() == 3 and curves["heldout_mse"].notna().all()
     report = (out / "quality.md").read_text()
-    assert "The seed's Quality column, measured" in report and "Pareto" in report
+    assert "The seed's Quality column, measured" in report and "Pareto" in report and "Did the models learn?" in report
+    for column in ("psnr_db", "baseline_crop_mean_db", "baseline_latent_db", "margin_crop_mean_db", "learned"):
+        assert rows[column].notna().all(), column
+    assert rows["margin_crop_mean_db"].iloc[0] == pytest.approx(rows["psnr_db"].iloc[0] - rows["baseline_crop_mean_db"].iloc[0])
+    verdicts = pd.read_csv(out / "quality_verdicts.csv")
+    assert list(verdicts.columns[:4]) == ["claim", "size", "verdict", "reason"]
+    assert set(verdicts["verdict"]) <= {"holds", "does not hold", "not judged"}
 
 
-def test_quality_command_needs_a_budget(tmp_path):
+def test_quality_command_trains_for_the_default_step_budget_when_given_none(image_folder, tmp_path, monkeypatch):
+    from bench.quality import command
+
+    monkeypatch.setattr(command, "DEFAULT_STEPS", 2)
     parser = argparse.ArgumentParser()
     add_quality_args(parser)
-    args = parser.parse_args(["--presets", "tiny", "--out", str(tmp_path / "x")])
-    with pytest.raises(ValueError, match="give a training budget"):
+    out = tmp_path / "run"
+    args = parser.parse_args(["--families", "cnn", "--presets", "tiny", "--sizes", "64x64", "--latents", "128", "--batch", "8",
+                              "--device", "cpu", "--images", str(image_folder), "--out", str(out)])
+    assert run_quality_command(args) == 0
+    rows = pd.read_csv(out / "quality.csv")
+    assert rows["steps"].tolist() == [2] and rows["budget_steps"].tolist() == [2] and rows["budget_seconds"].isna().all()
+
+
+@pytest.mark.parametrize("option, value, message", [("--lr", "0", "bad learning rate 0.0"),
+                                                    ("--warmup-steps", "-1", "bad warm-up -1")])
+def test_a_bad_recipe_is_a_one_line_error(tmp_path, option, value, message):
+    parser = argparse.ArgumentParser()
+    add_quality_args(parser)
+    args = parser.parse_args(["--presets", "tiny", "--out", str(tmp_path / "x"), option, value])
+    with pytest.raises(ValueError, match=message):
         run_quality_command(args)
+
+
+def test_the_schedule_warms_up_linearly_then_decays_by_cosine_to_its_floor():
+    s = Schedule(1e-3, warmup_steps=10, kind="cosine", min_ratio=0.1)
+    assert s.lr_at(0, 0.0) == pytest.approx(1e-4) and s.lr_at(9, 0.0) == pytest.approx(1e-3)
+    assert s.lr_at(50, 0.5) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert s.lr_at(99, 1.0) == pytest.approx(1e-4)
+    assert s.lr_at(3, 0.0, budget_steps=10) == pytest.approx(1e-3)  # warm-up capped at a fifth of a 10-step budget
+    assert Schedule(1e-3, 0, "constant").lr_at(7, 0.9) == 1e-3
+
+
+def test_a_time_budget_decays_the_rate_over_its_seconds(clocked):
+    result = clocked(Budget(seconds=4.0, eval_every=1))
+    assert result.steps == 4
+    # steps start at 0, 1, 2, 3 s of a 4 s budget: the last one at 3/4 of the cosine (50-step warm-up: 4/50 of the rate)
+    assert result.last_lr == pytest.approx(DEFAULT_LR * (4 / 50) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 0.75))))
 
 
 def test_a_failing_case_becomes_an_error_row(photos):
     split = make_split(photos[:1], (64, 64), train_per_image=2, heldout_per_image=1)
     case = Case("transformer", "tiny", "64x64", attention="flash", mode="train")
     bad = run_quality_case(case, split, Budget(steps=1), CPU, device_facts(CPU), lr=float("nan"))
-    assert bad.row["status"] == "error" and "Invalid learning rate" in bad.row["reason"]
+    assert bad.row["status"] == "error" and "bad learning rate nan" in bad.row["reason"]
     assert bad.row["case_id"] == "transformer-tiny-64x64-fp32-flash-b8" and bad.row["timestamp"]
 
 

@@ -40,8 +40,8 @@ REPO = Path(__file__).resolve().parent.parent
 # the committed CPU reference run (the newest, once it is made again)
 REFERENCE_RUN = max((p for p in (REPO / "results").glob("2*-cpu-*") if (p / "results.csv").is_file()),
                     default=REPO / "results" / "20261128-162441-cpu-2c-intel-r-xeon-r-processor")
-SECTIONS = ("## 1. Run facts", "## 2. Headline", "## 3. Transformer vs CNN", "## 4. The seed's claims, checked",
-            "## 5. Precision and attention", "## 6. Gradient checkpointing", "## 7. Plots", "## 8. Noise and validity")
+SECTIONS = ("## 1. What to run on", "## 2. How sure are we", "## 3. Trade-offs", "## 4. Transformer vs CNN",
+            "## 5. The seed's claims, checked", "## 6. Reconstruction quality", "## 7. Run facts")
 
 # Small enough for 2 busy cores: every case is the tiny preset at batch 2 or 4.
 MATRIX = {"group": [
@@ -127,7 +127,7 @@ def test_report_has_every_section_in_order(report_md):
 
 def test_run_facts_say_how_to_reproduce_from_meta(report_md, run_dir):
     meta = json.loads((run_dir / "meta.json").read_text())
-    facts = section(report_md, "## 1. Run facts")
+    facts = section(report_md, "## 7. Run facts")
     assert f"`{meta['command']}`" in facts
     assert meta["device"]["name"] in facts
     assert meta["created"] in facts
@@ -177,7 +177,7 @@ def test_unsupported_case_is_listed_with_its_reason(report_dir, report_md, rows)
     row = rows[rows["status"] == "unsupported"].iloc[0]
     table = pd.read_csv(report_dir / "not_ok.csv")
     assert table.to_dict("records") == [{"case_id": row["case_id"], "status": "unsupported", "reason": row["reason"]}]
-    assert row["reason"] in section(report_md, "## 8. Noise and validity")
+    assert row["reason"] in section(report_md, "## 2. How sure are we")
 
 
 def test_headline_is_the_fastest_case_per_size_and_mode_within_budget(report_dir, report_md, rows):
@@ -185,7 +185,7 @@ def test_headline_is_the_fastest_case_per_size_and_mode_within_budget(report_dir
     expected = ok.loc[ok.groupby(["size", "mode"])["images_per_s"].idxmax()]
     table = pd.read_csv(report_dir / "headline.csv")
     assert sorted(table["case_id"]) == sorted(expected["case_id"])
-    text = section(report_md, "## 2. Headline")
+    text = section(report_md, "## 1. What to run on")
     for _, row in expected.iterrows():
         assert f"| {row['case_id']} |" in text
         assert f"| {fmt_num(row['images_per_s'])} |" in text
@@ -193,7 +193,7 @@ def test_headline_is_the_fastest_case_per_size_and_mode_within_budget(report_dir
 
 def test_headline_says_when_nothing_fits_the_budget(run_dir, tmp_path):
     report = build_report(load_run(run_dir), parse_budget("1MiB"))
-    text = section(report.markdown, "## 2. Headline")
+    text = section(report.markdown, "## 1. What to run on")
     assert "No ok case fits the budget" in text
     assert "201x201, infer: none of the" in text
 
@@ -208,7 +208,7 @@ def test_transformer_vs_cnn_ratios_are_the_rows_ratios(report_dir, report_md, ro
         assert pair["speed_ratio"] == pytest.approx(mine["images_per_s"] / cnn["images_per_s"])
         assert pair["memory_ratio"] == pytest.approx(mine["tensor_peak_mib"] / cnn["tensor_peak_mib"])
         assert pair["params_ratio"] == pytest.approx(mine["params"] / cnn["params"])
-        assert f"{pair['speed_ratio']:.2f}×" in section(report_md, "## 3. Transformer vs CNN")
+    assert "every matched pair is in `vs_cnn.csv`" in section(report_md, "## 4. Transformer vs CNN").replace("\n", " ").lower()
 
 
 def test_precision_and_attention_are_ratios_to_fp32_and_eager_on_the_same_case(report_dir, rows):
@@ -229,7 +229,9 @@ def test_checkpointing_reports_memory_saved_and_time_lost_in_train_mode(report_d
     assert table["time_lost_pct"].item() == pytest.approx((with_ckpt["median_ms"] / without["median_ms"] - 1) * 100)
     assert table["memory_saved_pct"].item() == pytest.approx((1 - with_ckpt["tensor_peak_mib"] / without["tensor_peak_mib"]) * 100)
     assert table["memory_saved_pct"].item() > 0  # live tensors: checkpointing keeps fewer activations
-    assert f"{table['time_lost_pct'].item():.1f} %" in section(report_md, "## 6. Gradient checkpointing")
+    assert "`checkpointing.csv`" in section(report_md, "## 3. Trade-offs")  # the pair; the summary needs 3 clean pairs
+    summary = section(report_md, "## 3. Trade-offs").split("### Gradient checkpointing")[1]
+    assert f"{table['memory_saved_pct'].item():.1f} %" in summary
 
 
 # -- validity: live tensors, the memory model, impossible values, noisy pairs -----------------------
@@ -242,9 +244,9 @@ def test_every_ok_row_has_a_live_tensor_peak_and_the_memory_models_prediction(re
     assert (ok[ok["family"] == "transformer"]["prediction_error_pct"].abs() < 5).all()
     table = pd.read_csv(report_dir / "memory_model.csv")
     assert len(table) == len(ok) and list(table["abs_error"]) == sorted(table["abs_error"], reverse=True)
-    text = section(report_md, "## 8. Noise and validity")
+    text = section(report_md, "## 2. How sure are we")
     assert table["case_id"].iloc[0] in text and f"{len(ok)} of {len(ok)} ok rows carry a prediction" in text
-    assert "live tensors (device-independent)" in section(report_md, "## 3. Transformer vs CNN")
+    assert "live tensors (device-independent)" in section(report_md, "## 4. Transformer vs CNN")
 
 
 def test_a_row_above_100_percent_mfu_is_refused_and_in_no_result(run_dir, tmp_path, rows):
@@ -263,10 +265,10 @@ def test_a_row_above_100_percent_mfu_is_refused_and_in_no_result(run_dir, tmp_pa
     invalid = pd.read_csv(folder / "invalid.csv")
     assert list(invalid["case_id"]) == [winner] and "MFU 265.0% is above 100%" in invalid["reason"].item()
     assert winner not in set(pd.read_csv(folder / "not_ok.csv")["case_id"])
-    text = section(markdown, "## 8. Noise and validity")
+    text = section(markdown, "## 2. How sure are we")
     assert winner in text and "1 of them were refused by this report" in text
     assert "1 invalid" in markdown.splitlines()[2]
-    shown = [float(m) for m in re.findall(r"\| ([0-9.]+) % \|$", section(markdown, "## 2. Headline"), re.M)]
+    shown = [float(m) for m in re.findall(r"\| ([0-9.]+) % \|$", section(markdown, "## 1. What to run on"), re.M)]
     assert shown and max(shown) <= 100  # no MFU above 100% anywhere in the headline
 
 
@@ -300,21 +302,22 @@ def test_speed_ratios_and_verdicts_are_taken_over_pairs_with_neither_side_noisy(
     memory = claims.loc["Transformer (tiny): memory vs CNN (transformer)"]  # memory is not from the timed loop
     assert memory["verdict"] in ("holds", "does not hold") and memory["measured_value"] == pytest.approx(
         pairs[pairs["attention"] == "eager"]["memory_ratio"].median())
-    text = section(markdown, "## 3. Transformer vs CNN")
+    text = section(markdown, "## 4. Transformer vs CNN")
     assert "| transformer | tiny | eager | 3 | 1 | 2 | too noisy to judge |" in text
-    assert "- transformer vs CNN: 2 of 4" in section(markdown, "## 8. Noise and validity")
+    assert "- transformer vs CNN: 2 of 4" in section(markdown, "## 2. How sure are we")
 
 
 # -- the seed's claims ------------------------------------------------------------------------------
 
 def test_claims_are_quoted_with_their_source(report_md):
-    text = section(report_md, "## 4. The seed's claims, checked")
+    text = section(report_md, "## 5. The seed's claims, checked")
     claims = load_claims()
     assert claims["source"] in text
     for row in claims["parameter_counts"]["row"]:
         assert f"| {row['parameters']} |" in text
-    for row in claims["speed_comparison"]["row"]:
-        assert row["configuration"] in text
+    table = section(text, "### 5.2")
+    shown = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| claim")]
+    assert shown and all(any(v in line for v in seed_claims.JUDGED) for line in shown)  # the judged claims only
 
 
 def test_parameter_counts_are_computed_from_the_model_definitions(report_dir):
@@ -371,7 +374,7 @@ def test_params_verdict_rule_is_30_percent(measured, verdict):
 
 def test_every_referenced_png_exists_and_opens(report_dir, report_md):
     paths = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report_md)
-    assert {Path(p).stem for p in paths} == {"throughput_vs_batch", "memory_vs_batch", "transformer_vs_cnn",
+    assert {Path(p).stem for p in paths} == {"throughput_bars", "throughput_vs_batch", "memory_vs_batch", "transformer_vs_cnn",
                                              "latency_distribution", "attention_maps"}
     for rel in paths:
         image = matplotlib.image.imread(report_dir / rel)
@@ -379,7 +382,7 @@ def test_every_referenced_png_exists_and_opens(report_dir, report_md):
 
 
 def test_attention_maps_are_labelled_as_an_untrained_model(report_md):
-    assert "untrained transformer-tiny at 201x201" in section(report_md, "## 7. Plots")
+    assert "untrained transformer-tiny at 201x201" in section(report_md, "## 7. Run facts")
 
 
 # -- the report reads files, and builds no model -------------------------------------------------------
@@ -628,12 +631,17 @@ def test_pytest_session_writes_the_report_and_its_json_makes_the_same_one(tmp_pa
     assert f"report: {run / 'report.md'}" in done.stdout  # the line bench.core.session.end_run prints
     assert (run / "model_facts.json").is_file()  # written when the session's run started
     folder_md = (run / "report.md").read_text()
-    assert cli.main(["report", str(json_path)]) == 0
+    assert (run / "plan.csv").is_file()  # the first screen's plan, written before the report
+    assert cli.main(["report", str(json_path), "--with", str(run)]) == 0  # a JSON file carries no plan: given here
     json_md = (tmp_path / "bench-report" / "report.md").read_text()
+    assert "| cnn tiny, latent " in section(folder_md, "## 1. What to run on")  # fp32 flash does not run on CUDA: the transformer has no answer here
     # The same rows, so the same headline and ratios; the JSON report also knows how the run was made.
-    assert section(json_md, "## 2. Headline") == section(folder_md, "## 2. Headline")
-    assert section(json_md, "## 3. Transformer vs CNN") == section(folder_md, "## 3. Transformer vs CNN")
-    assert "--ae-matrix smoke" in section(json_md, "## 1. Run facts")
+    def answer(markdown: str) -> str:  # the plan is linked from where each report lies
+        return re.sub(r"\[[^\]]*plan\.md\]\([^)]*\)", "PLAN", section(markdown, "## 1. What to run on"))
+
+    assert answer(json_md) == answer(folder_md)
+    assert section(json_md, "## 4. Transformer vs CNN") == section(folder_md, "## 4. Transformer vs CNN")
+    assert "--ae-matrix smoke" in section(json_md, "## 7. Run facts")
     # A session that also ran other benchmarks (bench/test_blocks.py) saves them beside the cases:
     # the report and the regression check read the cases and leave the others out.
     mixed = json.loads(json_path.read_text())
@@ -652,11 +660,11 @@ def test_pytest_session_writes_the_report_and_its_json_makes_the_same_one(tmp_pa
 # verdict each gets against the seed's "~500K ... ~128M" within 30%: literals, so a change to the models,
 # to the counting or to the verdict rule shows up here.
 README_PARAMETERS = {  # preset: (transformer, transformer-flat, cnn)
-    "tiny": (595_584, 47_985_617, 660_241),
-    "small": (1_976_832, 47_985_617, 1_054_849),
-    "medium": (7_098_624, 47_985_617, 2_623_201),
-    "large": (26_779_392, 47_985_617, 8_876_449),
-    "xlarge": (103_889_664, 47_985_617, 33_849_121),
+    "tiny": (597_768, 47_985_617, 660_241),
+    "small": (1_985_296, 47_985_617, 1_054_849),
+    "medium": (7_131_936, 47_985_617, 2_623_201),
+    "large": (26_911_552, 47_985_617, 8_876_449),
+    "xlarge": (104_416_128, 47_985_617, 33_849_121),
 }
 README_VERDICTS = {"transformer": "holds", "transformer-flat": "does not hold"}  # every preset
 
@@ -691,3 +699,87 @@ def test_the_reports_parameter_claims_hold_the_readmes_figures_and_fixed_verdict
             assert claim["verdict"] == README_VERDICTS[family], (preset, family)
     flat = table[table.index.str.startswith("parameters of the seed's layout")].iloc[0]
     assert flat["measured_value"] == 902_053_888  # README: at 1280x152 and latent 2048
+
+
+# -- the first screen: the plan joined to the run's speeds ------------------------------------------
+
+@pytest.fixture(scope="session")
+def answered(run_dir, tmp_path_factory) -> Path:
+    """A copy of the run with the plan a run writes at its end (bench/plan/answer.py, predicted for an RTX 4060)."""
+    from bench.plan.answer import write_answer_plan
+
+    folder = tmp_path_factory.mktemp("answered") / run_dir.name
+    shutil.copytree(run_dir, folder)
+    facts = device_facts(torch.device("cpu"))
+    cases = expand(parse_matrix(MATRIX, name="report-test"), device=facts)
+    selection = Selection(torch.device("cpu"), facts, parse_matrix(MATRIX, name="report-test"), cases, Settings())
+    write_answer_plan(selection, folder, load_run(folder).rows.to_dict("records"), "rtx4060")
+    write_report(folder)
+    return folder
+
+
+def test_the_answer_is_the_fastest_configuration_the_plan_fits(answered):
+    plan = pd.read_csv(answered / "plan.csv")
+    chosen = pd.read_csv(answered / "answer.csv")
+    rows = load_run(answered).rows
+    ok = rows[rows["status"] == "ok"].assign(config_key=lambda f: f["case_key"].map(lambda k: k.rsplit("-b", 1)[0]))
+    fits = plan[(plan["status"] == "ok") & (plan["max_batch"] >= 1)]
+    assert not chosen.empty
+    for _, pick in chosen.iterrows():
+        mine = fits[fits["config_key"] == pick["config_key"]].iloc[0]
+        assert pick["batch"] == mine["recommended_batch"] and pick["card_mib"] == pytest.approx(mine["rec_card_mib"])
+        assert pick["headroom_mib"] == pytest.approx(mine["budget_mib"] - mine["rec_card_mib"])
+        assert pick["memory_from"] == "predicted (memory model)"
+        # no configuration of the same group that fits the card ran faster
+        group = ok[(ok["size"] == pick["size"]) & (ok["mode"] == pick["mode"]) & (ok["family"] == pick["family"])]
+        rivals = group[group["config_key"].isin(fits["config_key"])]
+        assert pick["images_per_s"] == pytest.approx(rivals["images_per_s"].max())
+        assert pick["speed_from"].startswith("this CPU, batch ")
+
+
+def test_the_first_screen_names_the_card_and_says_cpu_speeds_only_rank(answered):
+    text = section((answered / "report.md").read_text(), "## 1. What to run on")
+    assert text.startswith("## 1. What to run on NVIDIA GeForce RTX 4060 (8.00 GiB)")
+    assert "**speeds are this CPU's**, not the card's" in text
+    assert "| 201x201 | infer | cnn tiny, latent " in text and "| 201x201 | train | transformer tiny, latent 128 |" in text
+    assert "[plan.md](plan.md)" in text and "A partial plan" in (answered / "plan.md").read_text()
+
+
+def test_bad_plan_for_is_one_line_naming_the_option(capsys):
+    assert cli.main(["run", "--matrix", "smoke", "--plan-for", "rtx9999", "--results", "/nonexistent/never"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ae-bench: error: --plan-for: unknown") and "rtx9999" in err[0]
+
+
+def test_the_committed_reference_report_opens_with_the_answer_for_an_8_gib_rtx_4060():
+    """The acceptance of the report's first screen, on the committed reference run (its files only)."""
+    markdown = (REFERENCE_RUN / "report.md").read_text()
+    assert len(markdown.encode()) < 20 * 1024, "the report is meant to stay under 20 KB; long tables go to CSVs"
+    first = section(markdown, "## 1. What to run on")
+    assert first.startswith("## 1. What to run on NVIDIA GeForce RTX 4060 (8.00 GiB)")
+    for size in ("201x201", "1280x152"):
+        for mode in ("infer", "train"):
+            for family in ("transformer", "cnn"):
+                assert re.search(rf"^\| {size} \| {mode} \| {family} tiny, latent \d+ \|.*\| this CPU, batch \d+ \|.*\| "
+                                 r"predicted \(memory model\) \|$", first, re.M), (size, mode, family)
+    assert "**speeds are this CPU's**" in first
+
+
+def test_a_quality_run_beside_the_run_joins_its_report_and_a_wrong_with_is_one_line(run_dir, tmp_path):
+    folder = tmp_path / "results" / run_dir.name
+    shutil.copytree(run_dir, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    quality = tmp_path / "results" / "quality-here"
+    quality.mkdir()
+    (quality / "quality_meta.json").write_text(json.dumps({"commit": meta["commit"], "device": meta["device"]}))
+    (quality / "quality.md").write_text("# quality\n")
+    (quality / "quality_verdicts.csv").write_text("claim,size,verdict,reason,transformer_case\n"
+                                                  "a claim,201x201,not judged,models did not learn,t-case\n")
+    text = section(write_report(folder).read_text(), "## 6. Reconstruction quality")
+    assert "[../quality-here/quality.md](../quality-here/quality.md) (beside the run: same commit and device)" in text
+    assert "| a claim | 201x201 | t-case | not judged | models did not learn |" in text
+    other = dict(meta, commit="0000000")
+    (quality / "quality_meta.json").write_text(json.dumps({"commit": other["commit"], "device": meta["device"]}))
+    assert "quality-here" not in section(write_report(folder).read_text(), "## 6. Reconstruction quality")
+    with pytest.raises(ValueError, match="--with .*: not a plan"):
+        write_report(folder, with_dirs=(tmp_path,))

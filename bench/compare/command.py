@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 from bench.compare import stats as st
-from bench.core.commandline import EXIT_OK, Command
+from bench.core.commandline import (
+    DEFAULT_CASE_TIMEOUT_S, EXIT_OK, KEYWORD_HELP, MIN_TIME_HELP, Command, add_matrix_args,
+)
 
 
 def _percent(fraction: float) -> str:
@@ -112,7 +114,59 @@ def _baseline(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _ab_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("base_ref", metavar="BASE_REF", help="the git ref measured as A (main, a tag, a commit)")
+    parser.add_argument("head_ref", metavar="HEAD_REF", nargs="?", default=None,
+                        help="the git ref measured as B [default: the working tree as it is, uncommitted changes included]")
+    add_matrix_args(parser)
+    parser.add_argument("-k", dest="keyword", default=None, help=KEYWORD_HELP)
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="rounds of A and B per case, alternated A B, B A, ... (each measurement a fresh process); the "
+                             "verdict's interval is a bootstrap over the rounds [default: 6; at least 3]")
+    parser.add_argument("--min-time", type=float, default=None, help=MIN_TIME_HELP + " (seconds)")
+    parser.add_argument("--time-threshold", default=None,
+                        help=f"fail when B's paired median is slower by more than this (0.1 or 10%%) [default: {_percent(st.TIME_THRESHOLD)}]")
+    parser.add_argument("--config", type=Path, default=None, help="TOML thresholds, as for compare")
+    parser.add_argument("--case-timeout", type=float, default=DEFAULT_CASE_TIMEOUT_S,
+                        help=f"seconds one measurement may take before its child is killed [default: {DEFAULT_CASE_TIMEOUT_S:g}]")
+    parser.add_argument("--markdown", type=Path, default=None, help="write the markdown summary here (a PR comment)")
+    parser.add_argument("--json", type=Path, default=None, help="write the full report here as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the headline")
+
+
+def _ab(args: argparse.Namespace) -> int:
+    import sys
+
+    from bench.compare.ab import repo_root, run_ab, worktree
+    from bench.compare.rules import load_rules, parse_fraction
+    from bench.compare.verdicts import finite_json
+    from bench.core.selection import selection_from_args
+    from bench.runs.files import atomic_write_text
+
+    cli = {"time": parse_fraction(args.time_threshold, "--time-threshold") if args.time_threshold is not None else None}
+    rules = load_rules(args.config, cli)
+    if args.rounds < 3:
+        raise ValueError(f"--rounds {args.rounds}: at least 3 rounds are needed for an interval")
+    selection = selection_from_args(args)
+    selection.settings.predict_memory = False  # the memory model's fit: nothing to compare, a second per measurement
+    repo = repo_root()
+    with worktree(repo, args.base_ref) as (root_a, label_a), worktree(repo, args.head_ref) as (root_b, label_b):
+        print(f"ae-bench ab: A = {label_a}, B = {label_b}; {len(selection.cases)} cases x {args.rounds} rounds x 2 on "
+              f"{selection.facts.name}", file=sys.stderr)
+        result = run_ab(selection.cases, selection, (root_a, root_b), (label_a, label_b), args.rounds, rules,
+                        args.case_timeout, log=lambda line: print(line, file=sys.stderr, flush=True))
+    text = result.markdown()
+    if args.markdown:
+        atomic_write_text(args.markdown, text)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(finite_json(result.as_json()), indent=2, default=str, allow_nan=False) + "\n")
+    print(result.headline() if args.quiet else text)
+    return result.exit_status
+
+
 COMMANDS = [
+    Command("ab", "A/B in one job: two git refs measured alternately on this machine (ABBA, a fresh process each); "
+                  "a slower B beyond the threshold -> exit 1", _ab_args, _ab),
     Command("compare", "check a run against a baseline: slower or hungrier beyond thresholds -> exit 1", _compare_args, _compare),
     Command("baseline", "keep a run as the baseline for its GPU model and torch version (baselines/<device>-torch<ver>/)",
             _baseline_args, _baseline),

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from bench.runs.reader import load_run
-from bench.runs.writer import RESULTS_CSV
+from bench.runs.reader import load_run, read_sample_processes
+from bench.runs.writer import RESULTS_CSV, SAMPLES_JSONL
 
 
 @dataclass
@@ -25,6 +25,7 @@ class Side:
     rows: dict[str, dict[str, Any]]
     samples_ms: dict[str, list[float]]
     device_type: str = ""
+    samples_process: dict[str, list[int]] = field(default_factory=dict)  # each sample's process (--processes)
     device_name: str = ""
     torch: str = ""
     slug: str = ""
@@ -76,7 +77,8 @@ def open_run(path: Path, role: str = "run", prefer: Optional[str] = None) -> Sid
                 samples_ms=dict(saved.samples_ms), device_type=device_type, device_name=device_name,
                 torch=str(device.get("torch") or first.get("torch") or ""), slug=slug,
                 calibration=dict(saved.meta.get("calibration") or {}), commit=str(saved.meta.get("commit") or ""),
-                created=str(saved.meta.get("created") or ""))
+                created=str(saved.meta.get("created") or ""),
+                samples_process=read_sample_processes(saved.source / SAMPLES_JSONL) if saved.kind == "results folder" else {})
 
 
 def find_run(path: Path, role: str = "run", prefer: Optional[str] = None) -> Path:

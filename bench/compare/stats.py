@@ -41,7 +41,7 @@ TIME_THRESHOLD = 0.10     # a slowdown must exceed +10% of the median to fail
 MEMORY_THRESHOLD = 0.05   # a peak must grow more than 5% to fail ...
 MEMORY_FLOOR_MIB = 2.0    # ... and by more than this (the CUDA allocator rounds blocks to 2 MiB)
 
-TIME_VERDICTS = ("slower", "faster", "same", "noisy")
+TIME_VERDICTS = ("slower", "faster", "same", "noisy", "bimodal")
 MEMORY_VERDICTS = ("grew", "shrank", "same", "unchecked", "n/a")
 
 
@@ -124,6 +124,42 @@ def median_ratio_interval(baseline_ms: Sequence[float], candidate_ms: Sequence[f
     return ratio, float(low), float(high)
 
 
+def _process_groups(samples: np.ndarray, process: Optional[Sequence[int]]) -> list[np.ndarray]:
+    if process is None or len(process) != samples.size:
+        return [samples]
+    index = np.asarray(process)
+    return [samples[index == p] for p in np.unique(index)]
+
+
+def _hierarchical_medians(groups: list[np.ndarray], resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Medians of ``resamples`` two-level bootstrap draws: processes with replacement, then each chosen
+    process's samples with replacement (its own count), pooled."""
+    out = np.empty(resamples)
+    for r in range(resamples):
+        chosen = rng.integers(0, len(groups), len(groups))
+        out[r] = np.median(np.concatenate([g[rng.integers(0, g.size, g.size)] for g in (groups[i] for i in chosen)]))
+    return out
+
+
+def hierarchical_ratio_interval(baseline_ms: Sequence[float], baseline_process: Optional[Sequence[int]],
+                                candidate_ms: Sequence[float], candidate_process: Optional[Sequence[int]],
+                                confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
+                                seed: int = SEED) -> tuple[float, float, float]:
+    """As :func:`median_ratio_interval`, for runs measured in several processes each: the bootstrap resamples
+    processes first, then samples within each chosen process, so a speed that depends on the build (process
+    medians that differ more than samples do) widens the interval instead of passing for a change."""
+    base, cand = np.asarray(baseline_ms, dtype=float), np.asarray(candidate_ms, dtype=float)
+    if base.size == 0 or cand.size == 0:
+        raise ValueError("no samples to compare")
+    ratio = float(np.median(cand)) / float(np.median(base))
+    rng = np.random.default_rng(seed)
+    ratios = (_hierarchical_medians(_process_groups(cand, candidate_process), resamples, rng)
+              / _hierarchical_medians(_process_groups(base, baseline_process), resamples, rng))
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(ratios, [tail, 1 - tail])
+    return ratio, float(low), float(high)
+
+
 def time_verdict(ratio: float, low: float, high: float, threshold: float) -> tuple[str, str]:
     """The verdict from where the interval of the ratio lies against the band ``[1 / (1 + t), 1 + t]``.
 
@@ -158,7 +194,9 @@ def spread(samples: Sequence[float]) -> float:
 
 def compare_times(baseline_ms: Sequence[float], candidate_ms: Sequence[float], threshold: float = TIME_THRESHOLD,
                   confidence: float = CONFIDENCE, resamples: int = RESAMPLES, seed: int = SEED,
-                  min_samples: int = MIN_SAMPLES, max_spread: float = MAX_SPREAD) -> TimeChange:
+                  min_samples: int = MIN_SAMPLES, max_spread: float = MAX_SPREAD,
+                  baseline_process: Optional[Sequence[int]] = None, candidate_process: Optional[Sequence[int]] = None,
+                  bimodal: str = "") -> TimeChange:
     """Compare two runs' per-iteration times (ms) of one case; see :func:`time_verdict`.
 
     Two guards make the verdict ``noisy``: fewer than ``min_samples`` in a run, and, for a change
@@ -174,8 +212,15 @@ def compare_times(baseline_ms: Sequence[float], candidate_ms: Sequence[float], t
                           math.nan, math.nan, math.nan, confidence, threshold,
                           float(np.median(base)) if base else math.nan, float(np.median(cand)) if cand else math.nan,
                           len(base), len(cand))
-    ratio, low, high = median_ratio_interval(base, cand, confidence, resamples, seed)
+    several = any(p is not None and len(set(p)) > 1 for p in (baseline_process, candidate_process))
+    if several:  # processes, then samples (the spread between builds is in the interval; no spread guard)
+        ratio, low, high = hierarchical_ratio_interval(base, baseline_process, cand, candidate_process, confidence,
+                                                       resamples, seed)
+    else:
+        ratio, low, high = median_ratio_interval(base, cand, confidence, resamples, seed)
     noisiest, which = max((spread(base), "baseline"), (spread(cand), "candidate"))
+    if several:
+        noisiest = 0.0
     if min(len(base), len(cand)) < min_samples:
         verdict, reason = "noisy", (f"median {percent_change(ratio)}: too few samples to tell ({len(base)} and {len(cand)}; "
                                     f"at least {min_samples} each)")
@@ -185,6 +230,10 @@ def compare_times(baseline_ms: Sequence[float], candidate_ms: Sequence[float], t
             verdict, reason = "noisy", (f"median {percent_change(ratio)} ({percent_change(low)} .. {percent_change(high)}) would be {verdict}, but the "
                                         f"{which} run's IQR is {noisiest:.0%} of its median (over {max_spread:.0%}): "
                                         "the machine was busy; rerun")
+        if bimodal and verdict != "same":  # the build decides the speed: no verdict of a change from these runs
+            verdict, reason = "bimodal", (f"median {percent_change(ratio)} ({percent_change(low)} .. {percent_change(high)}), "
+                                          f"but {bimodal}: the speed depends on the build; judge it with "
+                                          "`python -m bench ab` (A and B alternated) or more --processes")
     return TimeChange(verdict, reason, ratio, low, high, confidence, threshold, float(np.median(base)),
                       float(np.median(cand)), len(base), len(cand))
 

@@ -41,7 +41,7 @@ DRIFT_NOTE = 0.05          # a calibration that moved more than this gets a note
 MARKDOWN_ROWS = 60         # a pull-request comment stays readable (and under GitHub's 65536 characters)
 
 # how bad a case's outcome is, for "worst first": failures, then what needs a look, then the rest
-_RANK = {"broken": 0, "slower": 1, "grew": 2, "noisy": 3, "missing": 4, "new": 5, "fixed": 5, "faster": 6,
+_RANK = {"broken": 0, "slower": 1, "grew": 2, "noisy": 3, "bimodal": 3, "missing": 4, "new": 5, "fixed": 5, "faster": 6,
          "shrank": 6, "same": 7, "ignored": 8, "skipped": 8}
 
 
@@ -308,7 +308,11 @@ def _compare_case(key: str, baseline: Side, candidate: Side, rules: Rules, facto
     c_samples = candidate.samples_ms.get(key) or []
     if factor:
         c_samples = [x / factor for x in c_samples]
-    time = st.compare_times(b_samples, c_samples, limits.time, confidence, resamples, seed, max_spread=limits.max_spread)
+    split = [f"the {name} run's process medians ({row.get('process_medians_ms')} ms) split" for name, row in
+             (("baseline", base), ("candidate", cand)) if row.get("bimodal") in (True, "True")]
+    time = st.compare_times(b_samples, c_samples, limits.time, confidence, resamples, seed, max_spread=limits.max_spread,
+                            baseline_process=baseline.samples_process.get(key),
+                            candidate_process=candidate.samples_process.get(key), bimodal="; ".join(split))
     if not b_samples or not c_samples:  # pytest JSON saved without samples: show the medians, judge nothing
         b_med, c_med = number(base.get("median_ms")), number(cand.get("median_ms"))
         if b_med and c_med:

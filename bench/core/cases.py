@@ -20,7 +20,11 @@ from ae_models.catalog import ATTENTION_IMPLS, CNN_PRESETS, FAMILIES, PRESETS, i
 from ae_models.sizes import format_size, parse_size
 
 PRECISIONS = ("fp32", "tf32", "amp-fp16", "amp-bf16", "fp16", "bf16")
-MODES = ("infer", "train", "embed")
+MODES = ("infer", "train", "embed", "sequence-infer", "sequence-train")
+# frames -> Embedding -> LSTM (ae_models/sequence.py): a batch is `batch` sequences of `seq_len` frames.
+# "sequence" in a matrix or an option stands for both.
+SEQUENCE_MODES = ("sequence-infer", "sequence-train")
+ENCODERS = ("frozen", "finetune")  # sequence-train: the encoder takes no gradient, or trains with the LSTM
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 NO_ATTENTION = "none"  # the attention value of a family without attention (the CNN)
 MAX_CASES = 10_000  # combinations one matrix may expand to: beyond, a typo (a 10^6-case product), not a sweep
@@ -46,6 +50,8 @@ class Case:
     compile: str = "off"
     mode: str = "infer"
     batch: int = 8
+    seq_len: int = 0      # frames per sequence, sequence modes only (0 elsewhere)
+    encoder: str = ""     # frozen or finetune, sequence-train only ("" elsewhere)
     skip: Optional[str] = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -63,6 +69,30 @@ class Case:
             raise ValueError(f"bad batch size {self.batch!r}: expected a positive integer")
         if self.latent and not 128 <= self.latent <= 8192:
             raise ValueError(f"bad latent {self.latent!r}: expected 0 (preset default) or 128..8192")
+        self._check_sequence()
+
+    def _check_sequence(self) -> None:
+        """Sequence modes need ``seq_len``; other modes drop ``seq_len`` and ``encoder`` (they do not apply)."""
+        if self.mode not in SEQUENCE_MODES:
+            object.__setattr__(self, "seq_len", 0)
+            object.__setattr__(self, "encoder", "")
+            return
+        if isinstance(self.seq_len, bool) or not isinstance(self.seq_len, int) or self.seq_len < 1:
+            raise ValueError(f"mode {self.mode!r} needs seq_len >= 1 frames per sequence, got {self.seq_len!r}: "
+                             "add the seqlens axis, e.g. --seqlens 8,32")
+        if self.mode == "sequence-infer":
+            object.__setattr__(self, "encoder", "")  # nothing trains: frozen or not is the same step
+        else:
+            object.__setattr__(self, "encoder", self.encoder or "frozen")
+            _check_choice("encoder", self.encoder, ENCODERS)
+
+    @property
+    def images(self) -> int:
+        """Images one step encodes: ``batch`` (``batch * seq_len`` frames in the sequence modes)."""
+        return self.batch * self.seq_len if self.mode in SEQUENCE_MODES else self.batch
+
+    def _sequence_parts(self) -> list[str]:
+        return [f"T{self.seq_len}"] + ([self.encoder] if self.encoder else []) if self.mode in SEQUENCE_MODES else []
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -74,7 +104,7 @@ class Case:
         """Stable identity across runs; the regression check matches cases by it."""
         parts = [self.family, self.preset, self.size, f"z{self.latent}" if self.latent else "zdef",
                  self.precision, self.attention, "ckpt" if self.checkpointing else "nockpt",
-                 f"compile-{self.compile}", self.mode, f"b{self.batch}"]
+                 f"compile-{self.compile}", *self._sequence_parts(), self.mode, f"b{self.batch}"]
         return "-".join(parts)
 
     @property
@@ -90,11 +120,16 @@ class Case:
             parts.append("ckpt")
         if self.compile != "off":
             parts.append(f"compile-{self.compile}")
-        parts += [self.mode, f"b{self.batch}"]
+        parts += [*self._sequence_parts(), self.mode, f"b{self.batch}"]
         return "-".join(parts)
 
     def fields(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "skip"}
+
+
+def expand_modes(modes: Iterable[str]) -> list[str]:
+    """``sequence`` stands for both sequence modes."""
+    return [m for v in modes for m in (SEQUENCE_MODES if v == "sequence" else (v,))]
 
 
 def _check_choice(axis: str, value: Any, allowed: Iterable[Any]) -> None:
@@ -107,11 +142,11 @@ def _check_choice(axis: str, value: Any, allowed: Iterable[Any]) -> None:
 AXES = {
     "families": "family", "presets": "preset", "sizes": "size", "latents": "latent", "tokenizers": "tokenizer",
     "precisions": "precision", "attention": "attention", "checkpointing": "checkpointing", "compile": "compile",
-    "modes": "mode", "batch": "batch",
+    "modes": "mode", "batch": "batch", "seqlens": "seq_len", "encoders": "encoder",
 }
 
 
-_AXIS_TYPES = {"latent": int, "batch": int, "checkpointing": bool}  # the rest are strings
+_AXIS_TYPES = {"latent": int, "batch": int, "checkpointing": bool, "seq_len": int}  # the rest are strings
 
 
 @dataclass
@@ -183,7 +218,7 @@ def parse_axis_values(axis: str, text: str) -> list:
     field = AXES[axis]
     out: list = []
     for item in items:
-        if field in ("batch", "latent"):
+        if field in ("batch", "latent", "seq_len"):
             try:
                 out.append(int(item))
             except ValueError:
@@ -220,6 +255,8 @@ def expand(matrix: Matrix, overrides: Optional[dict[str, list]] = None, device: 
     seen: dict[str, Case] = {}
     for group in matrix.groups:
         axes = {**group, **{k: v for k, v in overrides.items() if v}}
+        if "modes" in axes:
+            axes["modes"] = expand_modes(axes["modes"])
         names = list(axes)
         for combo in itertools.product(*(axes[n] for n in names)):
             values = {AXES[n]: v for n, v in zip(names, combo)}
@@ -244,9 +281,8 @@ def expand(matrix: Matrix, overrides: Optional[dict[str, list]] = None, device: 
 
 
 def why_skip(case: Case, device: "DeviceFacts") -> Optional[str]:
-    """Why ``case`` cannot (or should not) be timed on ``device``, or ``None``."""
-    from ae_models.attention import why_unsupported
-
+    """Why ``case`` cannot (or should not) be timed on ``device``, or ``None``. (Torch and the attention
+    module are imported only for the kernels whose support depends on them: listing a CPU matrix needs neither.)"""
     cuda = device.type == "cuda"
     if not cuda and case.precision in ("amp-fp16", "fp16"):
         return "fp16 on CPU: matmuls run under 1 GFLOP/s (no fp16 GEMM kernels); time fp32 or amp-bf16 instead"
@@ -254,11 +290,15 @@ def why_skip(case: Case, device: "DeviceFacts") -> Optional[str]:
         return "tf32 is a CUDA tensor-core mode; on CPU it is fp32"
     if case.attention not in (NO_ATTENTION, "eager", "auto", "math"):
         dtype = _attention_dtype(case.precision)
-        import torch
-
         if not cuda and case.attention in ("mem-efficient", "cudnn"):
+            from ae_models.attention import why_unsupported
+
             return why_unsupported(case.attention, "cpu", dtype, 64)
         if cuda:
+            import torch
+
+            from ae_models.attention import why_unsupported
+
             capability = tuple(int(x) for x in device.capability.split(".")) if device.capability else None
             reason = why_unsupported(case.attention, "cuda", getattr(torch, dtype), 64, capability)  # the case's GPU, not cuda:0
             if reason:

@@ -40,6 +40,20 @@ def watch_parent(folder: Path) -> threading.Thread:
     return thread
 
 
+def known_fields(cls, values: dict) -> dict:
+    """``values`` for the dataclass ``cls`` of this checkout: a field it does not know is dropped when empty (a
+    newer parent's axis that does not apply, e.g. ``seq_len`` of an image case: ``python -m bench ab`` against
+    an older commit), and refused when set (this code cannot measure what it asks)."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = {k: v for k, v in values.items() if k not in known}
+    set_ = {k: v for k, v in unknown.items() if v not in (None, "", False)}
+    if set_:
+        raise SystemExit(f"this checkout's {cls.__name__} has no field(s) {', '.join(sorted(set_))}: it cannot measure this case")
+    return {k: v for k, v in values.items() if k in known}
+
+
 def main(argv: list[str]) -> int:
     in_path, out_path = Path(argv[0]), Path(argv[1])
     watch_parent(out_path.parent)
@@ -50,8 +64,8 @@ def main(argv: list[str]) -> int:
 
     payload = json.loads(in_path.read_text())
     device = resolve_device(payload["device"])
-    measurement = measure_case(Case(**payload["case"]), device, device_facts(device), Settings(**payload["settings"]),
-                               payload["run_id"])
+    measurement = measure_case(Case(**known_fields(Case, payload["case"])), device, device_facts(device),
+                               Settings(**known_fields(Settings, payload["settings"])), payload["run_id"])
     atomic_write_text(out_path, json.dumps({"row": measurement.row, "samples_s": measurement.samples_s}, default=str))
     return 0
 

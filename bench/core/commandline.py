@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 import sys
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Optional
 
 # 0 done; 1 a case failed (run) or a regression (compare); 2 bad input (one line naming it); 3 an I/O
 # error (a full disk, a read-only folder) or an internal error; 130 interrupted (Ctrl-C, SIGTERM, SIGHUP)
@@ -29,8 +31,11 @@ AXIS_HELP = {
     "attention": "attention kernels: flash, mem-efficient, cudnn, math, eager, auto",
     "checkpointing": "gradient checkpointing: on, off (or both: on,off)",
     "compile": "torch.compile modes: off, default, reduce-overhead, max-autotune",
-    "modes": "what is timed: infer (forward), train (forward+backward+AdamW), embed (Embedding)",
-    "batch": "batch sizes in images, comma-separated",
+    "modes": "what is timed: infer (forward), train (forward+backward+AdamW), embed (Embedding), sequence-infer and "
+             "sequence-train (frames -> Embedding -> LSTM; 'sequence' for both)",
+    "batch": "batch sizes in images (in sequences for the sequence modes), comma-separated",
+    "seqlens": "sequence modes: frames per sequence, comma-separated, e.g. 8,32",
+    "encoders": "sequence-train: frozen (the encoder takes no gradient), finetune (it trains with the LSTM)",
 }
 
 MATRIX_HELP = "named matrix (auto, smoke, quick, default, example) or a .toml path; auto = default on a GPU, quick on a CPU"
@@ -95,3 +100,21 @@ def without_option(argv: list[str], option: str) -> list[str]:
 def rerun_command(argv: list[str]) -> str:
     """The shell line that runs ``python -m bench ARGV`` again with this interpreter, quoted."""
     return shlex.join([sys.executable, "-m", "bench", *argv])
+
+
+def child_env(extra: Optional[dict] = None, root: Optional[Path] = None) -> dict:
+    """The environment of a ``python -m bench...`` child: this one, with the folder this ``bench`` was
+    imported from first on ``PYTHONPATH``, so the child runs the same code even where the package is
+    not installed (a fresh clone run with ``pytest``, whose ``pythonpath`` setting reaches only itself).
+    ``root``: another checkout's code instead (``python -m bench ab``'s worktrees)."""
+    root = str(Path(root).resolve() if root else Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != root])
+    env.update(extra or {})
+    return env
+
+
+PROCESSES_HELP = ("measure each case in N fresh processes, one after another (each builds the model anew): the row keeps "
+                  "every process's median, samples.jsonl every sample with its process, and compare resamples processes "
+                  "first; a case whose process medians split is flagged bimodal [default: the matrix's [timing] processes, "
+                  "1; the ci matrix: 3]")

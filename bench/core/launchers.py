@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 
 from bench.core.cases import Case
-from bench.core.commandline import DEFAULT_CASE_TIMEOUT_S, LAUNCHER_CHOICES as LAUNCHERS, check_case_timeout
+from bench.core.commandline import DEFAULT_CASE_TIMEOUT_S, LAUNCHER_CHOICES as LAUNCHERS, check_case_timeout, child_env
 from bench.trackers.device import DeviceFacts
 from bench.core.measure import Measurement, Settings, base_row, measure_case
 from bench.runs.provenance import utc_now
@@ -70,16 +70,18 @@ class Subprocess:
 
     name = "subprocess"
 
-    def __init__(self, device_spec: str, timeout_s: float = DEFAULT_CASE_TIMEOUT_S) -> None:
+    def __init__(self, device_spec: str, timeout_s: float = DEFAULT_CASE_TIMEOUT_S, code_root: Optional[Path] = None) -> None:
         self.device_spec = device_spec
         self.timeout_s = timeout_s
+        self.code_root = code_root  # another checkout's code for the child (python -m bench ab); None: this one
         self._proc: Optional[subprocess.Popen] = None
         remove_orphaned_folders()
 
     def run(self, case: Case, device: torch.device, facts: DeviceFacts, settings: Settings, run_id: str) -> Measurement:
         if case.skip:  # nothing to isolate: no model is built
             return measure_case(case, device, facts, settings, run_id)
-        payload = {"case": case.fields(), "device": self.device_spec, "settings": settings.__dict__, "run_id": run_id}
+        timing = {k: v for k, v in settings.__dict__.items() if k != "processes"}  # the parent's business, not the child's
+        payload = {"case": case.fields(), "device": self.device_spec, "settings": timing, "run_id": run_id}
         tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-"))
         try:
             in_path, out_path = tmp / "case.json", tmp / "measurement.json"
@@ -89,7 +91,7 @@ class Subprocess:
             self._proc = proc = subprocess.Popen(
                 [sys.executable, "-m", "bench.core.child", str(in_path), str(out_path)], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=child_env({"PYTHONUNBUFFERED": "1"}, self.code_root), cwd=self.code_root,
             )
             output = TailReader(proc.stdout, _TAIL_BYTES)
             try:

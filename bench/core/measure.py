@@ -14,7 +14,7 @@ import torch
 
 from ae_models.attention import record_attention_kernels
 
-from bench.core.cases import Case
+from bench.core.cases import SEQUENCE_MODES, Case
 from bench.core.runner import CaseRun, run_case
 from bench.core.validity import predicted_tensor_peak, rate_against_peak, refuse_impossible
 from bench.trackers.calibration import timer_floor_ms
@@ -40,6 +40,7 @@ class Settings:
     memory_iters: int = 2      # steps in the memory pass
     noise_threshold: float = NOISE_THRESHOLD
     predict_memory: bool = True  # each row's memory-model prediction (bench/plan/predictor.py; one fit per configuration)
+    processes: int = 1         # fresh processes per case (bench/core/processes.py): the build-to-build spread
 
     @classmethod
     def from_dict(cls, values: dict) -> "Settings":
@@ -53,7 +54,7 @@ class Settings:
 
     def check(self) -> None:
         """Refuse, in one line, a value that would make every case an error row (``"abc"``, nan, a negative count)."""
-        for name, least in (("warmup", 0), ("min_iters", 1), ("max_iters", 1), ("memory_iters", 1)):
+        for name, least in (("warmup", 0), ("min_iters", 1), ("max_iters", 1), ("memory_iters", 1), ("processes", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"[timing] {name} = {value!r}: expected a whole number >= {least}")
@@ -69,11 +70,14 @@ class Settings:
 class Measurement:
     row: dict
     samples_s: Optional[list[float]] = None
+    process_index: Optional[list[int]] = None  # per sample, the process that took it (several --processes)
 
 
 def base_row(case: Case, facts: DeviceFacts, run_id: str) -> dict:
     row = empty_row()
     row.update(case.fields())
+    if case.mode not in SEQUENCE_MODES:
+        row.update(seq_len=None, encoder=None)  # they do not apply: empty cells
     row.update(run_id=run_id, case_key=case.key, case_id=case.id, device=facts.type, device_name=facts.name,
                torch=torch.__version__, threads=torch.get_num_threads(), reason="")
     return row
@@ -108,7 +112,7 @@ def _measure(scenario: Scenario, case: Case, device: torch.device, facts: Device
     """The phases of one prepared case, each filling its columns of ``row``; returns the timed samples (s)."""
     model = scenario.model
     row["params"] = sum(p.numel() for p in model.parameters())
-    cfg = getattr(model, "config", None)
+    cfg = getattr(model, "config", None) or getattr(getattr(model, "autoencoder", None), "config", None)  # the pipeline's encoder
     if cfg is not None:
         row["latent"] = getattr(cfg, "latent_dim", row["latent"])
         row["tokenizer"] = getattr(cfg, "tokenizer", None) or row["tokenizer"]
@@ -130,9 +134,12 @@ def _measure(scenario: Scenario, case: Case, device: torch.device, facts: Device
     stats = summarize(samples, settings.noise_threshold)
     row.update(stats.as_dict())
     row.update(timer=timer, first_step_ms=first_s * 1e3, warmup_iters=max(1, settings.warmup),
-               images_per_s=case.batch / (stats.median_ms / 1e3))
+               images_per_s=case.images / (stats.median_ms / 1e3))
+    sequence = case.mode in SEQUENCE_MODES
+    if sequence:  # a batch is `batch` sequences of `seq_len` frames; each frame is one image through the encoder
+        row.update(sequences_per_s=case.batch / (stats.median_ms / 1e3), frames_per_s=row["images_per_s"])
     if energy_start is not None and energy_end is not None and energy_end > energy_start:
-        row["energy_j_per_image"] = (energy_end - energy_start) / 1e3 / (len(samples) * case.batch)
+        row["energy_j_per_image"] = (energy_end - energy_start) / 1e3 / (len(samples) * case.images)
 
     mem = memory_pass(scenario.step, device, settings.memory_iters, model=model, optimizer=scenario.optimizer,
                       inputs=scenario.inputs)
@@ -140,14 +147,23 @@ def _measure(scenario: Scenario, case: Case, device: torch.device, facts: Device
     if settings.predict_memory:
         row.update(predicted_tensor_peak(case, device.type, row["tensor_peak_mib"]))
     check_output(scenario)  # outside the timed loop: NaN/inf or a wrong shape makes the case an error row
+    if sequence:  # a profiled pass of its own: the encoder's and the LSTM's shares of a step
+        from bench.core.sequence import step_shares
+
+        row.update(step_shares(scenario.eager_step, device))
 
     with record_attention_kernels() as kernels:
-        flops = count_step_flops(scenario.eager_step, model, case)
+        if sequence:
+            from bench.core.sequence import sequence_flops
+
+            flops = sequence_flops(scenario.eager_step, model, case)
+        else:
+            flops = count_step_flops(scenario.eager_step, model, case)
     row["attention_ran"] = "+".join(kernels) if kernels else ("none" if case.attention == "none" else "")
-    row["gflop_per_image"] = flops.total / case.batch / 1e9
+    row["gflop_per_image"] = flops.total / case.images / 1e9
     row["flops_source"] = flops.source
-    row["attn_gflop_analytic"] = flops.attn_analytic / case.batch / 1e9 if flops.attn_analytic is not None else None
-    row["attn_gflop_counted"] = flops.attn_counted / case.batch / 1e9
+    row["attn_gflop_analytic"] = flops.attn_analytic / case.images / 1e9 if flops.attn_analytic is not None else None
+    row["attn_gflop_counted"] = flops.attn_counted / case.images / 1e9
     row["tflops"] = flops.total / (stats.median_ms / 1e3) / 1e12
     row.update(rate_against_peak(row["tflops"], peak_for(facts, case.precision)))
 
@@ -165,6 +181,8 @@ def check_output(scenario: Scenario) -> None:
     from bench.core.precision import autocast
 
     case, model, inputs = scenario.case, scenario.model, scenario.inputs
+    if case.mode in SEQUENCE_MODES:
+        return _check_sequence_output(scenario)
     with torch.no_grad(), autocast(case.precision, scenario.device):
         out = model.Embedding(inputs) if case.mode == "embed" else model(inputs)
     what = "embedding" if case.mode == "embed" else "reconstruction"
@@ -178,3 +196,18 @@ def check_output(scenario: Scenario) -> None:
     finite = torch.isfinite(out)
     if not bool(finite.all()):
         raise BadOutput(f"the {what} holds {int((~finite).sum())} NaN/inf value(s) of {out.numel()}")
+
+
+def _check_sequence_output(scenario: Scenario) -> None:
+    """The pipeline's output must be ``(batch, seq_len, ...)``, one vector per frame, all finite."""
+    from bench.core.precision import autocast
+
+    case, inputs = scenario.case, scenario.inputs
+    with torch.no_grad(), autocast(case.precision, scenario.device):
+        out = scenario.model(inputs)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape[:2]) != tuple(inputs.shape[:2]):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise BadOutput(f"the LSTM's output has shape {shape}, expected one vector per frame {tuple(inputs.shape[:2])} + (...)")
+    finite = torch.isfinite(out)
+    if not bool(finite.all()):
+        raise BadOutput(f"the LSTM's output holds {int((~finite).sum())} NaN/inf value(s) of {out.numel()}")

@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 from bench.core.commandline import (
-    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_IO, EXIT_OK, KEYWORD_HELP, MIN_TIME_HELP, RESULTS_HELP, Command, add_matrix_args,
-    add_launcher_args, check_case_timeout, rerun_command, without_option,
+    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_IO, EXIT_OK, KEYWORD_HELP, MIN_TIME_HELP, PROCESSES_HELP, RESULTS_HELP, Command,
+    add_launcher_args, add_matrix_args, check_case_timeout, rerun_command, without_option,
 )
+from bench.plan.defaults import DEFAULT_CARD, PLAN_FOR_HELP
 from bench.scale.options import add_scale_args, orchestrated
 
 def _run_args(parser: argparse.ArgumentParser) -> None:
@@ -27,13 +28,13 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
                              "results.csv are skipped, the rest appended (refused, the folder untouched, for other "
                              "cases or timing settings than the run's, or while another process writes to it); a "
                              "sweep's folder (--gpus, --executor) reruns only the missing cases of its incomplete shards")
+    parser.add_argument("--plan-for", metavar="CARD", default=DEFAULT_CARD, help=PLAN_FOR_HELP)
+    parser.add_argument("--processes", type=int, default=None, metavar="N", help=PROCESSES_HELP)
     add_scale_args(parser)  # --shard K/N, --gpus, --executor and its options (bench/scale/options.py)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bench.core.loop import SweepInterrupted, sweep
-    from bench.core.selection import case_listing, selection_from_args
-    from bench.core.session import end_run, start_run
+    from bench.core.selection import case_listing, listed_cases, selection_from_args
 
     argv = getattr(args, "argv", None) or sys.argv[1:]  # the command line as given (bench.cli.main records it)
     if args.case_timeout is not None:
@@ -42,10 +43,16 @@ def _run(args: argparse.Namespace) -> int:
         from bench.scale.command import run_sweep
 
         return run_sweep(args)
-    selection = selection_from_args(args)
     if args.list:
-        print(case_listing(selection.cases))
+        print(case_listing(listed_cases(args)))
         return EXIT_OK
+    from bench.plan.answer import resolve_card
+
+    resolve_card(args.plan_for)  # a bad card is refused before the sweep, not after it
+    from bench.core.loop import SweepInterrupted, sweep
+    from bench.core.session import end_run, start_run
+
+    selection = selection_from_args(args)
     run = start_run(selection, Path(args.results), "cli", ["python", "-m", "bench"] + argv, args.launcher,
                     args.case_timeout, Path(args.resume) if args.resume else None)
     cases = run.pending(selection.cases)
@@ -78,6 +85,10 @@ def _run(args: argparse.Namespace) -> int:
               f"stopped with {kept} whole rows kept in {run.writer.csv_path} ({len(selection.cases)} cases asked for)\n"
               f"when the folder is writable again, resume with: {resume}", file=sys.stderr)
         return EXIT_IO
+    from bench.plan.answer import plan_for_run  # before the report, which answers from it
+
+    for line in plan_for_run(run, selection, args.plan_for):
+        print(f"ae-bench: {line}", file=sys.stderr)
     print("\n".join(end_run(run)))
     return EXIT_FAILED if any(r["status"] in ("error", "timeout") for r in run.rows) else EXIT_OK
 

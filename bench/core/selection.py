@@ -5,15 +5,20 @@ narrowed by axis options, expanded for one device. (The batch-size *planner* is 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
-from typing import Callable, Optional
-
-import torch
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Callable, Optional
 
 from bench.core.cases import AXES, Case, Matrix, expand, load_matrix, parse_axis_values
 from bench.core.commandline import AXIS_HELP
-from bench.core.measure import Settings
-from bench.trackers.device import DeviceFacts, device_facts, resolve_device
+
+if TYPE_CHECKING:  # torch is imported only by the commands that measure: ``--list`` stays fast on a CPU machine
+    import torch
+
+    from bench.core.measure import Settings
+    from bench.trackers.device import DeviceFacts
 
 assert set(AXIS_HELP) == set(AXES)
 
@@ -32,23 +37,46 @@ class Selection:
 
 def make_selection(matrix: str, get_axis: Callable[[str], Optional[str]], device: str = "auto",
                    min_time_s: Optional[float] = None, keyword: Optional[str] = None, shard: Optional[str] = None,
-                   shard_option: str = "--shard") -> Selection:
+                   shard_option: str = "--shard", processes: Optional[int] = None) -> Selection:
     """Resolve the device, load and narrow the matrix, and expand it (then take part K/N of it with
     ``shard``). Raises ValueError on bad input."""
+    from bench.core.measure import Settings
+    from bench.trackers.device import device_facts, resolve_device
+
     torch_device = resolve_device(device)
     facts = device_facts(torch_device)
-    loaded = load_matrix(matrix, torch_device.type)
+    loaded, cases, part = _cases(matrix, get_axis, facts, keyword, shard, shard_option)
+    settings = Settings.from_dict(loaded.timing)
+    if check_min_time(min_time_s) is not None:
+        settings.min_time_s = min_time_s
+    if check_processes(processes) is not None:
+        settings.processes = processes
+    return Selection(torch_device, facts, loaded, cases, settings, part)
+
+
+def check_processes(processes: Optional[int], option: str = "--processes") -> Optional[int]:
+    if processes is not None and (isinstance(processes, bool) or not isinstance(processes, int) or processes < 1):
+        raise ValueError(f"{option}: bad number of processes {processes!r}: expected a whole number >= 1, e.g. 3")
+    return processes
+
+
+def check_min_time(min_time_s: Optional[float]) -> Optional[float]:
+    if min_time_s is not None and not 0 <= min_time_s < math.inf:  # also refuses nan
+        raise ValueError(f"--min-time: bad minimum time {min_time_s}: expected a finite number of seconds >= 0, e.g. 1.0")
+    return min_time_s
+
+
+def _cases(matrix: str, get_axis: Callable[[str], Optional[str]], facts, keyword: Optional[str], shard: Optional[str],
+           shard_option: str) -> tuple[Matrix, list[Case], str]:
+    """The matrix loaded for ``facts.type``, narrowed by the axis options, expanded (each case's skip
+    reason on that device), filtered by ``keyword`` and cut to part ``shard``."""
+    loaded = load_matrix(matrix, facts.type)
     overrides = {}
     for axis in AXES:
         text = get_axis(axis)
         if text:
             overrides[axis] = parse_axis_values(axis, text)
     cases = expand(loaded, overrides, facts)
-    settings = Settings.from_dict(loaded.timing)
-    if min_time_s is not None:
-        if not 0 <= min_time_s < math.inf:  # also refuses nan
-            raise ValueError(f"--min-time: bad minimum time {min_time_s}: expected a finite number of seconds >= 0, e.g. 1.0")
-        settings.min_time_s = min_time_s
     if keyword:
         cases = [c for c in cases if keyword in c.id]
         if not cases:
@@ -60,16 +88,33 @@ def make_selection(matrix: str, get_axis: Callable[[str], Optional[str]], device
         whole = len(cases)
         cases = take_shard(cases, shard, shard_option)
         part = f"{shard.strip()} ({len(cases)} of {whole} cases)"
-    return Selection(torch_device, facts, loaded, cases, settings, part)
+    return loaded, cases, part
 
 
 def selection_from_args(args) -> Selection:
     """The selection a command's parsed ``add_matrix_args`` options (and ``-k``, ``--min-time``, ``--shard``) make."""
     selection = make_selection(args.matrix, lambda axis: getattr(args, axis), args.device, getattr(args, "min_time", None),
-                               getattr(args, "keyword", None), getattr(args, "shard", None))
+                               getattr(args, "keyword", None), getattr(args, "shard", None),
+                               processes=getattr(args, "processes", None))
     if not selection.cases:
         raise ValueError(f"no case of matrix {selection.matrix.name!r} matches the selection")
     return selection
+
+
+def listed_cases(args) -> list[Case]:
+    """The cases ``--list`` shows: those of :func:`selection_from_args`, found without importing torch
+    when the machine plainly has no NVIDIA GPU (Linux with no NVIDIA driver loaded) and the device is
+    ``auto`` or ``cpu``; anywhere else through the full device probe, so the skip reasons are the device's."""
+    check_min_time(getattr(args, "min_time", None))  # refused as a run would refuse them
+    check_processes(getattr(args, "processes", None))
+    if args.device in ("auto", "cpu") and sys.platform.startswith("linux") and not Path("/proc/driver/nvidia").exists():
+        cpu = SimpleNamespace(type="cpu", capability="")  # all that expand's skip reasons read of a CPU
+        matrix, cases, _ = _cases(args.matrix, lambda axis: getattr(args, axis), cpu, getattr(args, "keyword", None),
+                                  getattr(args, "shard", None), "--shard")
+        if not cases:
+            raise ValueError(f"no case of matrix {matrix.name!r} matches the selection")
+        return cases
+    return selection_from_args(args).cases
 
 
 def case_listing(cases: list[Case]) -> str:

@@ -46,8 +46,14 @@ class Run:
     def measure(self, case: Case) -> Measurement:
         """Measure one case through the run's launcher and append its row (and samples) to the run folder."""
         s = self.selection
-        measurement = self.launcher.run(case, s.device, s.facts, s.settings, self.run_id)
-        self.writer.append(measurement.row, measurement.samples_s)
+        if s.settings.processes > 1 and not case.skip:  # fresh processes, one after another (bench/core/processes.py)
+            from bench.core.processes import measure_processes
+
+            measurement = measure_processes(lambda: self.launcher.run(case, s.device, s.facts, s.settings, self.run_id),
+                                            s.settings.processes)
+        else:
+            measurement = self.launcher.run(case, s.device, s.facts, s.settings, self.run_id)
+        self.writer.append(measurement.row, measurement.samples_s, measurement.process_index)
         self.rows.append(measurement.row)
         return measurement
 
@@ -71,6 +77,11 @@ def start_run(selection: Selection, results_root: Path, entry: str, command: lis
 
     from bench.core.resume import reopen, selection_fingerprint
 
+    if selection.settings.processes > 1 and launcher in ("auto", "in-process"):
+        if launcher == "in-process":
+            raise ValueError(f"--processes {selection.settings.processes}: each process is a fresh child; the in-process "
+                             "launcher has one process (use --launcher subprocess or auto)")
+        launcher = "subprocess"
     chosen = choose_launcher(launcher, selection.device, case_timeout_s)
     start_peaks = _start_peaks(selection)
 

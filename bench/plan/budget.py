@@ -206,6 +206,7 @@ class PlanEnv:
     source: str = PREDICTED            # measured, emulated or predicted
     cap: int = DEFAULT_MAX_BATCH
     model_target: str = "cuda"
+    check_fit: bool = True             # trace once more at the predicted maximum (fit_error_pct)
     log: Callable[[str], None] = lambda text: print(text, file=sys.stderr)
 
     @property

@@ -37,12 +37,14 @@ def _plan(args: argparse.Namespace) -> int:
     from bench.plan.budget import make_env
     from bench.plan.output import load_seed_batch_claims, write_plan
     from bench.plan.planner import configurations, run_plan
-    from bench.core.cases import parse_axis_values
+    from bench.core.cases import expand_modes, parse_axis_values
     from bench.core.selection import make_selection
     from bench.runs.provenance import new_run_id
 
     plan = make_selection(args.matrix, lambda axis: getattr(args, axis), args.device)
-    modes = parse_axis_values("modes", args.modes) if args.modes else list(PLAN_MODES)
+    modes = expand_modes(parse_axis_values("modes", args.modes)) if args.modes else list(PLAN_MODES)
+    if not args.modes and plan.cases and all(c.seq_len for c in plan.cases):  # a sequence matrix: plan its own modes
+        modes = list(dict.fromkeys(c.mode for c in plan.cases))
     cases = configurations(plan.cases, modes)
     env = make_env(plan.device, plan.facts, args.budget, args.gpu, args.display_reserve, args.margin, args.context,
                    args.predict, args.max_batch)

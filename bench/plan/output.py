@@ -16,11 +16,13 @@ from bench.runs.seed_claims import CLAIMS_FILE, load_claims
 from bench.units import MIB
 
 PLAN_COLUMNS = (
+    "config_key",  # the run rows' case_key without its batch: how a report joins a plan to a speed run
     "family", "preset", "size", "latent", "tokenizer", "precision", "attention", "checkpointing", "compile", "mode",
+    "seq_len", "encoder",
     "status", "source", "device", "target",
     "budget_mib", "display_reserve_mib", "context_mib", "context_source", "margin", "usable_mib",
-    "max_batch", "max_card_mib", "max_reserved_mib", "max_tensors_mib",
-    "recommended_batch", "recommended_rule", "rec_card_mib", "rec_reserved_mib", "rec_tensors_mib",
+    "max_batch", "max_frames", "max_card_mib", "max_reserved_mib", "max_tensors_mib",
+    "recommended_batch", "recommended_frames", "recommended_rule", "rec_card_mib", "rec_reserved_mib", "rec_tensors_mib",
     "images_per_s_max", "images_per_s_recommended",
     "fixed_mib", "per_image_mib", *[f"{c}_mib" for c in CATEGORIES],
     "predicted_max_batch", "prediction_error_pct", "prediction_tensors_error_pct", "fit_error_pct", "trials", "notes", "reason",
@@ -51,6 +53,7 @@ class PlanResult:
     models: dict = field(default_factory=dict)   # config key -> MemoryModel
     env: Optional[PlanEnv] = None
     seconds: float = 0.0
+    partial: str = ""   # what a plan of some configurations only holds (bench/plan/answer.py), shown in plan.md
 
 
 # -- plan.csv and plan.md ---------------------------------------------------------------------
@@ -105,7 +108,23 @@ def _variant(row: dict) -> list[str]:
         out.append("ckpt")
     if row["latent"]:
         out.append(f"z{row['latent']}")
+    if row.get("seq_len"):  # a sequence mode: frames per sequence, and the encoder's state in training
+        out += [f"T{row['seq_len']}"] + ([row["encoder"]] if row.get("encoder") else [])
     return out
+
+
+def add_frames(row: dict) -> None:
+    """Sequence rows: the largest and the recommended batch in frames (sequences x seq_len)."""
+    if row.get("seq_len"):
+        for batch, frames in (("max_batch", "max_frames"), ("recommended_batch", "recommended_frames")):
+            if row.get(batch) is not None:
+                row[frames] = row[batch] * row["seq_len"]
+
+
+def _batch_cell(row: dict, which: str) -> str:
+    batch = row["max_batch" if which == "max" else "recommended_batch"]
+    frames = row.get("max_frames" if which == "max" else "recommended_frames")
+    return _fmt(batch) if frames is None else f"{_fmt(batch)} seq = {frames:,} frames"
 
 
 def plan_markdown(result: PlanResult, seed_rows: Optional[list[dict]] = None) -> str:
@@ -115,6 +134,8 @@ def plan_markdown(result: PlanResult, seed_rows: Optional[list[dict]] = None) ->
     sources = sorted({r["source"] for r in result.rows if r["status"] in ("ok", "does-not-fit")})
     out.append(f"Figures are **{', '.join(sources) or env.source}**: {env.device_label}. "
                f"{len(result.rows)} configurations x modes in {result.seconds:.0f} s.")
+    if result.partial:
+        out.append(f"**A partial plan**: {result.partial}.")
     if env.source == PREDICTED:
         out.append("Predicted figures come from the memory model (`bench/plan/predictor.py`): the case's own step traced with fake "
                    "tensors at two batch sizes, every moment a line `fixed + per_image x batch`, the peak their upper envelope. "
@@ -132,9 +153,12 @@ def plan_markdown(result: PlanResult, seed_rows: Optional[list[dict]] = None) ->
         note = r["reason"] or r["notes"] or ""
         if r["status"] not in ("ok",):
             note = f"**{r['status']}**: {note}"
-        out.append(f"| {case_label} {' '.join(extras)} | {r['mode']} | {_fmt(r['max_batch'])} | {_fmt(r['max_card_mib'])} | "
-                   f"{_fmt(r['recommended_batch'])} | {_fmt(r['rec_card_mib'])} | {_fmt(r['fixed_mib'], 1)} | "
+        out.append(f"| {case_label} {' '.join(extras)} | {r['mode']} | {_batch_cell(r, 'max')} | {_fmt(r['max_card_mib'])} | "
+                   f"{_batch_cell(r, 'rec')} | {_fmt(r['rec_card_mib'])} | {_fmt(r['fixed_mib'], 1)} | "
                    f"{_fmt(r['per_image_mib'], 2)} | {r['source']} | {note.replace('|', '/')} |")
+    if any(r.get("seq_len") for r in result.rows):
+        out += ["", "Sequence rows (frames -> Embedding -> LSTM): a batch is sequences of T frames, so their max and "
+                    "recommended batches are in sequences, with the frames they hold; \"MiB per image\" is per sequence."]
     if any(str(r["family"]) == "cnn" for r in result.rows):
         out += ["", f"CNN rows: the memory model leaves out convolution scratch buffers; on a CPU it is "
                     + ", ".join(f"{lo:g}-{hi:g}% low in {mode}" for mode, (lo, hi) in CNN_CPU_LOW_PCT.items())
@@ -162,7 +186,7 @@ def _seed_section(result: PlanResult, seed_rows: list[dict]) -> list[str]:
         seed = by_preset.get(row["preset"])
         if seed is None or row["size"] != size or row["mode"] != "train" or not str(row["family"]).startswith("transformer"):
             continue
-        key = Case(**{k: row[k] for k in Case.__dataclass_fields__ if k not in ("skip", "batch")}, batch=1).key
+        key = Case(**{k: row[k] for k in Case.__dataclass_fields__ if k not in ("skip", "batch", "seq_len", "encoder")}, batch=1).key
         model = result.models.get(key)
         top = max(seed["batch"])
         at_seed, fits = "–", "–"

@@ -31,7 +31,7 @@ from bench.core.loop import Progress
 from bench.core.runner import UNSUPPORTED, CaseRun, run_case
 from bench.plan.budget import EMULATED, PREDICTED, Budget, PlanEnv, make_env
 from bench.plan.defaults import PLAN_MODES
-from bench.plan.output import PLAN_COLUMNS, PlanResult, cnn_note, load_seed_batch_claims, write_plan
+from bench.plan.output import PLAN_COLUMNS, PlanResult, add_frames, cnn_note, load_seed_batch_claims, write_plan
 from bench.plan.predictor import MemoryModel, check_fit, fit, traced_case
 from bench.plan.search import (
     RECOMMEND_WITHIN, SearchError, TimingError, cuda_throughput, cuda_trial, held_to_budget, recommend_measured,
@@ -42,7 +42,12 @@ from bench.units import MIB
 
 def config_label(case: Case) -> str:
     """``transformer-tiny-201x201-fp32-flash-ckpt``: the case's id without mode and batch."""
-    return case.id.rsplit("-", 2)[0]
+    return case.id.removesuffix(f"-{case.mode}-b{case.batch}")
+
+
+def config_key(case: Case) -> str:
+    """The case's key without its batch (``...-compile-off-train``): equal for a plan row and the run's rows."""
+    return case.key.rsplit("-b", 1)[0]
 
 
 def configurations(cases: Iterable[Case], modes: Iterable[str] = PLAN_MODES) -> list[Case]:
@@ -63,6 +68,9 @@ def base_row(case: Case, env: PlanEnv) -> dict:
     budget = env.budget
     row = dict.fromkeys(PLAN_COLUMNS)
     row.update({k: v for k, v in case.fields().items() if k in PLAN_COLUMNS})
+    row["config_key"] = config_key(case)
+    if not case.seq_len:
+        row.update(seq_len=None, encoder=None)  # not a sequence mode: empty cells
     row.update(status="ok", source=env.source, device=env.device_label, target=env.target,
                budget_mib=_mib(budget.card_bytes), display_reserve_mib=_mib(budget.display_reserve),
                context_mib=_mib(budget.context_bytes), context_source=budget.context_source, margin=budget.margin,
@@ -111,7 +119,8 @@ def plan_case(case: Case, env: PlanEnv) -> tuple[dict, Optional[MemoryModel]]:
         row["predicted_max_batch"] = predicted_max
         _, notes = traced_case(case, env.model_target)
         if case.family == "cnn":
-            notes.append(cnn_note(case.mode))  # the figure measured by plan-check (bench/plan/output.py)
+            # the figure measured by plan-check (bench/plan/output.py); a sequence case's CNN trains only when fine-tuned
+            notes.append(cnn_note(("train" if case.encoder == "finetune" else "infer") if case.seq_len else case.mode))
         if notes:
             row["notes"] = "; ".join(notes)
     if env.source == PREDICTED:
@@ -131,7 +140,8 @@ def _fill_predicted(row: dict, model: MemoryModel, budget: Budget, max_batch: in
             f"more than the {budget.card_bytes / MIB:.0f} MiB budget allows"))
         _model_columns(row, model, budget, 1)
         return
-    row["fit_error_pct"] = round(100 * check_fit(model, max_batch), 2)
+    if env.check_fit:  # a third trace, at the maximum: how straight the lines are (the partial plan skips it)
+        row["fit_error_pct"] = round(100 * check_fit(model, max_batch), 2)
     rec = recommend_predicted(max_batch)
     for prefix, batch in (("max", max_batch), ("rec", rec)):
         card, reserved, tensors = predicted_figures(model, budget, batch)
@@ -196,6 +206,7 @@ def run_plan(cases: list[Case], env: PlanEnv, progress: bool = True) -> PlanResu
         for case in cases:
             t0 = time.perf_counter()
             row, model = plan_case(case, env)
+            add_frames(row)
             result.rows.append(row)
             if model is not None:
                 result.models[case.key] = model

@@ -50,7 +50,7 @@ def _profile(args) -> int:
         print(meter.step(detail), file=sys.stderr)
         write_overview(out)  # after every case, so an interrupted run keeps a complete overview
     print((out / "profile.md").read_text())
-    print(f"ae-bench: profiles in {out} (profile.md, roofline.png, <case>/trace.json)", file=sys.stderr)
+    print(f"ae-bench: profiles in {out} (profile.md, roofline.png, <case>/trace.json.gz)", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
 
 

@@ -19,7 +19,7 @@ recorded (apart from the profiled steps, whose time it would inflate). It writes
   ``ae.step`` scope); on CUDA the time with no kernel running is the ``idle`` row, and coverage
   is the share of the step the GPU was busy.
 - ``top_ops.csv`` / ``.md``: the operators with the most self time, by input shapes and dtypes.
-- ``trace.json``: the Chrome / Perfetto trace (https://ui.perfetto.dev or chrome://tracing).
+- ``trace.json.gz``: the Chrome / Perfetto trace, gzipped (https://ui.perfetto.dev opens it as it is).
 - ``memory.md``, ``memory_breakdown.csv`` (parameters, gradients, optimizer state and inputs from
   tensor sizes; on CUDA the allocator peak, and activations = peak minus those),
   ``memory_ops.csv`` (per-op memory from ``profile_memory``), and on CUDA
@@ -179,7 +179,7 @@ def _profile_prepared(case: Case, scenario, facts: DeviceFacts, folder: Path, st
             prof.step()
     events = list(prof.events())
     folder.mkdir(parents=True, exist_ok=True)
-    prof.export_chrome_trace(str(folder / "trace.json"))
+    prof.export_chrome_trace(str(folder / "trace.json.gz"))  # gzipped: a few MB of JSON -> a tenth
 
     wall_ms = sum(walls) / len(walls) * 1e3
     attribution = attribute(events, on_device=on_cuda)

@@ -109,7 +109,7 @@ def profile_section(out_dir: Path, relative_to: Optional[Path] = None, heading: 
         if (out_dir / "roofline.png").exists():
             parts.append(f"\n![roofline]({link('roofline.png')})\n")
         parts.append("\nPer case: " + ", ".join(f"[{s['case_id']}]({link(s['case_id'] + '/categories.md')})" for s in ok) +
-                     " (each folder also has `top_ops.md`, `memory.md` and `trace.json`).\n")
+                     " (each folder also has `top_ops.md`, `memory.md` and `trace.json.gz`).\n")
     failed = [s for s in summaries if s.get("status") != "ok"]
     if failed:
         parts.append(f"\n{heading}# Not profiled\n\n" + markdown_table(pd.DataFrame(

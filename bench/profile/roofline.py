@@ -209,6 +209,12 @@ def roofline_png(points: list[RoofPoint], roofs: list[Roof], title: str) -> Opti
         ax.annotate(f"{j + 1}", (p.intensity, p.achieved_flops / 1e9), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):  # 1, 2, 5, 10, 20, ... in plain numbers; no "3x10^0 4x10^0" minor labels
+        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlim(lo, hi)
     ymin = min(min(p.achieved_flops for p in points), min(OVERHEAD_FRACTION * roof(lo, r.peak_flops, r.bandwidth) for r in roofs))
     ymax = max(r.peak_flops for r in roofs)

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
 
 from bench.core.commandline import EXIT_FAILED, EXIT_OK, Command, add_matrix_args
-from bench.quality.defaults import DEFAULT_LR, DEFAULT_MATRIX
+from bench.quality.defaults import DEFAULT_LR, DEFAULT_MATRIX, DEFAULT_STEPS, DEFAULT_WARMUP_STEPS
 
 
 def add_quality_args(parser: argparse.ArgumentParser) -> None:
     add_matrix_args(parser)
     parser.set_defaults(matrix=DEFAULT_MATRIX)
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--budget-steps", type=int, default=None, help="train every case for this many optimizer steps")
+    budget.add_argument("--budget-steps", type=int, default=None,
+                        help=f"train every case for this many optimizer steps [default: {DEFAULT_STEPS} when no budget is given]")
     budget.add_argument("--budget-seconds", type=float, default=None,
                         help="train every case for this many seconds of training clock (evaluations excluded)")
     parser.add_argument("--eval-every", type=int, default=None,
@@ -26,7 +28,11 @@ def add_quality_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="run folder for quality.csv, quality.md and the plots [default: results/<run-id>-quality]")
     parser.add_argument("--seed", type=int, default=0, help="seed for crops, weights and batch order [default: 0]")
-    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"AdamW learning rate, every family [default: {DEFAULT_LR:g}]")
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"AdamW peak learning rate, every family [default: {DEFAULT_LR:g}]")
+    parser.add_argument("--warmup-steps", type=int, default=DEFAULT_WARMUP_STEPS,
+                        help=f"linear warm-up steps, at most a fifth of a step budget [default: {DEFAULT_WARMUP_STEPS}]")
+    parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+                        help="learning rate after the warm-up: cosine decay over the budget, or constant [default: cosine]")
     parser.add_argument("--list", action="store_true", help="list the quality cases without training")
     parser.add_argument("--report", metavar="RUN_DIR", default=None,
                         help="only redraw quality.md and the plots of an existing quality run folder")
@@ -37,7 +43,7 @@ def run_quality_command(args: argparse.Namespace) -> int:
     from bench.core.selection import make_selection
     from bench.quality.report import QualityWriter, summary_lines, write_quality_report
     from bench.quality.run import QualityData, quality_case_id, quality_cases, run_quality_case
-    from bench.quality.training import Budget
+    from bench.quality.training import Budget, Schedule
     from bench.runs.provenance import git_commit, new_run_id, utc_now
 
     if args.report:
@@ -52,18 +58,20 @@ def run_quality_command(args: argparse.Namespace) -> int:
             print(quality_case_id(case) + (f"    [skip: {case.skip}]" if case.skip else ""))
         print(f"{len(cases)} quality cases")
         return EXIT_OK
-    if args.budget_steps is None and args.budget_seconds is None:
-        raise ValueError("give a training budget: --budget-steps N or --budget-seconds S")
-    budget = Budget(args.budget_steps, args.budget_seconds, args.eval_every)
-    if args.lr <= 0:
-        raise ValueError(f"bad learning rate {args.lr}: expected > 0")
+    steps = DEFAULT_STEPS if args.budget_steps is None and args.budget_seconds is None else args.budget_steps
+    budget = Budget(steps, args.budget_seconds, args.eval_every)
+    schedule = Schedule(args.lr, args.warmup_steps, args.schedule)  # ValueError names a bad rate or warm-up
     data = QualityData(Path(args.images) if args.images else None, args.seed)
     for hw in dict.fromkeys(c.hw for c in cases if not c.skip):
         data.split(hw)  # every size's crops before any training: a size no image fits fails now, not mid-run
     run_id = new_run_id(plan.facts.slug) + "-quality"
     run_dir = Path(args.out) if args.out else Path("results") / run_id
-    meta = {"created": utc_now(), "commit": git_commit(), "command": " ".join(["python", "-m", "bench"] + sys.argv[1:]),
+    # the thread count changes speed, never results: an OMP_NUM_THREADS given to the run belongs to its command
+    env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS",) if os.environ.get(k))
+    meta = {"created": utc_now(), "commit": git_commit(),
+            "command": " ".join(([env] if env else []) + ["python", "-m", "bench"] + sys.argv[1:]),
             "entry": "cli", "matrix": plan.matrix.name, "budget": dataclasses.asdict(budget), "lr": args.lr,
+            "warmup_steps": args.warmup_steps, "schedule": schedule.describe(),
             "device": plan.facts.as_dict()}
     writer = QualityWriter(run_dir, meta)
     print(f"ae-bench quality: {len(cases)} cases, {budget.describe()} each, on {plan.facts.name} ({plan.facts.type}); "
@@ -74,11 +82,13 @@ def run_quality_command(args: argparse.Namespace) -> int:
         split = data.split(case.hw)
         writer.set_data(data.describe())
         start = time.perf_counter()
-        result = run_quality_case(case, split, budget, plan.device, plan.facts, run_id, args.seed, args.lr)
+        result = run_quality_case(case, split, budget, plan.device, plan.facts, run_id, args.seed, args.lr, schedule=schedule)
         writer.add(result)
         row = result.row
         failed |= row["status"] in ("error",)
-        detail = (f"{row['steps']} steps, {row['images_per_s']:.1f} img/s, PSNR {row['psnr_db']:.2f} dB, SSIM {row['ssim']:.3f}"
+        detail = (f"{row['steps']} steps, {row['images_per_s']:.1f} img/s, PSNR {row['psnr_db']:.2f} dB "
+                  f"({row['margin_crop_mean_db']:+.2f} dB vs crop mean, {row['margin_latent_db']:+.2f} dB vs latent baseline"
+                  f"{'' if row['learned'] else ', NOT LEARNED'}), SSIM {row['ssim']:.3f}"
                   if row["status"] == "ok" else f"{row['status']}: {row['reason']}")
         print(meter.step(f"{row['case_id']}: {detail} ({time.perf_counter() - start:.0f} s)"), file=sys.stderr)
     report = writer.finish()

@@ -259,6 +259,8 @@ class Split:
     seed: int = 0
     holdout_fraction: float = HOLDOUT_FRACTION
     gap: int = GAP_ROWS
+    # the baselines of this split per latent (bench.quality.baselines.BaselineCache), made on first use
+    baseline_cache: Optional[object] = field(default=None, repr=False, compare=False)
 
     @property
     def mean(self) -> float:

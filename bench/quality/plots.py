@@ -39,7 +39,8 @@ def _sizes(rows: pd.DataFrame) -> list[str]:
 
 
 def loss_curves(rows: pd.DataFrame, curves: pd.DataFrame, provenance: str) -> Optional[bytes]:
-    """Held-out MSE (log scale) against training seconds (top) and steps (bottom), one column a size."""
+    """Held-out MSE (log scale) against training seconds (top) and steps (bottom), one column a size,
+    with the crop-mean predictor's MSE on the same crops as a dotted line."""
     rows = rows[rows["status"] == "ok"]
     curves = curves[curves["case_id"].isin(rows["case_id"])]
     if curves.empty:
@@ -54,8 +55,13 @@ def loss_curves(rows: pd.DataFrame, curves: pd.DataFrame, provenance: str) -> Op
                          linestyle="-" if row["family"] == "cnn" else "--")
             axes[0][col].plot(curve["train_s"], curve["heldout_mse"], **style)
             axes[1][col].plot(curve["step"], curve["heldout_mse"], **style)
+        floor = rows.loc[rows["size"] == size, "baseline_crop_mean_curve_mse"].dropna() \
+            if "baseline_crop_mean_curve_mse" in rows else pd.Series(dtype=float)
         for r, xlabel in enumerate(("training seconds (evaluation excluded)", "optimizer steps")):
             ax = axes[r][col]
+            if len(floor):  # the loss of a predictor that knows only each crop's mean: a model must go below it
+                ax.axhline(float(floor.iloc[0]), color="grey", linestyle=":", linewidth=1.5,
+                           label="crop-mean predictor (baseline)")
             ax.set_yscale("log")
             ax.set_xlabel(xlabel)
             ax.set_ylabel("held-out MSE (pixels in [0, 1])")
@@ -97,6 +103,7 @@ def pareto_figure(rows: pd.DataFrame, provenance: str) -> Optional[bytes]:
         return None
     sizes = _sizes(rows)
     fig = Figure(figsize=(12, 4.2 * len(sizes)), layout="constrained")
+    has_base = "baseline_crop_mean_db" in rows
     axes = fig.subplots(len(sizes), 2, squeeze=False)
     for r, size in enumerate(sizes):
         group = rows[rows["size"] == size]
@@ -106,6 +113,9 @@ def pareto_figure(rows: pd.DataFrame, provenance: str) -> Optional[bytes]:
             valid = group[group[column].notna()]
             for i, (_, row) in enumerate(valid.iterrows()):
                 ax.scatter(row[column], row["psnr_db"], marker=MARKERS[i % len(MARKERS)], s=45, label=case_label(row))
+            if has_base and group["baseline_crop_mean_db"].notna().any():
+                ax.axhline(float(group["baseline_crop_mean_db"].dropna().iloc[0]), color="grey", linestyle=":",
+                           label="crop-mean predictor (baseline)")
             front = valid[pareto_mask(valid[column], valid["psnr_db"], maximise)].sort_values(column)
             if len(front):
                 ax.plot(front[column], front["psnr_db"], color="black", linewidth=1, alpha=0.6, label="Pareto front")

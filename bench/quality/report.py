@@ -25,13 +25,17 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
+from bench.quality.baselines import LEARNED_MARGIN_DB
 from bench.quality.pareto import with_pareto
+from bench.quality.verdicts import (  # noqa: F401 - re-exported: the report's verdicts live there
+    NOT_LEARNED, VERDICT_COLUMNS, _learned, _missing, load_quality_claims, seed_quality_verdicts, verdicts_table,
+)
 from bench.runs.files import atomic_write_bytes, atomic_write_text
 from bench.runs.markdown import markdown_table as md_table
-from bench.runs.seed_claims import CLAIMS_FILE, load_claims
 
-QUALITY_CSV, CURVES_CSV, STRIPS_NPZ, META_JSON, REPORT_MD = (
-    "quality.csv", "quality_curves.csv", "quality_strips.npz", "quality_meta.json", "quality.md")
+QUALITY_CSV, CURVES_CSV, STRIPS_NPZ, META_JSON, REPORT_MD, VERDICTS_CSV = (
+    "quality.csv", "quality_curves.csv", "quality_strips.npz", "quality_meta.json", "quality.md", "quality_verdicts.csv")
+
 EARLY_STEPS = 100  # below this many steps a verdict is flagged as about early training
 
 # column -> (unit, meaning); one row per case in quality.csv
@@ -62,7 +66,22 @@ QUALITY_COLUMNS: dict[str, tuple[str, str]] = {
     "embed_spearman": ("", "the same after training"),
     "embed_windows": ("windows", "windows embedded"), "embed_images": ("images", "held-out bands slid along"),
     "n_train_crops": ("crops", "training crops"), "n_heldout_crops": ("crops", "held-out crops scored"),
-    "seed": ("", "seed"), "lr": ("", "AdamW learning rate"),
+    "baseline_train_mean_db": ("dB", "baseline on the same held-out crops: every pixel = the training crops' mean"),
+    "baseline_crop_mean_db": ("dB", "baseline: every pixel = that crop's own mean (one number per crop)"),
+    "baseline_crop_mean_ssim": ("", "SSIM of the crop-mean baseline"),
+    "baseline_crop_mean_curve_mse": ("", "MSE of the crop-mean baseline on the loss curve's crops (the curve's floor to beat)"),
+    "baseline_downsample_db": ("dB", "baseline: area-downsampled to at most `latent` cells, bilinear back"),
+    "baseline_downsample_grid": ("WxH cells", "the downsample baseline's grid"),
+    "baseline_pca_db": ("dB", "baseline: the first `latent` principal components of training crops (capped, see components)"),
+    "baseline_pca_components": ("components", "PCA components used (at most the crops fitted on - 1)"),
+    "baseline_latent_db": ("dB", "the better of the downsample and PCA baselines: what `latent` numbers buy trivially"),
+    "baseline_latent_kind": ("", "which baseline that is: downsample or pca"),
+    "margin_crop_mean_db": ("dB", "psnr_db - baseline_crop_mean_db"),
+    "margin_latent_db": ("dB", "psnr_db - baseline_latent_db"),
+    "learned": ("", f"true when margin_crop_mean_db >= {LEARNED_MARGIN_DB:g} dB; models that did not learn get no verdict"),
+    "seed": ("", "seed"), "lr": ("", "AdamW peak learning rate"),
+    "warmup_steps": ("steps", "linear warm-up"), "schedule": ("", "cosine (decay over the budget) or constant"),
+    "lr_final": ("", "learning rate of the last step"),
     "device": ("", "cpu or cuda"), "device_name": ("", "device"), "torch": ("", "torch version"),
     "threads": ("", "torch CPU threads"),
     "status": ("", "ok, oom, unsupported, error"), "reason": ("", "why, when not ok"),
@@ -72,6 +91,16 @@ QUALITY_COLUMNS: dict[str, tuple[str, str]] = {
 
 def empty_quality_row() -> dict[str, Any]:
     return {c: None for c in QUALITY_COLUMNS} | {"reason": "", "status": ""}
+
+
+def to_8bit(images: np.ndarray) -> np.ndarray:
+    """[0, 1] floats -> uint8 grey levels (what a PNG holds)."""
+    return (np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def from_8bit(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
 
 
 class QualityWriter:
@@ -102,9 +131,11 @@ class QualityWriter:
         self.rows.append(row)
         self.curves += [{"case_id": row["case_id"], "step": p.step, "train_s": p.train_s, "heldout_mse": p.heldout_mse,
                          "train_mse": p.train_mse} for p in result.curve]
-        if result.originals is not None:
-            self.strips.setdefault(f"original/{row['size']}", result.originals)
-            self.strips[f"recon/{row['size']}/{row['case_id']}"] = result.reconstructions
+        if result.originals is not None:  # 8-bit grey levels: the strips are for the eye, and 8 bits keep the file small
+            self.strips.setdefault(f"original/{row['size']}", to_8bit(result.originals))
+            self.strips[f"recon/{row['size']}/{row['case_id']}"] = to_8bit(result.reconstructions)
+            for label, images in getattr(result, "baseline_strips", {}).items():
+                self.strips.setdefault(f"baseline/{row['size']}/{label}", to_8bit(images))
         atomic_write_text(self.csv_path, pd.DataFrame(self.rows, columns=list(QUALITY_COLUMNS)).to_csv(index=False))
         atomic_write_text(self.run_dir / CURVES_CSV, pd.DataFrame(
             self.curves, columns=["case_id", "step", "train_s", "heldout_mse", "train_mse"]).to_csv(index=False))
@@ -118,58 +149,6 @@ class QualityWriter:
 
 # -- analysis ---------------------------------------------------------------------------------------
 
-def load_quality_claims(path: Path = CLAIMS_FILE) -> dict:
-    """The seed's Quality column (``[[speed_comparison.row]]`` ``quality``) and the verdict rule ``[quality]``."""
-    return load_claims(path, need=("quality", "speed_comparison"))
-
-
-def seed_quality_verdicts(rows: pd.DataFrame, claims: Optional[dict] = None) -> pd.DataFrame:
-    """One line per (seed row, transformer case): the seed's grade, both PSNRs and SSIMs, the verdict.
-
-    A transformer case is paired with the CNN case of the same size, preset, latent, precision and
-    batch (one run: one budget). Rule (``[quality]`` in the claims file): "Better" holds when
-    ΔPSNR = transformer - CNN > noise_db; "Good" (the CNN's grade) holds when ΔPSNR >= -noise_db.
-    A preset row is judged on cases of its preset, whatever the attention kernel (kernels compute
-    the same function); a row naming no preset ("Transformer + Flash") on every transformer case.
-    """
-    claims = claims or load_quality_claims()
-    rule = claims["quality"]
-    noise = float(rule["noise_db"])
-    families = claims["speed_comparison"].get("families", ["transformer"])
-    ok = rows[(rows["status"] == "ok") & rows["psnr_db"].notna()]
-    cnn = ok[ok["family"] == "cnn"]
-    out = []
-    for claim in claims["speed_comparison"]["row"]:
-        if claim.get("baseline"):
-            continue
-        presets = claim.get("presets") or None
-        candidates = ok[ok["family"].isin(families) & (ok["preset"].isin(presets) if presets else True)]
-        if candidates.empty:
-            out.append({"configuration": claim["configuration"], "seed_quality": claim["quality"], "size": "—", "case": "—",
-                        "verdict": "not measured in this run"})
-            continue
-        for _, t in candidates.iterrows():
-            match = cnn[(cnn["size"] == t["size"]) & (cnn["preset"] == t["preset"]) & (cnn["latent"] == t["latent"])
-                        & (cnn["precision"] == t["precision"]) & (cnn["batch"] == t["batch"])]
-            line = {"configuration": claim["configuration"], "seed_quality": claim["quality"], "size": t["size"],
-                    "case": t["case_id"], "psnr_db": t["psnr_db"], "ssim": t["ssim"]}
-            if match.empty:
-                line["verdict"] = "not measured in this run (no CNN case of the same size, preset, latent, precision and batch)"
-            else:
-                c = match.iloc[0]
-                delta = float(t["psnr_db"] - c["psnr_db"])
-                line.update(cnn_case=c["case_id"], cnn_psnr_db=c["psnr_db"], cnn_ssim=c["ssim"], delta_psnr_db=delta,
-                            delta_ssim=float(t["ssim"] - c["ssim"]))
-                if claim["quality"] == rule["better"]:
-                    line["verdict"] = "holds" if delta > noise else "does not hold"
-                elif claim["quality"] == rule["same"]:
-                    line["verdict"] = "holds" if delta >= -noise else "does not hold"
-                else:
-                    line["verdict"] = f"no rule for grade {claim['quality']!r}"
-            out.append(line)
-    return pd.DataFrame(out)
-
-
 def embedding_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Spearman(distance, similarity) per family, latent, preset and size: untrained and trained."""
     ok = rows[rows["status"] == "ok"]
@@ -178,10 +157,6 @@ def embedding_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- formatting --------------------------------------------------------------------------------------
-
-def _missing(v: Any) -> bool:
-    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) or v == ""
-
 
 def _num(v: Any, fmt: str = ".3g") -> str:
     if _missing(v):
@@ -194,11 +169,14 @@ def _num(v: Any, fmt: str = ".3g") -> str:
 
 def summary_lines(rows: list[dict]) -> list[str]:
     """The console table: one line per case."""
-    head = f"{'case':<48} {'steps':>6} {'img/s':>8} {'peak MiB':>9} {'PSNR dB':>8} {'SSIM':>6} {'rho':>6}  status"
+    head = (f"{'case':<48} {'steps':>6} {'img/s':>8} {'peak MiB':>9} {'PSNR dB':>8} {'vs mean':>8} {'vs latent':>9} "
+            f"{'SSIM':>6} {'rho':>6}  status")
     lines = [head, "-" * len(head)]
     for r in rows:
+        status = r["status"] if r["status"] != "ok" or r.get("learned") else "ok, not learned"
         lines.append(f"{r['case_id']:<48} {_num(r['steps'], '.0f'):>6} {_num(r['images_per_s']):>8} {_num(r['peak_mib'], '.0f'):>9} "
-                     f"{_num(r['psnr_db'], '.2f'):>8} {_num(r['ssim'], '.3f'):>6} {_num(r['embed_spearman'], '.2f'):>6}  {r['status']}")
+                     f"{_num(r['psnr_db'], '.2f'):>8} {_num(r.get('margin_crop_mean_db'), '+.2f'):>8} "
+                     f"{_num(r.get('margin_latent_db'), '+.2f'):>9} {_num(r['ssim'], '.3f'):>6} {_num(r['embed_spearman'], '.2f'):>6}  {status}")
     return lines
 
 
@@ -211,6 +189,11 @@ def _budget_text(meta: dict) -> str:
     return "unknown budget"
 
 
+def _threads(rows: pd.DataFrame) -> str:
+    values = sorted({int(v) for v in rows.get("threads", pd.Series(dtype=float)).dropna()})
+    return ", ".join(map(str, values)) or "?"
+
+
 def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[str, str]]) -> str:
     """quality.md: the results table, Pareto fronts, the seed's Quality column judged, embeddings, figures, method."""
     rows = with_pareto(rows)
@@ -221,7 +204,8 @@ def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[s
     md = ["# Reconstruction quality on real images", "",
           f"{provenance}, torch {device.get('torch', '?')}, {meta.get('created', '')}, commit {meta.get('commit') or '?'}.  ",
           f"Command: `{meta.get('command', '?')}`  ",
-          f"Budget: {_budget_text(meta)}, AdamW lr {meta.get('lr', '?')}, seed {data.get('seed', '?')}.  ",
+          f"Budget: {_budget_text(meta)}, {meta.get('schedule') or 'AdamW lr ' + str(meta.get('lr', '?'))}, "
+          f"seed {data.get('seed', '?')}, torch threads {_threads(rows)}.  ",
           f"Data: {data.get('source', '?')}.", ""]
     for text in data.get("splits", {}).values():
         md.append(f"- {text}")
@@ -229,6 +213,30 @@ def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[s
         md.append("- not loaded: " + "; ".join(f"{k} ({v})" for k, v in data["unavailable"].items()))
     for size, dropped in data.get("dropped", {}).items():
         md.append(f"- not used at {size}: " + "; ".join(f"{k}: {v}" for k, v in dropped.items()))
+    md += ["", "## Did the models learn? Held-out PSNR against trivial predictors", "",
+           "Every model is scored on the same held-out crops as four predictors that learn nothing (`bench/quality/baselines.py`): "
+           "**train mean** (every pixel = the training crops' mean), **crop mean** (every pixel = that crop's own mean: one number "
+           "per crop), **downsample** (the crop area-averaged onto at most `latent` cells with its aspect, bilinear back) and "
+           "**PCA** (the first `latent` principal components of up to 512 training crops). The **latent** baseline is the better "
+           "of the last two: what a latent of that size buys with no training. "
+           f"A model is **learned** when it beats the crop mean by at least {LEARNED_MARGIN_DB:g} dB; the others are reported "
+           "but never compared.", ""]
+    ok_rows = rows[rows["status"] == "ok"]
+    if "baseline_crop_mean_db" in ok_rows and ok_rows["baseline_crop_mean_db"].notna().any():
+        base = ok_rows.drop_duplicates(["size", "latent"]).sort_values(["size", "latent"])
+        md.append(md_table(["size", "latent", "train mean dB", "crop mean dB", "downsample dB (grid)", "PCA dB (components)",
+                            "latent baseline dB"],
+                           [[r["size"], _num(r["latent"], ".0f"), _num(r["baseline_train_mean_db"], ".2f"),
+                             _num(r["baseline_crop_mean_db"], ".2f"),
+                             f"{_num(r['baseline_downsample_db'], '.2f')} ({r['baseline_downsample_grid']})",
+                             f"{_num(r['baseline_pca_db'], '.2f')} ({_num(r['baseline_pca_components'], '.0f')})",
+                             f"{_num(r['baseline_latent_db'], '.2f')} ({r['baseline_latent_kind']})"]
+                            for _, r in base.iterrows()]))
+        md.append("")
+    md.append(md_table(["case", "steps", "PSNR dB", "SSIM", "vs crop mean dB", "vs latent baseline dB", "learned"],
+                       [[r["case_id"], _num(r["steps"], ".0f"), _num(r["psnr_db"], ".2f"), _num(r["ssim"], ".3f"),
+                         _num(r.get("margin_crop_mean_db"), "+.2f"), _num(r.get("margin_latent_db"), "+.2f"),
+                         "yes" if _learned(r) else "**no**"] for _, r in ok_rows.iterrows()]))
     md += ["", "## Quality next to speed and memory", "",
            "PSNR, SSIM and MSE over every held-out crop (reconstruction clipped to [0, 1], `data_range=1`); the held-out "
            "loss is the training objective (unclipped MSE) on the curve's crops, untrained → after the budget. "
@@ -264,7 +272,9 @@ def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[s
            f"exceeds the CNN's (same size, preset, latent, precision, batch and budget) by more than {noise:g} dB, the "
            f"run-to-run noise we allow; \"Good\" holds when it is not below the CNN's by more than {noise:g} dB. "
            "The attention kernel does not change what a model computes, so a preset row is judged whatever kernel ran. "
-           "The verdict is for this budget: a longer budget can change it.", ""]
+           f"Only models that learned (≥ {LEARNED_MARGIN_DB:g} dB over the crop mean) are compared; a pair with a model that did "
+           "not is \"not judged\". The verdict is for this budget: a longer budget can change it. "
+           f"Machine-readable: `{VERDICTS_CSV}`.", ""]
     fewest = ok["steps"].min() if len(ok) else None
     if fewest is not None and fewest < EARLY_STEPS:
         md += [f"**Early training:** the fewest optimizer steps any case took is {fewest:.0f} (< {EARLY_STEPS}); "
@@ -274,9 +284,9 @@ def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[s
     verdicts = seed_quality_verdicts(rows)
     vlines = [[v["configuration"], v["seed_quality"], v["size"], v.get("case", "—"), _num(v.get("psnr_db"), ".2f"),
                _num(v.get("cnn_psnr_db"), ".2f"), _num(v.get("delta_psnr_db"), "+.2f"), _num(v.get("ssim"), ".3f"),
-               _num(v.get("cnn_ssim"), ".3f"), v["verdict"]] for v in verdicts.to_dict("records")]
+               _num(v.get("cnn_ssim"), ".3f"), v["verdict"], v.get("reason", "")] for v in verdicts.to_dict("records")]
     md.append(md_table(["seed row", "seed's Quality", "size", "transformer case", "PSNR dB", "CNN PSNR dB", "ΔPSNR dB",
-                        "SSIM", "CNN SSIM", "verdict"], vlines))
+                        "SSIM", "CNN SSIM", "verdict", "why"], vlines))
 
     md += ["", "## Embeddings for the LSTM: do neighbouring crops get similar latents?", "",
            "A window of the case's size slides along the held-out band of up to 4 images (the roomiest, along the band's "
@@ -296,10 +306,10 @@ def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[s
            "Images smaller than a crop's bands are upscaled bilinearly by the smallest factor that fits (never downscaled); "
            "upscaled images are smoother, hence easier. Each image's bottom 25 % is held out, 8 rows between the bands are "
            "unused, and crops never cross a band: no held-out crop overlaps a training crop.",
-           "- Training: AdamW on MSE, one learning rate for every family, seeded weights, crops and batch order. The "
-           "training clock runs only around training steps; evaluations pause it.",
-           "- Columns and units: `bench/quality/report.py` (`QUALITY_COLUMNS`). Files: quality.csv, quality_curves.csv, "
-           "quality_strips.npz, quality_meta.json.", ""]
+           f"- Training: {meta.get('schedule', 'AdamW')} on MSE, the same recipe for every family, seeded weights, crops "
+           "and batch order. The training clock runs only around training steps; evaluations pause it.",
+           "- Columns and units: `bench/quality/report.py` (`QUALITY_COLUMNS`). Files: quality.csv, quality_verdicts.csv, "
+           "quality_curves.csv, quality_strips.npz (8-bit strips), quality_meta.json.", ""]
     return "\n".join(md)
 
 
@@ -329,12 +339,20 @@ def write_quality_report(run_dir: Path) -> Path:
     if (run_dir / STRIPS_NPZ).is_file():
         with np.load(run_dir / STRIPS_NPZ) as strips:
             labels = {r["case_id"]: qp.case_label(r) for _, r in rows.iterrows()}
+            margins = {r["case_id"]: r.get("margin_crop_mean_db") for _, r in rows.iterrows()}
+
+            def learned_mark(case_id: str) -> str:
+                m = margins.get(case_id)
+                return "" if _missing(m) else f"\n{float(m):+.1f} dB vs crop mean"
             for key in sorted(k for k in strips.files if k.startswith("original/")):
                 size = key.split("/", 1)[1]
-                recons = {labels.get(k.split("/", 2)[2], k.split("/", 2)[2]): strips[k] for k in strips.files
-                          if k.startswith(f"recon/{size}/")}
-                save(f"quality_strip_{size}.png", f"{size}: held-out crops and reconstructions",
-                     qp.reconstruction_strip(size, strips[key], recons, provenance))
+                recons = {f"{k.split('/', 2)[2]} (baseline)": from_8bit(strips[k]) for k in strips.files
+                          if k.startswith(f"baseline/{size}/")}
+                recons.update({labels.get(k.split("/", 2)[2], k.split("/", 2)[2]) + learned_mark(k.split("/", 2)[2]):
+                               from_8bit(strips[k]) for k in strips.files if k.startswith(f"recon/{size}/")})
+                save(f"quality_strip_{size}.png", f"{size}: held-out crops, baselines and reconstructions",
+                     qp.reconstruction_strip(size, from_8bit(strips[key]), recons, provenance))
+    atomic_write_text(run_dir / VERDICTS_CSV, verdicts_table(seed_quality_verdicts(rows)).to_csv(index=False))
     path = run_dir / REPORT_MD
     atomic_write_text(path, build_quality_markdown(rows, meta, figures))
     return path

@@ -1,10 +1,12 @@
 """The quality scenario: train a case on real images for a budget, then score it on held-out crops.
 
 For each case: build the model (seeded), embed sliding windows once untrained, train with AdamW on
-MSE for the budget (steps or seconds; :mod:`bench.quality.training`) while the held-out loss is followed,
-then reconstruct every held-out crop and score it with scikit-image's MSE, PSNR and SSIM
-(reconstructions clipped to the images' [0, 1] range first: a display cannot show values outside it,
-and clipping only lowers the error), embed the windows again, and measure the peak memory of two
+MSE for the budget (steps or seconds, warm-up and cosine decay; :mod:`bench.quality.training`) while
+the held-out loss is followed, then reconstruct every held-out crop and score it with scikit-image's
+MSE, PSNR and SSIM (reconstructions clipped to the images' [0, 1] range first: a display cannot show
+values outside it, and clipping only lowers the error) next to the trivial predictors of
+:mod:`bench.quality.baselines` on the same crops (a model that does not beat each crop's own mean by
+``LEARNED_MARGIN_DB`` is ``learned = False``), embed the windows again, and measure the peak memory of two
 training steps apart from the training clock: the CUDA allocator's peak in-process, or on a CPU the
 peak RSS of a fresh process (see :func:`peak_cpu_memory`).
 
@@ -36,7 +38,10 @@ from bench.trackers.memory import memory_pass
 from bench.runs.provenance import utc_now
 from bench.core.steps import build_for, train_step
 from bench.quality.defaults import DEFAULT_LR
-from bench.quality.training import EVAL_BATCH, Budget, CurvePoint, train_for_budget
+from bench.quality.baselines import (
+    LEARNED_MARGIN_DB, BaselineCache, BaselineScores, crop_mean_predictor, downsample_predictor,
+)
+from bench.quality.training import EVAL_BATCH, Budget, CurvePoint, Schedule, train_for_budget
 
 CURVE_CROPS = 12      # held-out crops the loss curve is evaluated on (all of them are scored at the end)
 STRIP_CROPS = 3       # held-out crops shown as original / reconstruction in the report
@@ -95,6 +100,28 @@ class QualityResult:
     curve: list[CurvePoint]
     originals: Optional[np.ndarray] = None        # (STRIP_CROPS, H, W) held-out crops
     reconstructions: Optional[np.ndarray] = None  # (STRIP_CROPS, H, W), clipped to [0, 1]
+    baseline_strips: dict = dataclasses.field(default_factory=dict)  # label -> (STRIP_CROPS, H, W) of a baseline
+
+
+def split_baselines(split: Split, latent: int) -> BaselineScores:
+    """The baselines of ``split``'s held-out crops for ``latent`` values, computed once per split and latent."""
+    if split.baseline_cache is None:
+        split.baseline_cache = BaselineCache()
+    return split.baseline_cache.get(split.train, split.heldout.stack()[:, 0].numpy(), latent)
+
+
+def baseline_columns(base: BaselineScores, psnr_db: float) -> dict:
+    """The row's baseline columns and the model's margins over them (dB)."""
+    margin = psnr_db - base.crop_mean.psnr_db
+    bh, bw = base.downsample_grid
+    return {"baseline_train_mean_db": base.train_mean.psnr_db, "baseline_crop_mean_db": base.crop_mean.psnr_db,
+            "baseline_crop_mean_ssim": base.crop_mean.ssim, "baseline_downsample_db": base.downsample.psnr_db,
+            "baseline_downsample_grid": f"{bw}x{bh}",
+            "baseline_pca_db": base.pca.psnr_db if base.pca is not None else None,
+            "baseline_pca_components": base.pca_components,
+            "baseline_latent_db": base.latent_best.psnr_db, "baseline_latent_kind": base.latent_name,
+            "margin_crop_mean_db": margin, "margin_latent_db": psnr_db - base.latent_best.psnr_db,
+            "learned": bool(margin >= LEARNED_MARGIN_DB)}
 
 
 def spread(n: int, k: int) -> list[int]:
@@ -116,26 +143,35 @@ def reconstruct(model: torch.nn.Module, images: torch.Tensor, device: torch.devi
     return np.concatenate(out)
 
 
-def base_quality_row(case: Case, facts: DeviceFacts, run_id: str, budget: Budget, seed: int, lr: float) -> dict:
+def base_quality_row(case: Case, facts: DeviceFacts, run_id: str, budget: Budget, seed: int,
+                     schedule: Optional[Schedule] = None) -> dict:
     row = empty_quality_row()
     row.update(run_id=run_id, case_id=quality_case_id(case), case_key=case.key,
                family=case.family, preset=case.preset, size=case.size, latent=case.latent, tokenizer=case.tokenizer,
                precision=case.precision, attention=case.attention, batch=case.batch,
-               budget_steps=budget.steps, budget_seconds=budget.seconds, seed=seed, lr=lr,
+               budget_steps=budget.steps, budget_seconds=budget.seconds, seed=seed,
+               lr=schedule.lr if schedule else None, warmup_steps=schedule.warmup_steps if schedule else None,
+               schedule=schedule.kind if schedule else None, learned=False,
                device=facts.type, device_name=facts.name, torch=torch.__version__, threads=torch.get_num_threads())
     return row
 
 
 def run_quality_case(case: Case, split: Split, budget: Budget, device: torch.device, facts: DeviceFacts, run_id: str = "",
                      seed: int = 0, lr: float = DEFAULT_LR,
-                     on_point: Optional[Callable[[CurvePoint], None]] = None) -> QualityResult:
-    """Train ``case`` on ``split`` for ``budget`` and score it; never raises for a failing case (the row says)."""
-    row = base_quality_row(case, facts, run_id, budget, seed, lr)
+                     on_point: Optional[Callable[[CurvePoint], None]] = None,
+                     schedule: Optional[Schedule] = None) -> QualityResult:
+    """Train ``case`` on ``split`` for ``budget`` and score it; never raises for a failing case (the row says).
+
+    ``schedule``: the learning rate over the budget (default: warm-up and cosine decay from ``lr``).
+    """
+    row = base_quality_row(case, facts, run_id, budget, seed, schedule)
+    row["lr"] = lr if schedule is None else schedule.lr
     row.update(n_train_crops=len(split.train), n_heldout_crops=len(split.heldout))
     result = QualityResult(row, [])
 
     def body(run: CaseRun) -> None:
-        _train_and_score(run.build(seed), case, split, budget, device, seed, lr, on_point, result)
+        recipe = schedule if schedule is not None else Schedule(lr)  # a bad rate is this case's error row
+        _train_and_score(run.build(seed), case, split, budget, device, seed, recipe, on_point, result)
 
     outcome = run_case(case, device, body)
     row.update(status=outcome.status, timestamp=utc_now())
@@ -145,7 +181,7 @@ def run_quality_case(case: Case, split: Split, budget: Budget, device: torch.dev
 
 
 def _train_and_score(model: torch.nn.Module, case: Case, split: Split, budget: Budget, device: torch.device, seed: int,
-                     lr: float, on_point: Optional[Callable[[CurvePoint], None]], result: QualityResult) -> None:
+                     schedule: Schedule, on_point: Optional[Callable[[CurvePoint], None]], result: QualityResult) -> None:
     """The phases of one built case, each filling its columns of ``result.row``."""
     row = result.row
     row["params"] = sum(p.numel() for p in model.parameters())
@@ -153,19 +189,26 @@ def _train_and_score(model: torch.nn.Module, case: Case, split: Split, budget: B
     row["latent"] = getattr(cfg, "latent_dim", case.latent) if cfg is not None else case.latent
     heldout = split.heldout.stack()  # (N, 1, H, W)
     curve_images = heldout[spread(len(heldout), CURVE_CROPS)]
+    curve_np = curve_images[:, 0].numpy()
+    row["baseline_crop_mean_curve_mse"] = float(np.mean((crop_mean_predictor(curve_np) - curve_np) ** 2))
     before = neighbour_similarity(model, split.images, split.crop_hw, device, case.precision)
 
-    trained = train_for_budget(model, split.train, curve_images, budget, device, case.batch, case.precision, lr, seed,
-                               on_point=on_point)
+    trained = train_for_budget(model, split.train, curve_images, budget, device, case.batch, case.precision, schedule.lr,
+                               seed, on_point=on_point, schedule=schedule)
     result.curve = trained.curve
+    row.update(lr=schedule.lr, warmup_steps=schedule.warmup_steps, schedule=schedule.kind)
     row.update(steps=trained.steps, train_s=trained.train_s, eval_s=trained.eval_s, images_per_s=trained.images_per_s,
-               heldout_mse_init=trained.curve[0].heldout_mse, heldout_mse_final=trained.curve[-1].heldout_mse)
+               heldout_mse_init=trained.curve[0].heldout_mse, heldout_mse_final=trained.curve[-1].heldout_mse,
+               lr_final=trained.last_lr)
 
     recon = reconstruct(model, heldout, device, case.precision)
     scores = mean_metrics(batch_metrics(heldout[:, 0].numpy(), recon))
     row.update(mse=scores.mse, psnr_db=scores.psnr_db, ssim=scores.ssim)
+    row.update(baseline_columns(split_baselines(split, int(row["latent"])), scores.psnr_db))
     shown = spread(len(heldout), STRIP_CROPS)
     result.originals, result.reconstructions = heldout[shown, 0].numpy(), recon[shown]
+    result.baseline_strips = {"crop mean": crop_mean_predictor(result.originals),
+                              f"downsample z{int(row['latent'])}": downsample_predictor(result.originals, int(row["latent"]))}
 
     after = neighbour_similarity(model, split.images, split.crop_hw, device, case.precision)
     row.update(embed_spearman_init=before.spearman, embed_spearman=after.spearman, embed_windows=after.windows,

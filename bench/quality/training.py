@@ -24,10 +24,48 @@ from torch.utils.data import DataLoader, Dataset
 
 from bench.core import precision as prec
 from bench.core.steps import synchronizer, train_step
-from bench.quality.defaults import DEFAULT_LR
+from bench.quality.defaults import DEFAULT_LR, DEFAULT_WARMUP_STEPS
 
 DEFAULT_EVALS = 8       # curve points over the budget when no interval is given
 EVAL_BATCH = 8          # held-out crops per forward pass while evaluating
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The learning rate over a budget: linear warm-up over ``warmup_steps`` steps, then ``cosine``
+    decay to ``min_ratio`` x ``lr`` at the end of the budget (its steps, or its seconds of training
+    clock), or ``constant``. Warm-up is capped at a fifth of a step budget."""
+
+    lr: float = DEFAULT_LR
+    warmup_steps: int = DEFAULT_WARMUP_STEPS
+    kind: str = "cosine"
+    min_ratio: float = 0.05
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"bad learning rate {self.lr!r}: expected a finite number > 0")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"bad warm-up {self.warmup_steps!r}: expected a number of steps >= 0")
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.kind!r}; choose one of {', '.join(SCHEDULES)}")
+        if not 0.0 <= self.min_ratio <= 1.0:
+            raise ValueError(f"bad min_ratio {self.min_ratio!r}: expected a fraction of the learning rate in [0, 1]")
+
+    def lr_at(self, step: int, progress: float, budget_steps: Optional[int] = None) -> float:
+        """Learning rate of step ``step`` (0 = the first) taken at ``progress`` (0..1) of the budget."""
+        warmup = self.warmup_steps if budget_steps is None else min(self.warmup_steps, budget_steps // 5)
+        factor = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+        if self.kind == "cosine":
+            p = min(max(progress, 0.0), 1.0)
+            factor *= self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * p))
+        return self.lr * factor
+
+    def describe(self) -> str:
+        head = f"AdamW lr {self.lr:g}"
+        warm = f", {self.warmup_steps}-step linear warm-up" if self.warmup_steps else ""
+        tail = f", cosine decay to {self.min_ratio:g}x over the budget" if self.kind == "cosine" else ", constant"
+        return head + warm + tail
 
 
 @dataclass(frozen=True)
@@ -56,6 +94,10 @@ class Budget:
     def done(self, steps: int, seconds: float) -> bool:
         return steps >= self.steps if self.steps is not None else seconds >= self.seconds
 
+    def progress(self, steps: int, seconds: float) -> float:
+        """How much of the budget is spent, 0..1 (steps, or seconds of training clock)."""
+        return steps / self.steps if self.steps is not None else seconds / self.seconds
+
     def describe(self) -> str:
         return f"{self.steps} steps" if self.steps is not None else f"{self.seconds:g} s"
 
@@ -76,6 +118,7 @@ class TrainResult:
     images: int                       # training images seen (steps x batch)
     curve: list[CurvePoint] = field(default_factory=list)
     eval_s: float = 0.0               # wall time spent in evaluations (not in train_s)
+    last_lr: float = float("nan")     # learning rate of the last step
     step: Optional[Callable[[], torch.Tensor]] = None  # one more training step (same optimizer): for the memory pass
 
     @property
@@ -126,15 +169,18 @@ def _eval_due(budget: Budget, steps: int, train_s: float, next_point: list[float
 
 def train_for_budget(model: nn.Module, train: Dataset, curve_images: torch.Tensor, budget: Budget,
                      device: torch.device, batch: int, precision: str = "fp32", lr: float = DEFAULT_LR,
-                     seed: int = 0, on_point: Optional[Callable[[CurvePoint], None]] = None) -> TrainResult:
+                     seed: int = 0, on_point: Optional[Callable[[CurvePoint], None]] = None,
+                     schedule: Optional[Schedule] = None) -> TrainResult:
     """Train ``model`` (already on ``device``) with AdamW on MSE until ``budget`` is spent.
 
     ``curve_images``: held-out crops ``(N, 1, H, W)`` for the loss curve. ``batch``: images per
     step. ``precision``: as in :mod:`bench.core.precision` (autocast, GradScaler for amp-fp16).
+    ``schedule``: the learning rate over the budget (default: warm-up and cosine decay from ``lr``).
     """
+    schedule = schedule if schedule is not None else Schedule(lr)
     sync = synchronizer(device)
     dtype = prec.weight_dtype(precision)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=schedule.lr_at(0, 0.0, budget.steps))
     scaler = torch.amp.GradScaler(device.type) if prec.needs_grad_scaler(precision) else None
     data = batches(train, batch, seed)
     result = TrainResult(model, 0, 0.0, 0)
@@ -157,6 +203,9 @@ def train_for_budget(model: nn.Module, train: Dataset, curve_images: torch.Tenso
         sync()
         start = time.perf_counter()
         x = next(data).to(device=device, dtype=dtype, non_blocking=True)
+        result.last_lr = schedule.lr_at(result.steps, budget.progress(result.steps, result.train_s), budget.steps)
+        for group in optimizer.param_groups:
+            group["lr"] = result.last_lr
         loss = train_step(model, x, optimizer, scaler, precision, device)
         sync()
         result.train_s += time.perf_counter() - start

@@ -20,44 +20,45 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import pandas as pd
 
+from bench.report import answer as answers
 from bench.report import claims as seed_claims
-from bench.report import plots as plots
+from bench.report.figures import draw_figures
 from bench.report import tables as tables
 from bench.report import validity as validity
 from bench.report.defaults import DEFAULT_BUDGET, DEFAULT_TEMPLATE
 from bench.report.display import fmt_num, md_table, run_facts, show
+from bench.report.companions import Companion, find_companions, plan_folder
 from bench.report.shards import shards_section
 from bench.runs.files import atomic_write_bytes, atomic_write_text
-from bench.runs.model_facts import (
-    ATTENTION_MAPS_PNG, MODEL_FACTS_JSON, PRESET_ORDER, REGENERATE, ModelFacts, read_model_facts,
-)
+from bench.runs.model_facts import MODEL_FACTS_JSON, PRESET_ORDER, REGENERATE, ModelFacts, read_model_facts
 from bench.runs.reader import SavedRun, load_run
 from bench.runs.seed_claims import load_claims
 from bench.trackers.latency import NOISE_THRESHOLD
 from bench.units import ACCEPTED, MIB, parse_bytes
 
 REPORT_MD = "report.md"
-PLOTS_DIR = "plots"
+NOISY_SHOWN = 10  # noisy cases listed in the report, the noisiest first; all of them are in latency.csv
 
 # The table CSVs written next to results.csv: name -> what it holds (quoted in the report).
 TABLE_FILES = {
-    "throughput": ("throughput.csv", "images/s of each ok case, by preset and workload x input size and precision"),
-    "memory": ("memory.csv", "peak memory (MiB) of each ok case per figure (live tensors, allocator, NVML, RSS), same axes"),
-    "latency": ("latency.csv", "ms per batch: min, p10, median, p90, mean, IQR, CV and the slowest sample"),
-    "attention_kernels": ("attention_kernels.csv", "attention requested vs the kernel(s) that ran, per transformer case"),
-    "not_ok": ("not_ok.csv", "cases that were skipped (unsupported), ran out of memory, failed or timed out, with reasons"),
-    "invalid": ("invalid.csv", "cases refused as impossible (MFU above 100%, a time or throughput that cannot be), with why"),
-    "memory_model": ("memory_model.csv", "each ok case's live-tensor peak, the memory model's prediction and its error, worst first"),
-    "headline": ("headline.csv", "the fastest case per input size and mode within the memory budget"),
-    "vs_cnn": ("vs_cnn.csv", "each transformer case against the matching CNN case: speed, memory and parameter ratios"),
+    "answer": ("answer.csv", "section 1's answer per model, size and mode"),
+    "throughput": ("throughput.csv", "images/s of each ok case"),
+    "memory": ("memory.csv", "peak MiB of each ok case, every figure (live tensors, allocator, NVML, RSS)"),
+    "latency": ("latency.csv", "ms per batch: min, p10, median, p90, mean, IQR, CV, slowest"),
+    "attention_kernels": ("attention_kernels.csv", "attention requested vs the kernel(s) that ran"),
+    "not_ok": ("not_ok.csv", "cases skipped, out of memory, failed or timed out, with reasons"),
+    "invalid": ("invalid.csv", "cases refused as impossible, with why"),
+    "memory_model": ("memory_model.csv", "live-tensor peak vs the memory model's prediction, worst first"),
+    "headline": ("headline.csv", "the fastest case per size and mode within the budget, by its own peak"),
+    "vs_cnn": ("vs_cnn.csv", "each transformer case against its CNN case"),
     "precision": ("precision.csv", "each case against the same case in fp32"),
     "attention": ("attention.csv", "each case against the same case with eager attention"),
-    "checkpointing": ("checkpointing.csv", "each training case with checkpointing against the same case without"),
-    "claims": ("claims.csv", "the seed's claims, our figures and the verdicts"),
+    "checkpointing": ("checkpointing.csv", "each training case with checkpointing against it without"),
+    "claims": ("claims.csv", "every seed claim, our figure, the verdict and how it was obtained"),
 }
 
 
@@ -103,8 +104,10 @@ def load_template(path: Optional[Path] = None):
         raise ValueError(f"report template {path} is not UTF-8 text: {err}") from None
 
 
-def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path] = None) -> Report:
-    """Tables, figures and the rendered markdown of ``run``; nothing is written."""
+def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path] = None,
+                 companions: tuple[Companion, ...] = ()) -> Report:
+    """Tables, figures and the rendered markdown of ``run`` (with the plan, quality and profile folders of
+    ``companions``); nothing is written."""
     import jinja2
 
     template, template_path = load_template(template_path)
@@ -126,13 +129,26 @@ def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path]
     out_tables["invalid"] = tables.invalid_table(rows)
     out_tables["memory_model"] = tables.prediction_table(rows)
 
-    # 1. Run facts.
+    # 1. The answer: the plan joined to the run's speeds.
+    plan = plan_folder(list(companions))
+    found = answers.answer(rows, answers.read_plan(plan.folder if plan else None), device, run.device_name,
+                           plan.page if plan else "")
+    out_tables["answer"] = found.rows
+    ctx["answer"] = found
+    ctx["companions"] = [c for c in companions if c.kind != "plan" or c is plan]
+    quality = [c for c in companions if c.kind == "quality"]
+    ctx["quality_runs"] = [{"run": c, "verdicts": show(c.verdicts.assign(pair=c.verdicts.get("transformer_case", "")), [
+        ("claim", "claim", "text"), ("size", "input size", "text"), ("pair", "transformer case (vs the same CNN)", "text"),
+        ("verdict", "verdict", "text"), ("reason", "why", "text")]) if c.verdicts is not None and not c.verdicts.empty else None}
+        for c in quality]
+
+    # Run facts.
     ctx["facts"] = run_facts(run, facts_text)
     counts = tables.status_counts(rows)
     ctx["status_counts"] = ", ".join(f"{n} {s}" for s, n in counts.items())
     ctx["ok_count"] = counts.get("ok", 0)
 
-    # 2. Headline.
+    # The fallback of the first screen (no plan): the fastest measured case within the budget.
     winners, fit_counts = tables.headline(rows, budget_mib)
     out_tables["headline"] = winners.drop(columns=["reason"], errors="ignore")
     ctx["headline"] = show(winners, [
@@ -227,8 +243,10 @@ def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path]
                                     facts)
     out_tables["claims"] = pd.DataFrame([dict(r, table=k) for k, group in checked.items() for r in group])
     claim_spec = [("claim", "claim", "text"), ("seed_says", "the seed says", "text"), ("measured", "ours", "text"),
-                  ("verdict", "verdict", "text"), ("basis", "how it was obtained", "text")]
-    ctx["claims"] = {k: show(pd.DataFrame(v), claim_spec) for k, v in checked.items()}
+                  ("verdict", "verdict", "text")]  # how each was obtained: claims.csv's basis column
+    judged = {k: [r for r in v if r["verdict"] in seed_claims.JUDGED] for k, v in checked.items()}
+    ctx["claims"] = {k: show(pd.DataFrame(v), claim_spec) for k, v in judged.items()}
+    ctx["claims_left"] = {k: len(checked[k]) - len(v) for k, v in judged.items()}
     ctx["claims_sections"] = {k: claims[k]["section"] for k in checked}
     ctx["claims_source"] = seed_claims.claim_source(claims)
     ctx["claims_file"] = "bench/data/seed_claims.toml"
@@ -237,36 +255,22 @@ def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path]
     verdicts = out_tables["claims"]["verdict"].value_counts()
     ctx["claims_tally"] = ", ".join(f"{int(verdicts[v])} {v}" for v in seed_claims.VERDICTS if v in verdicts)
 
-    # 7. Plots.
-    figures: list[dict] = []
-
-    def figure(name: str, title: str, make: Callable[[], Optional[bytes]], why_not: str) -> None:
-        png = make()
-        path = f"{PLOTS_DIR}/{name}.png"
-        if png is not None:
-            out_plots[path] = png
-        figures.append({"name": name, "title": title, "path": path if png is not None else None, "missing": why_not})
-
-    figure("throughput_vs_batch", "Throughput vs batch size, per preset",
-           lambda: plots.throughput_vs_batch(rows, device), "no ok case was measured")
-    figure("memory_vs_batch", f"Peak memory vs batch size, with the {ctx['budget']} budget",
-           lambda: plots.memory_vs_batch(rows, device, budget_mib), "no ok case recorded a peak")
-    figure("transformer_vs_cnn", "Transformer / CNN ratios", lambda: plots.ratio_bars(cnn_summary, device, memory_label),
-           "no transformer case has a matching CNN case")
-    figure("latency_distribution", "Latency distribution of the slowest cases",
-           lambda: plots.latency_distribution(rows, run.samples_ms, device),
-           "no per-iteration samples were saved for the ok cases")
-    figures.append(_attention_figure(run, facts, out_plots))
+    # Plots (placed in their sections by the template).
+    figures, drawn = draw_figures(run, rows, device, budget_mib, ctx["budget"], cnn_summary, memory_label, facts)
+    out_plots.update(drawn)
     ctx["figures"] = figures
+    ctx["fig"] = {f["name"]: f for f in figures}
 
-    # 8. Noise and validity.
+    # 2. How sure are we: noise and validity.
     settings = run.meta.get("settings", {}) if isinstance(run.meta.get("settings"), dict) else {}
     threshold = float(settings.get("noise_threshold", NOISE_THRESHOLD))
     ok = tables.ok_rows(rows).copy()
     ok["iqr_pct"] = ok["iqr_ms"] / ok["median_ms"] * 100
     noisy = ok[ok["noisy"].map(lambda v: v is True)]
     ctx["noise_threshold"] = f"{threshold * 100:g} %"
-    ctx["noisy"] = show(noisy, [("case_id", "case", "text"), ("median_ms", "median (ms/batch)", "num"),
+    ctx["noisy_more"] = max(0, len(noisy) - NOISY_SHOWN)
+    noisiest = noisy.sort_values("iqr_pct", ascending=False).head(NOISY_SHOWN) if not noisy.empty else noisy
+    ctx["noisy"] = show(noisiest, [("case_id", "case", "text"), ("median_ms", "median (ms/batch)", "num"),
                                 ("iqr_ms", "IQR (ms)", "num"), ("iqr_pct", "IQR / median (%)", "pct"),
                                 ("cv", "CV (%)", "frac_pct"), ("iters", "samples", "int")])
     ctx["noisy_count"], ctx["ok_rows"] = len(noisy), len(ok)
@@ -317,7 +321,7 @@ def _headline_notes(rows: pd.DataFrame, counts: pd.DataFrame, budget_mib: float)
     for size, group in rows.groupby("size", sort=True):
         if size not in measured_sizes:
             statuses = ", ".join(f"{n} {s}" for s, n in group["status"].value_counts().items())
-            notes.append(f"{size}: no case ran ({statuses}); see section 8")
+            notes.append(f"{size}: no case ran ({statuses}); see section 2")
     return notes
 
 
@@ -329,7 +333,7 @@ def _pairing_notes(pairs: pd.DataFrame, baseline: str, match: str) -> list[str]:
 
 
 def _model_facts(run: SavedRun) -> tuple[ModelFacts, str, list[str]]:
-    """The run's model facts (empty when it has none), the line section 1 shows, and notes on what is missing."""
+    """The run's model facts (empty when it has none), the line the run facts (section 7) show, and notes on what is missing."""
     folder = run.source if run.kind == "results folder" else None
     found = read_model_facts(folder) if folder is not None else None
     if found is not None:
@@ -341,37 +345,16 @@ def _model_facts(run: SavedRun) -> tuple[ModelFacts, str, list[str]]:
         hint = f"a {run.kind} carries no model facts: report the run's results folder, which has {MODEL_FACTS_JSON}"
     else:
         hint = f"write it with `{REGENERATE} {folder}`"
-    missing = (f"no {MODEL_FACTS_JSON}: section 4 takes a parameter count from the run's rows where it measured that "
+    missing = (f"no {MODEL_FACTS_JSON}: section 5 takes a parameter count from the run's rows where it measured that "
                f"model and shows the other counts and the flat layout's attention probe as not computed; section 7 has "
                f"no attention-map figure; {hint}")
     return ModelFacts(hint=hint), "not recorded", [missing]
 
 
-def _attention_figure(run: SavedRun, facts: ModelFacts, out_plots: dict[str, bytes]) -> dict:
-    """Section 7's attention maps: the figure the run drew when it started, copied; or why there is none."""
-    about = facts.attention_maps
-    title = "Attention maps per layer"
-    if about:
-        title += f", untrained {about['family']}-{about['preset']} at {about['size']}"
-    if about and about.get("path"):
-        source = Path(run.source) / about["path"]
-        if source.is_file():
-            out_plots[ATTENTION_MAPS_PNG] = source.read_bytes()
-            return {"name": "attention_maps", "title": title, "path": ATTENTION_MAPS_PNG, "missing": ""}
-        why = f"{about['path']} is missing from the run folder; {facts.hint}"
-    elif about:
-        why = f"{about.get('why_not') or 'the run drew no figure'} (see section 4)"
-    elif facts.path is not None:
-        why = "no patch-transformer case in this run to take a model from"
-    else:
-        why = facts.missing("figure")
-    return {"name": "attention_maps", "title": title, "path": None, "missing": why}
-
-
 # -- writing --------------------------------------------------------------------------------------
 
 def write_report(source: Path, out: Optional[Path] = None, budget: str = DEFAULT_BUDGET,
-                 template: Optional[Path] = None) -> Path:
+                 template: Optional[Path] = None, with_dirs: tuple[Path, ...] = ()) -> Path:
     """Read ``source`` (results folder or pytest-benchmark JSON), build the report, write it.
 
     Returns the path of ``report.md``. Raises ValueError (nothing written) on bad input.
@@ -384,7 +367,9 @@ def write_report(source: Path, out: Optional[Path] = None, budget: str = DEFAULT
     out_dir = Path(out) if out else run.default_out
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"output {out_dir} exists and is not a folder")
-    report = build_report(run, budget_mib, Path(template) if template else None)
+    folder = Path(run.source) if run.kind == "results folder" else None
+    companions = tuple(find_companions(folder, out_dir, run.meta, tuple(with_dirs)))
+    report = build_report(run, budget_mib, Path(template) if template else None, companions)
     out_dir.mkdir(parents=True, exist_ok=True)
     for key, frame in report.tables.items():
         atomic_write_text(out_dir / TABLE_FILES[key][0], frame.to_csv(index=False))

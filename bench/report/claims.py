@@ -39,6 +39,7 @@ QUALITY_ELSEWHERE = ("needs trained models, which a speed run does not have: `py
 NOT_ON_DEVICE, NOT_IN_RUN, NOT_BY_SUITE = "not measurable on this device", "not measured in this run", "not measurable by this suite"
 BASELINE = "baseline"  # the CNN row of the seed's table: 1.0x by definition, nothing to test
 VERDICTS = (HOLDS, FAILS, TOO_NOISY, NOT_ON_DEVICE, NOT_IN_RUN, NOT_BY_SUITE, BASELINE)
+JUDGED = (HOLDS, FAILS, TOO_NOISY)  # the verdicts the report's markdown shows; every claim is in claims.csv
 
 MIB_PER_GIB = GIB // MIB
 # Training keeps, per parameter, the fp32 weight, its gradient and AdamW's two moments (AMP keeps

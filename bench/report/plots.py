@@ -24,9 +24,11 @@ from bench.report.tables import peak_label, with_peak
 
 DPI = 100
 PLAIN = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")  # 8,192 rather than 8.192e3
-MARKERS = "osD^v<>pXh*"  # with the 10 default colours, 110 lines stay distinguishable
-# Axes that tell the lines of one preset's panel apart (batch is the x axis).
-LINE_AXES = ("family", "size", "latent", "precision", "attention", "checkpointing", "compile", "mode")
+MARKERS = "osD^v<>pXh"
+MAX_ENTRIES = 10  # legend entries (lines or bars) per panel: the best, and the baseline when it is not among them
+# Axes that tell the configurations of one (input size, mode) panel apart; batch is the x axis or the bars' batch.
+CONFIG_AXES = ("family", "preset", "latent", "precision", "attention", "checkpointing", "compile", "seq_len", "encoder")
+MODE_ORDER = ("infer", "train", "embed")
 
 
 def _png(fig: Figure) -> bytes:
@@ -43,7 +45,16 @@ def _line_label(row: pd.Series, axes: list[str]) -> str:
             parts.append("ckpt" if value else "no-ckpt")
         elif axis == "latent":
             parts.append(f"z{value:g}")
-        else:
+        elif axis == "compile":
+            if value != "off":
+                parts.append(f"compiled ({value})")
+        elif axis == "seq_len":
+            if isinstance(value, (int, float)) and value == value:  # NaN: not a sequence case
+                parts.append(f"T{value:g}")
+        elif axis == "encoder":
+            if value:
+                parts.append(f"encoder {value}")
+        elif value != "none":  # the CNN's attention
             parts.append(str(value))
     return " ".join(parts) or "all cases"
 
@@ -52,47 +63,92 @@ def _varying(rows: pd.DataFrame, axes) -> list[str]:
     return [a for a in axes if rows[a].astype(str).nunique() > 1]
 
 
+def _panels(data: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """One (input size, mode) panel each, sizes in the run's order, inference before training."""
+    sizes = list(dict.fromkeys(data["size"]))
+    modes = sorted(set(data["mode"]), key=lambda m: MODE_ORDER.index(m) if m in MODE_ORDER else len(MODE_ORDER))
+    return [(s, m, data[(data["size"] == s) & (data["mode"] == m)]) for s in sizes for m in modes
+            if ((data["size"] == s) & (data["mode"] == m)).any()]
+
+
+def _is_baseline(frame: pd.DataFrame) -> pd.Series:
+    """fp32, eager attention (or none: the CNN), no checkpointing, not compiled: what each choice is set against."""
+    return ((frame["precision"] == "fp32") & frame["attention"].isin(["eager", "none"])
+            & (frame["checkpointing"] != True) & (frame["compile"] == "off"))  # noqa: E712 - None is "off" too
+
+
+def _keep(configs: pd.DataFrame, score: str) -> tuple[pd.DataFrame, int]:
+    """The best :data:`MAX_ENTRIES` configurations by ``score`` (one row each), each family's baseline always
+    among them; and how many were left out."""
+    ranked = configs.sort_values(score, ascending=False)
+    bases = ranked[_is_baseline(ranked)].drop_duplicates("family")  # one per family: fp32 eager, the CNN's fp32
+    rest = ranked.drop(index=bases.index)
+    best = pd.concat([rest.head(MAX_ENTRIES - len(bases)), bases]).sort_values(score, ascending=False)
+    return best, len(ranked) - len(best)
+
+
+def _grid(count: int, width: float, height: float) -> tuple[Figure, list]:
+    cols = 2 if count > 1 else 1
+    nrows = math.ceil(count / cols)
+    fig = Figure(figsize=(width * cols, height * nrows), layout="constrained")
+    axes = list(fig.subplots(nrows, cols, squeeze=False).flat)
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def _swept(data: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Rows of the configurations measured at two batch sizes or more (the curves)."""
+    data = data[data[value].notna()].copy()
+    data["config"] = data.apply(lambda r: _line_label(r, list(CONFIG_AXES)), axis=1)
+    batches = data.groupby(["size", "mode", "config"])["batch"].transform("nunique")
+    return data[batches >= 2]
+
+
 def _by_batch(rows: pd.DataFrame, value: str, ylabel: str, title: str, budget_mib: Optional[float] = None,
               log_y: bool = False) -> Optional[bytes]:
-    data = rows[rows[value].notna()]
+    """One panel per (input size, mode) with a curve over batch per configuration measured at several
+    batches (at most :data:`MAX_ENTRIES`, the highest first); ``None`` when no configuration was."""
+    data = _swept(rows, value)
     if data.empty:
         return None
-    presets = list(dict.fromkeys(data["preset"]))
-    axes_used = _varying(data, LINE_AXES)
-    cols = min(len(presets), 3)
-    nrows = math.ceil(len(presets) / cols)
-    fig = Figure(figsize=(8.5 * cols, 4.2 * nrows), layout="constrained")
-    grid = fig.subplots(nrows, cols, squeeze=False)
-    for ax, preset in zip(grid.flat, presets):
-        panel = data[data["preset"] == preset]
+    panels = _panels(data)
+    fig, axes = _grid(len(panels), 6.4, 3.8)
+    for ax, (size, mode, panel) in zip(axes, panels):
+        axes_used = _varying(panel, CONFIG_AXES)
         labels = panel.apply(lambda r: _line_label(r, axes_used), axis=1)
-        for i, (label, line) in enumerate(panel.groupby(labels, sort=True)):
-            line = line.sort_values("batch")
-            ax.plot(line["batch"], line[value], marker=MARKERS[i // 10 % len(MARKERS)], label=label)
+        panel = panel.assign(label=labels)
+        best = panel.groupby("label")[value].max().rename("score").reset_index()
+        best = best.merge(panel.drop_duplicates("label"), on="label")
+        kept, dropped = _keep(best, "score")
+        for i, label in enumerate(sorted(kept["label"])):  # by name: a configuration keeps its colour in every panel
+            line = panel[panel["label"] == label].sort_values("batch")
+            ax.plot(line["batch"], line[value], marker=MARKERS[i % len(MARKERS)], label=label)
         if budget_mib is not None:
             ax.axhline(budget_mib, color="red", linestyle="--", label=f"budget {budget_mib:,.0f} MiB")
         ax.set_xscale("log", base=2)
         batches = sorted(set(panel["batch"]))
-        ax.set_xticks(batches, [f"{b:g}" for b in batches])  # the measured batch sizes, not powers of two
+        ax.set_xticks(batches, [f"{b:g}" for b in batches])  # the measured batch sizes
         ax.xaxis.set_minor_formatter(NullFormatter())
         if log_y:
             ax.set_yscale("log")
             ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 200, 500, 1,000, 2,000, ...
             ax.yaxis.set_major_formatter(PLAIN)
             ax.yaxis.set_minor_formatter(NullFormatter())
+        else:
+            ax.set_ylim(bottom=0)
         ax.set_xlabel("batch size (images)")
         ax.set_ylabel(ylabel)
-        ax.set_title(f"preset {preset}")
+        ax.set_title(f"{size}, {mode}" + (f" (best {len(kept)}; {dropped} more in the CSV)" if dropped else ""), fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    for ax in list(grid.flat)[len(presets):]:
-        ax.set_visible(False)
+        ax.legend(fontsize=7, loc="best")
     fig.suptitle(title)
     return _png(fig)
 
 
 def throughput_vs_batch(rows: pd.DataFrame, device: str) -> Optional[bytes]:
-    """images/s against batch size, one panel per preset, one line per remaining configuration."""
+    """images/s against batch size, one panel per input size and mode, one line per configuration measured at
+    several batch sizes."""
     ok = rows[rows["status"] == "ok"]
     return _by_batch(ok, "images_per_s", "throughput (images/s)", f"Throughput vs batch size (measured on {device})")
 
@@ -102,8 +158,36 @@ def memory_vs_batch(rows: pd.DataFrame, device: str, budget_mib: float) -> Optio
     and small peaks share one axis."""
     ok = with_peak(rows[rows["status"] == "ok"])
     source = peak_label(sorted(set(ok["peak_from"]) - {""}))
-    return _by_batch(ok, "peak_mib", f"peak memory (MiB, {source})", f"Peak memory vs batch size (measured on {device}: {source})",
+    return _by_batch(ok, "peak_mib", "peak memory (MiB)", f"Peak memory vs batch size (measured on {device}: {source})",
                      budget_mib=budget_mib, log_y=True)
+
+
+def throughput_bars(rows: pd.DataFrame, device: str) -> Optional[bytes]:
+    """Per (input size, mode) panel, the configurations' images/s at the panel's most measured batch size,
+    as horizontal bars: the best :data:`MAX_ENTRIES` and the fp32/eager baseline, each bar labelled."""
+    ok = rows[(rows["status"] == "ok") & rows["images_per_s"].notna()]
+    if ok.empty:
+        return None
+    panels = _panels(ok)
+    fig, axes = _grid(len(panels), 6.4, 3.4)
+    for ax, (size, mode, panel) in zip(axes, panels):
+        batch = panel["batch"].value_counts().sort_index(ascending=False).idxmax()  # the most common; ties: the larger
+        at = panel[panel["batch"] == batch]
+        axes_used = _varying(at, CONFIG_AXES)
+        at = at.assign(label=at.apply(lambda r: _line_label(r, axes_used), axis=1))
+        kept, dropped = _keep(at.drop_duplicates("label"), "images_per_s")
+        kept = kept.sort_values("images_per_s")
+        colours = ["tab:gray" if b else "tab:blue" for b in _is_baseline(kept)]
+        ax.barh(range(len(kept)), kept["images_per_s"], color=colours)
+        ax.set_yticks(range(len(kept)), list(kept["label"]), fontsize=7)
+        for y, v in enumerate(kept["images_per_s"]):
+            ax.text(v, y, f" {v:,.3g}", va="center", fontsize=7)
+        ax.set_xlim(right=kept["images_per_s"].max() * 1.25)
+        ax.set_xlabel(f"throughput (images/s) at batch {batch:g}")
+        ax.set_title(f"{size}, {mode}" + (f" (best {len(kept)} of {len(kept) + dropped})" if dropped else ""), fontsize=10)
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle(f"Throughput per configuration, grey = the fp32/eager baseline (measured on {device})")
+    return _png(fig)
 
 
 def ratio_bars(summary: pd.DataFrame, device: str, memory_label: str = "peak memory") -> Optional[bytes]:
@@ -127,12 +211,14 @@ def ratio_bars(summary: pd.DataFrame, device: str, memory_label: str = "peak mem
                             transform=ax.get_xaxis_transform())  # x in data, y in the axes: always inside them
     ax.axhline(1.0, color="black", linewidth=1)
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())  # no "2x10^0" between the labelled ticks
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
     ax.set_ylabel("transformer / CNN (×, log scale; 1 = the CNN)")
     ax.set_title(f"Transformer relative to the CNN, median over matched cases (measured on {device})")
     ax.grid(True, axis="y", which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=len(series))  # below: never over a bar
     return _png(fig)
 
 

@@ -20,11 +20,12 @@ import pandas as pd
 from bench.runs.schema import invalid_reasons
 
 # The axes that make a case (schema columns); two rows equal on all of these are the same case.
-CASE_AXES = ("family", "preset", "size", "latent", "precision", "attention", "checkpointing", "compile", "mode", "batch")
+CASE_AXES = ("family", "preset", "size", "latent", "precision", "attention", "checkpointing", "compile", "mode", "batch",
+             "seq_len", "encoder")  # the last two: the sequence modes' axes, empty elsewhere
 # Transformer vs CNN: the seed's comparison pairs models of one preset on one workload. compile is
 # added so that a compiled transformer is never set against an eager CNN.
-CNN_MATCH = ("size", "precision", "mode", "batch", "preset", "compile")
-PIVOT_INDEX = ("family", "preset", "latent", "mode", "attention", "checkpointing", "compile", "batch")
+CNN_MATCH = ("size", "precision", "mode", "batch", "preset", "compile", "seq_len", "encoder")
+PIVOT_INDEX = ("family", "preset", "latent", "mode", "attention", "checkpointing", "compile", "batch", "seq_len", "encoder")
 PIVOT_COLUMNS = ("size", "precision")
 MEMORY_COLUMNS = ("tensor_peak_mib", "alloc_peak_mib", "reserved_peak_mib", "nvml_process_peak_mib", "nvml_device_peak_mib",
                   "rss_peak_mib")
@@ -117,7 +118,7 @@ def _pivot(rows: pd.DataFrame, values: list[str], name_metric: bool) -> pd.DataF
     if rows.empty or not values:
         return pd.DataFrame(columns=index)
     keyed = _keyed(rows, index + columns)
-    for column in ("latent", "batch"):  # whole numbers, written as 128 rather than 128.0
+    for column in ("latent", "batch", "seq_len"):  # whole numbers, written as 128 rather than 128.0 (seq_len 0: none)
         keyed[column] = keyed[column].astype("int64")
     table = keyed.pivot_table(index=index, columns=columns, values=values, aggfunc="first", dropna=True)
     table.columns = [" ".join(str(part) for part in (key if name_metric else key[1:])) for key in table.columns]

@@ -14,7 +14,7 @@ import pandas as pd
 from bench.report import tables
 from bench.report.display import show
 
-WORST_PREDICTIONS = 10  # rows of the worst memory-model errors shown in the report (all in memory_model.csv)
+WORST_PREDICTIONS = 5  # the worst rows shown in the report; all of them are in memory_model.csv
 
 
 def timer_floor(meta: dict) -> Optional[float]:

@@ -25,8 +25,8 @@ import pandas as pd
 from bench.runs.writer import CSV_FIELD_LIMIT, META_JSON, RESULTS_CSV, SAMPLES_JSONL
 from bench.runs.schema import COLUMN_NAMES, COLUMNS, LATER_COLUMNS, STATUSES
 
-# Typed columns: everything with a unit is a number; these three are booleans; the rest is text.
-BOOL_COLUMNS = ("checkpointing", "noisy", "throttled")
+# Typed columns: everything with a unit is a number; these are booleans; the rest is text.
+BOOL_COLUMNS = ("checkpointing", "noisy", "throttled", "bimodal")
 NUMERIC_COLUMNS = tuple(c.name for c in COLUMNS if c.unit not in ("", "WxH", "ISO 8601")) + ("latent",)
 TEXT_COLUMNS = tuple(c for c in COLUMN_NAMES if c not in BOOL_COLUMNS and c not in NUMERIC_COLUMNS)
 
@@ -46,6 +46,12 @@ class SavedRun:
     kind: str                       # "results folder" or "pytest-benchmark JSON"
     default_out: Path               # where a report of this run goes unless told otherwise
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def device_name(self) -> str:
+        """The device's name as the run recorded it ("NVIDIA H200", the CPU's model), "" when it did not."""
+        device = self.meta.get("device")
+        return str(device.get("name") or "") if isinstance(device, dict) else ""
 
     @property
     def device_type(self) -> str:
@@ -130,6 +136,21 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON (truncated or corrupt): {err}") from None
+
+
+def read_sample_processes(path: Path) -> dict[str, list[int]]:
+    """Per case measured in several processes (``--processes``), each sample's process index; ``{}`` without them."""
+    out = {}
+    if not Path(path).is_file():
+        return out
+    for line in Path(path).read_text(encoding="utf-8").split("\n"):
+        try:
+            item = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            continue
+        if isinstance(item, dict) and isinstance(item.get("process"), list):
+            out[str(item.get("case_key"))] = [int(i) for i in item["process"]]
+    return out
 
 
 def _read_samples(path: Path) -> dict[str, list[float]]:

@@ -37,8 +37,13 @@ COLUMNS: tuple[Column, ...] = (
     Column("attention_ran", "", "attention kernel(s) that actually ran, seen at the dispatcher"),
     Column("checkpointing", "", "gradient checkpointing per block (True/False)"),
     Column("compile", "", "torch.compile mode, or off"),
-    Column("mode", "", "infer (forward), train (forward+backward+AdamW step), embed (Embedding only)"),
-    Column("batch", "images", "batch size; one iteration = one batch"),
+    Column("mode", "", "infer (forward), train (forward+backward+AdamW step), embed (Embedding only), sequence-infer / "
+           "sequence-train (frames -> Embedding -> LSTM, ae_models/sequence.py: the batch*seq_len frames encoded as one batch, "
+           "then an LSTMModel of 2 layers, hidden 256; train: AdamW on the MSE of the LSTM's output against a fixed target)"),
+    Column("batch", "images", "batch size; one iteration = one batch (in the sequence modes: sequences of seq_len frames each)"),
+    Column("seq_len", "frames", "sequence modes: frames per sequence (T); empty in other modes"),
+    Column("encoder", "", "sequence-train: frozen (no gradient, run under no_grad in eval mode) or finetune (trained with the "
+           "LSTM); empty in other modes"),
     Column("device", "", "cuda or cpu"),
     Column("device_name", "", "GPU or CPU model"),
     Column("params", "count", "model parameters"),
@@ -54,8 +59,22 @@ COLUMNS: tuple[Column, ...] = (
     Column("min_ms", "ms", "fastest batch"),
     Column("cv", "ratio", "coefficient of variation (std / mean) of time per batch"),
     Column("noisy", "", "True when IQR / median exceeds the noise threshold: the spread says the machine was busy"),
-    Column("images_per_s", "images/s", "batch / median time"),
-    Column("gflop_per_image", "GFLOP", "floating-point operations per image for the mode (2 per multiply-add)"),
+    Column("processes", "count", "fresh processes that measured the case (--processes; each builds the model anew); the "
+           "row's figures are those of the process with the middle median, every sample is in samples.jsonl"),
+    Column("process_medians_ms", "", "each process's median time per batch in ms, space-separated (empty for one process)"),
+    Column("bimodal", "", "True when the process medians differ far more than the samples within a process do: the speed "
+           "depends on the build (memory layout, kernel choice), so one process cannot stand for the case"),
+    Column("images_per_s", "images/s", "batch / median time (in the sequence modes: frames, batch x seq_len / median time)"),
+    Column("sequences_per_s", "sequences/s", "sequence modes: batch / median time; empty in other modes"),
+    Column("frames_per_s", "frames/s", "sequence modes: batch x seq_len / median time (= images_per_s); empty in other modes"),
+    Column("encoder_pct", "%", "sequence modes: share of a step's time in the encoder (Embedding of the batch x seq_len "
+           "frames, and its backward when fine-tuned), from torch.profiler over 2 extra eager steps: each op's self time "
+           "(CPU; on CUDA the device time of its kernels) under the pipeline's encoder scope, backward ops by the "
+           "forward op that made their autograd node (bench/core/sequence.py); empty in other modes"),
+    Column("lstm_pct", "%", "sequence modes: the same for the LSTM and its head; the rest of the step (100 - encoder_pct "
+           "- lstm_pct) is the loss, AdamW and the reshape between the parts; empty in other modes"),
+    Column("gflop_per_image", "GFLOP", "floating-point operations per image for the mode (2 per multiply-add; per frame "
+           "in the sequence modes, the LSTM's share included)"),
     Column("flops_source", "", "how gflop_per_image was counted"),
     Column("attn_gflop_analytic", "GFLOP", "attention score and value matmuls per image, from the shapes"),
     Column("attn_gflop_counted", "GFLOP", "the same as torch.utils.flop_counter saw it (0 where a fused kernel hides it)"),
@@ -88,7 +107,9 @@ COLUMNS: tuple[Column, ...] = (
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 UNITS: dict[str, str] = {c.name: c.unit for c in COLUMNS}
 # Columns added after runs were first written: a results.csv without them still reads (they are empty).
-LATER_COLUMNS: tuple[str, ...] = ("tensor_peak_mib", "predicted_tensor_mib", "prediction_error_pct")
+LATER_COLUMNS: tuple[str, ...] = ("tensor_peak_mib", "predicted_tensor_mib", "prediction_error_pct",
+                                  "seq_len", "encoder", "sequences_per_s", "frames_per_s", "encoder_pct", "lstm_pct",
+                                  "processes", "process_medians_ms", "bimodal")
 
 
 def _number(value: Any) -> Optional[float]:

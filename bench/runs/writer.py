@@ -76,8 +76,10 @@ class RunWriter:
         key = records[0].index("case_key")
         return {r[key] for r in records[1:] if len(r) == len(records[0])}
 
-    def append(self, row: dict[str, Any], samples_s: Optional[Iterable[float]] = None) -> None:
-        """Append the case's samples line (if any), then its row; each fsynced, each whole or not at all."""
+    def append(self, row: dict[str, Any], samples_s: Optional[Iterable[float]] = None,
+               process_index: Optional[Iterable[int]] = None) -> None:
+        """Append the case's samples line (if any; with each sample's process index when several processes
+        measured it), then its row; each fsynced, each whole or not at all."""
         check_row(row)
         cells = [_cell(row[c]) for c in COLUMN_NAMES]
         reason = COLUMN_NAMES.index("reason")
@@ -87,6 +89,8 @@ class RunWriter:
         csv.writer(line).writerow(cells)
         if samples_s is not None:
             record = {"case_key": row["case_key"], "samples_ms": [round(s * 1e3, 6) for s in samples_s]}
+            if process_index is not None:
+                record["process"] = list(process_index)
             _append_whole(self.samples_path, (json.dumps(record) + "\n").encode())
         _append_whole(self.csv_path, line.getvalue().encode())
 

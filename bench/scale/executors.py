@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from bench.core.commandline import child_env
+
 LOCAL_TIMEOUT_MIN = 14 * 24 * 60  # submitit's local executor kills a job after 2 minutes unless told otherwise
 TAIL_LINES, TAIL_CHARS = 20, 1500
 EXIT_MEANINGS = {2: "bad input", 3: "an I/O or internal error", 130: "interrupted"}
@@ -86,6 +88,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 def _start(command: list[str], **kwargs: Any) -> subprocess.Popen:
     preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    kwargs.setdefault("env", child_env())  # this bench first on PYTHONPATH (bench/core/commandline.py)
     return subprocess.Popen(command, preexec_fn=preexec, **kwargs)  # noqa: PLW1509 - prctl only, no locks taken
 
 
@@ -103,13 +106,13 @@ def _stop(process: subprocess.Popen, wait_s: float = 30.0) -> None:
 def run_shard_job(command: list[str], env: Optional[dict[str, Optional[str]]] = None) -> int:
     """The body of a submitit job: run the shard's command as a child (``env``: variables to set, or
     to remove where None), return its exit status."""
-    child_env = dict(os.environ)
+    environment = child_env()  # this bench first on PYTHONPATH (bench/core/commandline.py)
     for name, value in (env or {}).items():
         if value is None:
-            child_env.pop(name, None)
+            environment.pop(name, None)
         else:
-            child_env[name] = value
-    process = _start(command, env=child_env)
+            environment[name] = value
+    process = _start(command, env=environment)
     try:
         return process.wait()
     except BaseException:  # the job is being stopped (a cancel, a time limit): stop the shard cleanly

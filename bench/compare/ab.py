@@ -1,0 +1,185 @@
+"""``python -m bench ab BASE_REF [HEAD_REF]``: two versions of the code, measured in one job, alternately.
+
+Two runs made at different times differ by more than the code: the machine drifts (another job,
+clocks, heat) and each build of a model runs at its own speed. ``compare`` of two stored runs sees
+both as a change. Here both sides run on the same machine in the same minutes: each git ref is
+checked out into a temporary worktree (HEAD_REF left out: the working tree as it is, uncommitted
+changes included), and every case is measured alternately, A B then B A in the next round (ABBA),
+each measurement a fresh process (``bench.core.child``, run with that side's code). Drift and load
+then hit both sides alike, and each round gives a paired ratio B / A of the two processes' medians.
+
+The verdict is on those paired ratios: their median, and a percentile-bootstrap interval over the
+rounds (the rounds resampled, a fixed seed), against the same threshold as ``compare``
+(``slower`` only when the whole interval lies above it). A side whose speed depends on the build
+shows up as scattered paired ratios, so a wide interval (``noisy``), not a change. The output is
+``compare``'s: the same exit codes, markdown and JSON. (asv's ``continuous`` and Chromium's Pinpoint
+work this way: both commits in one job, interleaved.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+
+from bench.compare import stats as st
+from bench.compare.rules import Rules
+from bench.compare.sides import Side
+from bench.compare.verdicts import CaseResult, Comparison, memory_column
+from bench.core.cases import Case
+from bench.core.launchers import Subprocess
+from bench.core.measure import Measurement
+from bench.runs.provenance import git_commit, utc_now
+
+MIN_ROUNDS = 3   # fewer paired ratios cannot make an interval
+DEFAULT_ROUNDS = 6
+
+
+def repo_root(start: Path = Path.cwd()) -> Path:
+    try:
+        out = subprocess.run(["git", "-C", str(start), "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                             check=True, timeout=30)
+    except (OSError, subprocess.CalledProcessError) as err:
+        raise ValueError(f"ab needs a git repository: {start} is not in one ({err})") from None
+    return Path(out.stdout.strip())
+
+
+def resolve_ref(repo: Path, ref: str) -> str:
+    """The commit ``ref`` names (one line naming the ref when it names none)."""
+    done = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                          capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise ValueError(f"ab: {ref!r} is not a commit, branch or tag of {repo}")
+    return done.stdout.strip()
+
+
+@contextlib.contextmanager
+def worktree(repo: Path, ref: Optional[str]) -> Iterator[tuple[Path, str]]:
+    """(code root, label): a temporary worktree of ``ref`` (removed afterwards), or the repository's working
+    tree itself for ``None``."""
+    if ref is None:
+        yield repo, f"working tree ({git_commit() or 'no commit'}, uncommitted changes included)"
+        return
+    commit = resolve_ref(repo, ref)
+    folder = Path(tempfile.mkdtemp(prefix="ae-bench-ab-")) / "tree"
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", "--quiet", str(folder), commit],
+                   check=True, capture_output=True, timeout=300)
+    try:
+        check = subprocess.run([sys.executable, "-c", "import bench.core.child, bench.core.measure"], cwd=folder,
+                               capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(folder),
+                                                                                 **_plain_env()})
+        if check.returncode != 0:
+            raise ValueError(f"ab: {ref} ({commit[:10]}) has no bench.core.child to measure with (a commit from before the "
+                             f"one-case-per-child harness): {check.stderr.strip().splitlines()[-1] if check.stderr else ''}")
+        yield folder, f"{ref} ({commit[:10]})"
+    finally:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(folder)], capture_output=True, timeout=300)
+        subprocess.run(["git", "-C", str(repo), "worktree", "prune"], capture_output=True, timeout=300)
+
+
+def _plain_env() -> dict:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def paired_change(a_medians: list[float], b_medians: list[float], threshold: float, confidence: float = st.CONFIDENCE,
+                  resamples: int = st.RESAMPLES, seed: int = st.SEED) -> st.TimeChange:
+    """The verdict from paired rounds: ratio = median of B/A over the rounds, its interval a percentile
+    bootstrap over the rounds; fewer than :data:`MIN_ROUNDS` pairs is ``noisy``."""
+    pairs = [(a, b) for a, b in zip(a_medians, b_medians) if a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b)]
+    a_med = statistics.median([a for a, _ in pairs]) if pairs else math.nan
+    b_med = statistics.median([b for _, b in pairs]) if pairs else math.nan
+    if len(pairs) < MIN_ROUNDS:
+        return st.TimeChange("noisy", f"{len(pairs)} paired round(s): at least {MIN_ROUNDS} are needed", math.nan, math.nan,
+                             math.nan, confidence, threshold, a_med, b_med, len(pairs), len(pairs))
+    logs = np.log(np.asarray([b / a for a, b in pairs]))
+    rng = np.random.default_rng(seed)
+    medians = np.median(logs[rng.integers(0, logs.size, (resamples, logs.size))], axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.exp(np.quantile(medians, [tail, 1 - tail]))
+    ratio = float(np.exp(np.median(logs)))
+    verdict, reason = st.time_verdict(ratio, float(low), float(high), threshold)
+    reason = reason.replace("median ", f"paired median of {len(pairs)} rounds ", 1)
+    return st.TimeChange(verdict, reason, ratio, float(low), float(high), confidence, threshold, a_med, b_med,
+                         len(pairs), len(pairs))
+
+
+def run_ab(cases: list[Case], selection, roots: tuple[Path, Path], labels: tuple[str, str], rounds: int,
+           rules: Rules, timeout_s: float, log: Callable[[str], None] = lambda line: None) -> Comparison:
+    """Measure every case on both sides, ``rounds`` times, ABBA; judge each case on its paired rounds."""
+    if rounds < MIN_ROUNDS:
+        raise ValueError(f"--rounds {rounds}: at least {MIN_ROUNDS} rounds are needed for an interval")
+    sides = {"A": Subprocess(str(selection.device), timeout_s, code_root=roots[0]),
+             "B": Subprocess(str(selection.device), timeout_s, code_root=roots[1])}
+    settings = selection.settings
+    got: dict[tuple[str, str], list[Measurement]] = {}
+    todo = [c for c in cases if not c.skip]
+    total, done = rounds * len(todo) * 2, 0
+    for r in range(rounds):
+        for case in todo:
+            for side in ("AB" if r % 2 == 0 else "BA"):
+                m = sides[side].run(case, selection.device, selection.facts, settings, f"ab-{side}")
+                got.setdefault((case.key, side), []).append(m)
+                done += 1
+                median = statistics.median(m.samples_s) * 1e3 if m.samples_s else math.nan
+                log(f"[{done}/{total}] round {r + 1} {side} {case.id}: {m.row.get('status')}, median {median:.2f} ms/batch")
+    results, sided = [], {"A": {}, "B": {}}
+    for case in todo:
+        runs = {s: got[(case.key, s)] for s in "AB"}
+        for s in "AB":
+            ok = [m for m in runs[s] if m.row.get("status") == "ok" and m.samples_s]
+            sided[s][case.key] = (runs[s][-1].row, [x * 1e3 for m in ok for x in m.samples_s],
+                                  [i for i, m in enumerate(ok) for _ in m.samples_s])
+        results.append(_judge(case, runs, rules))
+    side_a, side_b = (_side(labels[i], roots[i], sided[s], selection) for i, s in enumerate("AB"))
+    results.sort(key=CaseResult.sort_key)
+    limits = rules.default
+    settings_out = {"time_threshold": limits.time, "memory_threshold": limits.memory, "memory_floor_mib": limits.memory_floor_mib,
+                    "max_spread": limits.max_spread, "confidence": st.CONFIDENCE, "resamples": st.RESAMPLES, "seed": st.SEED,
+                    "normalize_factor": None, "rounds": rounds, "order": "ABBA", "memory_columns": ["reserved_peak_mib",
+                                                                                                  "nvml_process_peak_mib"],
+                    "groups": [{"match": list(p), **o} for p, o in rules.groups]}
+    notes = [f"A/B in one job: {rounds} rounds, A and B alternated (ABBA), each measurement a fresh process; the time "
+             "verdict is on the paired ratios B/A of the two processes' medians, its interval a bootstrap over the rounds"]
+    return Comparison(side_a, side_b, results, settings_out, notes)
+
+
+def _judge(case: Case, runs: dict[str, list[Measurement]], rules: Rules) -> CaseResult:
+    limits = rules.for_case(case.id, case.key)
+    if limits.ignore:
+        return CaseResult(case.key, case.id, "ignored", note="ignored by the config")
+    bad = {s: [m for m in runs[s] if m.row.get("status") != "ok"] for s in "AB"}
+    if bad["A"] and bad["B"]:
+        return CaseResult(case.key, case.id, "skipped", note=f"{bad['B'][0].row.get('status')} on both sides")
+    if bad["B"]:
+        return CaseResult(case.key, case.id, "broken", fails=True,
+                          note=f"ok in A, {bad['B'][0].row.get('status')} in B: {bad['B'][0].row.get('reason') or ''}".strip())
+    if bad["A"]:
+        return CaseResult(case.key, case.id, "fixed", note=f"{bad['A'][0].row.get('status')} in A, ok in B")
+    a = [statistics.median(m.samples_s) * 1e3 for m in runs["A"]]
+    b = [statistics.median(m.samples_s) * 1e3 for m in runs["B"]]
+    time = paired_change(a, b, limits.time)
+    base, cand = runs["A"][-1].row, runs["B"][-1].row
+    column = memory_column(base, cand)
+    if column == "rss_peak_mib":
+        column = None  # whole-process RSS: not judged (as compare without --check-rss)
+    value = (lambda row: float(row[column]) if column and row.get(column) not in (None, "") else None)
+    memory = st.compare_memory(value(base), value(cand), column, limits.memory, limits.memory_floor_mib)
+    fails = time.verdict == "slower" or memory.verdict == "grew"
+    return CaseResult(case.key, case.id, "compared", time, memory, fails=fails)
+
+
+def _side(label: str, root: Path, data: dict, selection) -> Side:
+    facts = selection.facts
+    return Side(path=Path(label), kind="ab", rows={k: v[0] for k, v in data.items()},
+                samples_ms={k: v[1] for k, v in data.items()}, samples_process={k: v[2] for k, v in data.items()},
+                device_type=facts.type, device_name=facts.name, torch=facts.torch, slug=facts.slug,
+                commit=label, created=utc_now())

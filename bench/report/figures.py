@@ -1,0 +1,79 @@
+"""The report's figures, drawn from the run's rows and files, each with the caption that says what to read
+from it (``report_template.md`` places them in their sections)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import pandas as pd
+
+from bench.report import plots
+from bench.runs.model_facts import ATTENTION_MAPS_PNG, ModelFacts
+from bench.runs.reader import SavedRun
+
+PLOTS_DIR = "plots"
+
+
+def draw_figures(run: SavedRun, rows: pd.DataFrame, device: str, budget_mib: float, budget: str,
+                 cnn_summary: pd.DataFrame, memory_label: str, facts: ModelFacts) -> tuple[list[dict], dict[str, bytes]]:
+    """(figures: name, title, path or None, why not, caption; the PNGs by path)."""
+    out_plots: dict[str, bytes] = {}
+    figures: list[dict] = []
+
+    def figure(name: str, title: str, make: Callable[[], Optional[bytes]], why_not: str, caption: str) -> None:
+        png = make()
+        path = f"{PLOTS_DIR}/{name}.png"
+        if png is not None:
+            out_plots[path] = png
+        figures.append({"name": name, "title": title, "path": path if png is not None else None, "missing": why_not,
+                        "caption": caption})
+
+    swept = "no configuration was measured at more than one batch size (the bar chart above has them at one batch)"
+    figure("throughput_bars", "Throughput per configuration", lambda: plots.throughput_bars(rows, device),
+           "no ok case was measured",
+           "Per input size and mode, the fastest configurations at the batch most cases ran (each family's fp32/eager "
+           "baseline in grey): how much each choice of precision, attention and checkpointing buys on this device")
+    figure("throughput_vs_batch", "Throughput vs batch size", lambda: plots.throughput_vs_batch(rows, device), swept,
+           "Where the curve flattens, a larger batch stops paying: more memory for the same images/s")
+    figure("memory_vs_batch", f"Peak memory vs batch size, with the {budget} budget",
+           lambda: plots.memory_vs_batch(rows, device, budget_mib), swept,
+           f"Memory grows by a fixed amount per image; the dashed line is the {budget} budget "
+           f"({memory_label}{'' if device == 'cuda' else ', so a GPU adds its CUDA context and allocator cache'})")
+    figure("transformer_vs_cnn", "Transformer / CNN ratios", lambda: plots.ratio_bars(cnn_summary, device, memory_label),
+           "no transformer case has a matching CNN case",
+           "Above 1 the transformer has more of it (faster, hungrier, larger) than the CNN on the same input, precision, "
+           "mode and batch")
+    figure("latency_distribution", "Latency distribution of the slowest cases",
+           lambda: plots.latency_distribution(rows, run.samples_ms, device),
+           "no per-iteration samples were saved for the ok cases",
+           "A wide box or far whiskers mean a noisy case: rerun it on a quiet machine before trusting small differences")
+    attention_figure = _attention_figure(run, facts, out_plots)
+    attention_figure["caption"] = ("Where each layer's queries look, averaged over heads, before any training: a "
+                                   "check of the kernels' plumbing, not of what a trained model attends to")
+    figures.append(attention_figure)
+
+    return figures, out_plots
+
+
+def _attention_figure(run: SavedRun, facts: ModelFacts, out_plots: dict[str, bytes]) -> dict:
+    """Section 7's attention maps: the figure the run drew when it started, copied; or why there is none."""
+    about = facts.attention_maps
+    title = "Attention maps per layer"
+    if about:
+        title += f", untrained {about['family']}-{about['preset']} at {about['size']}"
+    if about and about.get("path"):
+        source = Path(run.source) / about["path"]
+        if source.is_file():
+            out_plots[ATTENTION_MAPS_PNG] = source.read_bytes()
+            return {"name": "attention_maps", "title": title, "path": ATTENTION_MAPS_PNG, "missing": ""}
+        why = f"{about['path']} is missing from the run folder; {facts.hint}"
+    elif about:
+        why = f"{about.get('why_not') or 'the run drew no figure'} (see section 5)"
+    elif facts.path is not None:
+        why = "no patch-transformer case in this run to take a model from"
+    else:
+        why = facts.missing("figure")
+    return {"name": "attention_maps", "title": title, "path": None, "missing": why}
+
+

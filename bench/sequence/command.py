@@ -1,0 +1,88 @@
+"""``python -m bench downstream``: the LSTM on each family's frozen embeddings, against repeat-last."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from bench.core.commandline import EXIT_OK, Command
+
+# the defaults of bench/sequence/downstream.py, repeated here so that --help needs no torch
+WINDOW, STEP, CONTEXT, AE_SECONDS, LSTM_STEPS = "640x152", 64, 8, 30.0, 300
+
+
+def _args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--families", default="transformer,cnn", help="families, comma-separated [default: transformer,cnn]")
+    parser.add_argument("--preset", default="tiny", help="one preset for every family [default: tiny]")
+    parser.add_argument("--latents", default="128,8192", help="latent sizes 128..8192, comma-separated [default: 128,8192]")
+    parser.add_argument("--window", default=WINDOW, help=f"window size WxH [default: {WINDOW}]")
+    parser.add_argument("--step", type=int, default=STEP, help=f"px between consecutive windows [default: {STEP}]")
+    parser.add_argument("--context", type=int, default=CONTEXT, help=f"windows the LSTM reads before predicting [default: {CONTEXT}]")
+    parser.add_argument("--ae-seconds", type=float, default=AE_SECONDS,
+                        help=f"autoencoder training clock per family and latent, seconds [default: {AE_SECONDS:g}]")
+    parser.add_argument("--lstm-steps", type=int, default=LSTM_STEPS, help=f"LSTM training steps [default: {LSTM_STEPS}]")
+    parser.add_argument("--train-rows", type=int, default=16, help="training rows per image [default: 16]")
+    parser.add_argument("--heldout-rows", type=int, default=8, help="held-out rows per image [default: 8]")
+    parser.add_argument("--images", default=None, metavar="DIR", help="png/jpg/tif images instead of scikit-image's photographs")
+    parser.add_argument("--seed", type=int, default=0, help="seed for rows, weights and batches [default: 0]")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N [default: cpu]")
+    parser.add_argument("--out", default=None, metavar="DIR", help="output folder [default: results/<run-id>-downstream]")
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError(f"{name}: expected a positive number, got {value}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bench.core.cases import parse_axis_values
+    from ae_models.sizes import parse_size
+
+    families = parse_axis_values("families", args.families)
+    latents = parse_axis_values("latents", args.latents)
+    bad = [v for v in latents if not 128 <= v <= 8192]
+    if bad:
+        raise ValueError(f"--latents: {bad[0]} is outside 128..8192")
+    window = parse_size(args.window)
+    for name in ("step", "context", "ae_seconds", "lstm_steps", "train_rows", "heldout_rows"):
+        _positive(f"--{name.replace('_', '-')}", getattr(args, name))
+
+    import torch
+
+    from bench.quality.dataset import load_sources
+    from bench.runs.provenance import git_commit, new_run_id, utc_now
+    from bench.sequence.downstream import prepare_images, run_downstream
+    from bench.sequence.output import write_outputs
+    from bench.trackers.device import device_facts, resolve_device
+
+    device = resolve_device(args.device)
+    facts = device_facts(device)
+    out = Path(args.out) if args.out else Path("results") / f"{new_run_id(facts.slug)}-downstream"
+    started = time.perf_counter()
+    sources, failed, data = load_sources(args.images)
+    images, dropped = prepare_images(sources, window, args.step, args.context, args.seed)
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    results = []
+    for family in families:
+        for latent in latents:
+            log(f"{family} {args.preset} latent {latent}:")
+            results.append(run_downstream(family, args.preset, latent, images, device, args.seed, window, args.step,
+                                          args.context, args.ae_seconds, args.lstm_steps, args.train_rows,
+                                          args.heldout_rows, log))
+    command = shlex.join(["python", "-m", "bench", *(getattr(args, "argv", None) or sys.argv[1:])])
+    meta = dict(command=command, when=utc_now(), device=f"{facts.name} ({torch.get_num_threads()} threads)",
+                torch=torch.__version__, commit=git_commit(), seconds=time.perf_counter() - started, data=data,
+                dropped="; ".join(f"{k}: {v}" for k, v in {**failed, **dropped}.items()), ae_seconds=args.ae_seconds)
+    md = write_outputs(out, results, meta)
+    print(md.read_text())
+    print(f"downstream: {md}")
+    return EXIT_OK
+
+
+COMMANDS = [
+    Command("downstream", "train an LSTM on each family's frozen embeddings of consecutive windows to predict the next "
+                          "window's embedding; score it on held-out bands against repeat-the-last-embedding", _args, _run),
+]

@@ -1,0 +1,156 @@
+"""Verdicts a busy or bimodal machine cannot fool: several processes per case (``--processes``), the
+hierarchical interval of ``compare``, the ``bimodal`` flag, and ``python -m bench ab`` (two git refs
+measured alternately in one job). Statistics on fixed numbers; one real A/B of one small case."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.compare import stats as st
+from bench.compare.ab import MIN_ROUNDS, paired_change
+from bench.core.child import known_fields
+from bench.core.measure import Measurement, Settings
+from bench.core.processes import is_bimodal, measure_processes
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _row(status="ok"):
+    return {"status": status, "case_key": "k", "reason": ""}
+
+
+def _process(median_s: float, n: int = 9, jitter: float = 0.01):
+    rng = np.random.default_rng(int(median_s * 1e6) % 1000)
+    return Measurement(_row(), list(median_s * (1 + jitter * rng.standard_normal(n))))
+
+
+# -- several processes per case -------------------------------------------------------------------
+
+def test_processes_keep_every_sample_with_its_process_and_the_middle_row():
+    made = iter([_process(0.010), _process(0.016), _process(0.011)])
+    m = measure_processes(lambda: next(made), 3)
+    assert m.row["processes"] == 3 and len(m.samples_s) == 27 and m.process_index == [0] * 9 + [1] * 9 + [2] * 9
+    medians = [float(x) for x in m.row["process_medians_ms"].split()]
+    assert medians == pytest.approx([10.0, 16.0, 11.0], rel=0.02)
+    assert m.row["bimodal"] is True  # 60% apart, samples within a process 1%
+
+
+def test_processes_that_agree_are_not_bimodal():
+    made = iter([_process(0.010), _process(0.0101), _process(0.0099)])
+    assert measure_processes(lambda: next(made), 3).row["bimodal"] is False
+
+
+def test_a_failed_process_makes_the_row_and_says_which():
+    made = iter([_process(0.010), Measurement({**_row("error"), "reason": "boom"}), _process(0.010)])
+    m = measure_processes(lambda: next(made), 3)
+    assert m.row["status"] == "error" and m.row["reason"] == "process 2 of 3: boom"
+
+
+@pytest.mark.parametrize("medians, within, expected", [
+    ([10, 16, 10.5], [0.01, 0.01, 0.01], True),    # two speeds, tight processes
+    ([10, 16, 10.5], [0.30, 0.30, 0.30], False),   # processes as wide as the gap: noise, not two modes
+    ([10, 10.5, 10.2], [0.001, 0.001, 0.001], False),  # under 10% apart
+])
+def test_bimodal_rule(medians, within, expected):
+    assert is_bimodal(medians, within) is expected
+
+
+def test_processes_is_a_timing_setting_refused_when_bad():
+    with pytest.raises(ValueError, match=r"\[timing\] processes = 0"):
+        Settings.from_dict({"processes": 0})
+
+
+# -- compare over processes -------------------------------------------------------------------------
+
+def _two_speeds(fast: float, slow: float, layout: list[int], n: int = 20) -> tuple[list[float], list[int]]:
+    rng = np.random.default_rng(sum(layout) + n)
+    samples, process = [], []
+    for p, mode in enumerate(layout):
+        base = slow if mode else fast
+        samples += list(base * (1 + 0.01 * rng.standard_normal(n)))
+        process += [p] * n
+    return samples, process
+
+
+def test_a_build_to_build_difference_is_no_change_over_processes():
+    """The same code builds fast or slow. One process per run: a fast build against a slow one is a
+    confident "slower" (what two single-process runs conclude). Three processes per run (fast, fast,
+    slow against slow, slow, fast): resampling processes first leaves it undecided."""
+    one_base, _ = _two_speeds(10.0, 16.0, [0])
+    one_cand, _ = _two_speeds(10.0, 16.0, [1])
+    assert st.compare_times(one_base, one_cand).verdict == "slower"
+    base, base_p = _two_speeds(10.0, 16.0, [0, 0, 1])
+    cand, cand_p = _two_speeds(10.0, 16.0, [1, 1, 0])
+    over = st.compare_times(base, cand, baseline_process=base_p, candidate_process=cand_p)
+    assert over.verdict == "noisy" and over.low < 1.1 < over.high
+    flagged = st.compare_times(base, cand, baseline_process=base_p, candidate_process=cand_p, bimodal="the medians split")
+    assert flagged.verdict in ("bimodal", "noisy")
+
+
+def test_a_real_change_survives_the_hierarchical_interval():
+    base, base_p = _two_speeds(10.0, 10.0, [0, 0, 0])
+    cand, cand_p = _two_speeds(13.0, 13.0, [0, 0, 0])
+    change = st.compare_times(base, cand, baseline_process=base_p, candidate_process=cand_p)
+    assert change.verdict == "slower" and change.low > 1.1
+
+
+# -- A/B: paired rounds -----------------------------------------------------------------------------
+
+def test_paired_rounds_cancel_drift_that_hits_both_sides():
+    drift = [1.0, 1.4, 0.8, 1.2, 1.0, 1.3]  # the machine's speed, round by round
+    a = [10 * d for d in drift]
+    same = paired_change(a, [10 * d * 1.01 for d in drift], 0.10)
+    assert same.verdict == "same"
+    slower = paired_change(a, [12.5 * d for d in drift], 0.10)
+    assert slower.verdict == "slower" and slower.ratio == pytest.approx(1.25)
+
+
+def test_too_few_rounds_is_noisy():
+    assert paired_change([10.0, 10.0], [20.0, 20.0], 0.10).verdict == "noisy"
+    assert MIN_ROUNDS == 3
+
+
+def test_a_child_of_an_older_checkout_drops_empty_new_fields_and_refuses_set_ones():
+    from bench.core.cases import Case
+
+    fields = Case(family="cnn", preset="tiny", size="201x201", mode="infer", batch=2).fields()
+    assert known_fields(Case, {**fields, "from_the_future": None}) == fields
+    with pytest.raises(SystemExit, match="from_the_future"):
+        known_fields(Case, {**fields, "from_the_future": 3})
+
+
+@pytest.mark.slow
+def test_ab_of_one_commit_against_itself_runs_both_sides_alternately(tmp_path):
+    """A real A/B: a scratch clone of this working tree, tag A, `ab A A` on one small case, 3 rounds."""
+    from bench.selfcheck.regression import scratch_repo
+
+    repo = scratch_repo(REPO, tmp_path)
+    out = tmp_path / "ab.json"
+    done = subprocess.run([sys.executable, "-m", "bench", "ab", "A", "A", "--matrix", "smoke", "--families", "cnn",
+                           "--sizes", "201x201", "--modes", "infer", "--rounds", "3", "--min-time", "0.05", "--json", str(out)],
+                          cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True, timeout=600)
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    (case,) = report["cases"]
+    assert case["case_id"] == "cnn-tiny-201x201-fp32-infer-b2" and case["outcome"] == "compared"
+    assert case["time"]["n_baseline"] == 3 and "paired median of 3 rounds" in case["time"]["reason"]
+    order = [line.split()[3] for line in done.stderr.splitlines() if line.startswith("[") and " round " in line]
+    assert order == ["A", "B", "B", "A", "A", "B"]  # ABBA
+    assert done.returncode == 0 or case["verdict"] == "slower"
+    assert not (repo / ".git" / "worktrees").exists() or not any((repo / ".git" / "worktrees").iterdir())  # cleaned up
+
+
+def test_ab_refuses_a_ref_that_names_no_commit(capsys):
+    from bench import cli
+
+    assert cli.main(["ab", "no-such-ref-anywhere", "--matrix", "smoke", "--families", "cnn", "--modes", "infer",
+                     "--sizes", "201x201"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'no-such-ref-anywhere' is not a commit" in err[0]
