@@ -76,10 +76,11 @@ def test_run_list_prints_the_cases_and_why_some_are_skipped_and_runs_nothing(tmp
 
 
 def test_run_list_with_a_keyword_lists_only_matching_cases(capsys):
-    assert main(["run", "--matrix", "quick", "--list", "-k", "compile-default"]) == 0
+    assert main(["run", "--matrix", "quick", "--list", "-k", "-b8"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines == ["transformer-tiny-201x201-fp32-flash-compile-default-infer-b4",
-                     "cnn-tiny-201x201-fp32-compile-default-infer-b4", "2 cases, 0 to be recorded as unsupported"]
+    assert lines == ["transformer-tiny-201x201-fp32-flash-infer-b8", "transformer-tiny-201x201-fp32-flash-train-b8",
+                     "cnn-tiny-201x201-fp32-infer-b8", "cnn-tiny-201x201-fp32-train-b8",
+                     "4 cases, 0 to be recorded as unsupported"]
 
 
 # -- baseline --key ---------------------------------------------------------------------------------------

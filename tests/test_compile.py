@@ -1,7 +1,7 @@
 """torch.compile through the harness: the compiled step is what is timed, the first step (compilation
 included) is recorded apart from the statistics, and the compiled graphs are released with the case.
 
-The CPU ``quick`` matrix runs one compiled case per family (tests/test_cases.py); here a smaller one of
+The CPU ``quick`` matrix runs one compiled transformer case (tests/test_cases.py); here a smaller one of
 each family goes through ``measure_case``, the same path as ``python -m bench run`` and ``pytest bench``.
 """
 
