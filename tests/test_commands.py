@@ -156,7 +156,7 @@ def test_a_cnn_plan_row_quotes_the_measured_figure_for_its_mode():
 def _pytest_bench(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pytest", str(REPO / "bench" / "test_speed.py"), "-q", "-p", "no:cacheprovider",
                            "--ae-matrix", "smoke", "--ae-families", "cnn", "--ae-sizes", "201x201", "--ae-modes", "infer",
-                           "--ae-min-time", "0.05", "--ae-results", str(tmp_path / "results"), *extra],
+                           "--ae-min-time", "0.05", "--ae-results", str(tmp_path / "results"), "--ae-plan-for", "none", *extra],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
 
 

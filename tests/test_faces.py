@@ -19,7 +19,7 @@ def pytest_face(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     args = [a.replace("--", "--ae-", 1) if a.startswith("--") else a for a in SELECTION]
     return subprocess.run([sys.executable, "-m", "pytest", str(REPO / "bench" / "test_speed.py"), "-q", "-p", "no:cacheprovider",
                            "--benchmark-json", str(tmp_path / "bench.json"), "--ae-results", str(tmp_path / "p"),
-                           "--ae-min-time", "0.1", *args, *extra],
+                           "--ae-min-time", "0.1", "--ae-plan-for", "none", *args, *extra],  # as drive.py's CLI runs
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
 
