@@ -56,8 +56,7 @@ def _compare_args(parser: argparse.ArgumentParser) -> None:
 def _compare(args: argparse.Namespace) -> int:
     from bench.compare.rules import load_rules, non_negative, parse_fraction
     from bench.compare.sides import open_run
-    from bench.compare.verdicts import compare_runs, finite_json
-    from bench.runs.files import atomic_write_text
+    from bench.compare.verdicts import compare_runs
 
     cli = {"time": parse_fraction(args.time_threshold, "--time-threshold") if args.time_threshold is not None else None,
            "memory": parse_fraction(args.memory_threshold, "--memory-threshold") if args.memory_threshold is not None else None,
@@ -78,6 +77,15 @@ def _compare(args: argparse.Namespace) -> int:
                           allow_different_timers=args.allow_different_timers, allow_missing=args.allow_missing,
                           fail_on_noisy=args.fail_on_noisy, confidence=args.confidence, resamples=args.resamples,
                           seed=args.seed)
+    return _emit(result, args)
+
+
+def _emit(result, args: argparse.Namespace) -> int:
+    """A comparison's outputs, the same for ``compare`` and ``ab``: --markdown, --json, the summary (or
+    headline with -q) on stdout; returns its exit status."""
+    from bench.compare.verdicts import finite_json
+    from bench.runs.files import atomic_write_text
+
     text = result.markdown()
     if args.markdown:
         atomic_write_text(args.markdown, text)
@@ -139,9 +147,7 @@ def _ab(args: argparse.Namespace) -> int:
 
     from bench.compare.ab import repo_root, run_ab, worktree
     from bench.compare.rules import load_rules, parse_fraction
-    from bench.compare.verdicts import finite_json
     from bench.core.selection import selection_from_args
-    from bench.runs.files import atomic_write_text
 
     cli = {"time": parse_fraction(args.time_threshold, "--time-threshold") if args.time_threshold is not None else None}
     rules = load_rules(args.config, cli)
@@ -155,13 +161,7 @@ def _ab(args: argparse.Namespace) -> int:
               f"{selection.facts.name}", file=sys.stderr)
         result = run_ab(selection.cases, selection, (root_a, root_b), (label_a, label_b), args.rounds, rules,
                         args.case_timeout, log=lambda line: print(line, file=sys.stderr, flush=True))
-    text = result.markdown()
-    if args.markdown:
-        atomic_write_text(args.markdown, text)
-    if args.json:
-        atomic_write_text(args.json, json.dumps(finite_json(result.as_json()), indent=2, default=str, allow_nan=False) + "\n")
-    print(result.headline() if args.quiet else text)
-    return result.exit_status
+    return _emit(result, args)
 
 
 COMMANDS = [

@@ -152,12 +152,9 @@ def prepare_sequence(case: Case, device: torch.device, autoencoder: nn.Module) -
     return Scenario(case, device, pipeline, inputs, make_infer(runner), make_infer(pipeline), None, compiled)
 
 
-def sequence_train_step(forward: Callable, inputs: torch.Tensor, target: torch.Tensor, optimizer: torch.optim.Optimizer,
-                        scaler: Optional[torch.amp.GradScaler], precision: str, device: torch.device) -> torch.Tensor:
-    """One step of the pipeline: the LSTM's output against ``target`` (MSE in fp32), backward, AdamW."""
-    optimizer.zero_grad(set_to_none=True)
-    with prec.autocast(precision, device):
-        loss = F.mse_loss(forward(inputs).float(), target)
+def _backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                       scaler: Optional[torch.amp.GradScaler]) -> torch.Tensor:
+    """Backward (scaled for amp-fp16) and the optimizer's step; returns ``loss``."""
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -166,6 +163,15 @@ def sequence_train_step(forward: Callable, inputs: torch.Tensor, target: torch.T
         loss.backward()
         optimizer.step()
     return loss
+
+
+def sequence_train_step(forward: Callable, inputs: torch.Tensor, target: torch.Tensor, optimizer: torch.optim.Optimizer,
+                        scaler: Optional[torch.amp.GradScaler], precision: str, device: torch.device) -> torch.Tensor:
+    """One step of the pipeline: the LSTM's output against ``target`` (MSE in fp32), backward, AdamW."""
+    optimizer.zero_grad(set_to_none=True)
+    with prec.autocast(precision, device):
+        loss = F.mse_loss(forward(inputs).float(), target)
+    return _backward_and_step(loss, optimizer, scaler)
 
 
 def train_step(forward: Callable, inputs: torch.Tensor, optimizer: torch.optim.Optimizer,
@@ -175,14 +181,7 @@ def train_step(forward: Callable, inputs: torch.Tensor, optimizer: torch.optim.O
     with prec.autocast(precision, device):
         recon, _ = forward(inputs)
         loss = F.mse_loss(recon.float(), inputs.float())
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        optimizer.step()
-    return loss
+    return _backward_and_step(loss, optimizer, scaler)
 
 
 @contextlib.contextmanager
