@@ -104,6 +104,8 @@ class AeSession:
             self._say(f"ae-bench: {len(self.selection.cases)} cases of matrix {self.selection.matrix.name!r} on "
                       f"{self.selection.facts.name} ({self.selection.facts.type}), {self.run.launcher.name}; "
                       f"rows -> {self.run.writer.csv_path}")
+            for note in self.run.notes:
+                self._say(f"ae-bench: {note}")
 
     def _say(self, line: str) -> None:
         """A line on the terminal between pytest's own output: the same progress line as ``python -m bench run``."""

@@ -66,3 +66,12 @@ def test_the_subprocess_launcher_under_pytest_measures_in_a_child(tmp_path):
     run_dir = only_run_dir(tmp_path / "p")
     assert json.loads((run_dir / "meta.json").read_text())["launcher"] == "subprocess"
     assert [r["status"] for r in csv_rows(run_dir / "results.csv")] == ["ok"]
+
+
+def test_both_faces_record_the_cpus_load_at_the_start(both):
+    """A CPU run says how busy the machine was (torch's threads wait for each other when they lack cores)."""
+    _, cli_dir, pytest_dir = both
+    for run_dir in (cli_dir, pytest_dir):
+        load = json.loads((run_dir / "meta.json").read_text())["load"]["start"]
+        assert set(load) == {"load_1min", "cores", "threads"} and load["load_1min"] >= 0 and load["cores"] >= 1
+        assert "machine load at the start | 1-minute load average" in (run_dir / "report.md").read_text()

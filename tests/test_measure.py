@@ -193,3 +193,19 @@ def test_bad_timing_values_are_refused_before_any_case_runs(timing, words):
     with pytest.raises(ValueError) as err:
         Settings.from_dict(timing)
     assert words in str(err.value)
+
+
+@pytest.mark.parametrize("load, warned", [
+    ({"load_1min": 0.1, "cores": 2, "threads": 2}, False),   # a quiet machine
+    ({"load_1min": 1.0, "cores": 2, "threads": 2}, True),    # one of two cores busy: the CI machine
+    ({"load_1min": 1.0, "cores": 2, "threads": 1}, False),   # OMP_NUM_THREADS=1: one thread, one free core
+    ({"load_1min": 4.0, "cores": 16, "threads": 8}, False),  # room for every thread
+    ({}, False),                                            # no load average on this system
+])
+def test_a_busy_cpu_is_warned_about_when_torchs_threads_lack_cores(load, warned):
+    from bench.trackers.device import oversubscribed
+
+    text = oversubscribed(load)
+    assert bool(text) == warned
+    if warned:
+        assert text.startswith("warning: the load average is 1.0 on 2 cores") and "OMP_NUM_THREADS=1" in text

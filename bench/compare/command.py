@@ -130,7 +130,8 @@ def _ab_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", dest="keyword", default=None, help=KEYWORD_HELP)
     parser.add_argument("--rounds", type=int, default=6,
                         help="rounds of A and B per case, alternated A B, B A, ... (each measurement a fresh process); the "
-                             "verdict's interval is a bootstrap over the rounds [default: 6; at least 3]")
+                             "verdict's interval is the paired ratios' order statistics, which need at least 6 rounds at 95% "
+                             "[default: 6]")
     parser.add_argument("--min-time", type=float, default=None, help=MIN_TIME_HELP + " (seconds)")
     parser.add_argument("--time-threshold", default=None,
                         help=f"fail when B's paired median is slower by more than this (0.1 or 10%%) [default: {_percent(st.TIME_THRESHOLD)}]")
@@ -151,10 +152,18 @@ def _ab(args: argparse.Namespace) -> int:
 
     cli = {"time": parse_fraction(args.time_threshold, "--time-threshold") if args.time_threshold is not None else None}
     rules = load_rules(args.config, cli)
-    if args.rounds < 3:
-        raise ValueError(f"--rounds {args.rounds}: at least 3 rounds are needed for an interval")
+    from bench.compare.ab import MIN_ROUNDS
+
+    if args.rounds < MIN_ROUNDS:
+        raise ValueError(f"--rounds {args.rounds}: at least {MIN_ROUNDS} rounds are needed to bound the paired median at 95%")
     selection = selection_from_args(args)
     selection.settings.predict_memory = False  # the memory model's fit: nothing to compare, a second per measurement
+    if selection.device.type == "cpu":  # both sides suffer alike, but every measurement takes many times longer
+        from bench.trackers.device import cpu_load, oversubscribed
+
+        warning = oversubscribed(cpu_load())
+        if warning:
+            print(f"ae-bench ab: {warning}", file=sys.stderr)
     repo = repo_root()
     with worktree(repo, args.base_ref) as (root_a, label_a), worktree(repo, args.head_ref) as (root_b, label_b):
         print(f"ae-bench ab: A = {label_a}, B = {label_b}; {len(selection.cases)} cases x {args.rounds} rounds x 2 on "

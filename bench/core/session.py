@@ -35,7 +35,7 @@ class Run:
     done: set[str] = field(default_factory=set)  # case keys measured by an earlier, resumed attempt
     rows: list[dict] = field(default_factory=list)
     lock: Optional[FolderLock] = None  # the folder's lock: one writer at a time, released by end_run
-    notes: list[str] = field(default_factory=list)  # what a resume repaired
+    notes: list[str] = field(default_factory=list)  # what a resume repaired, and a busy CPU's warning
     start_peaks: Optional[dict] = None  # the GEMM peaks and timer floor measured at the start (meta.json "peaks")
     peak_notes: Optional[list[str]] = None  # set by settle(): what the end-of-run peaks changed
 
@@ -74,6 +74,7 @@ def start_run(selection: Selection, results_root: Path, entry: str, command: lis
     """Open a run folder (or reopen ``resume``), record its provenance and calibration, choose the launcher."""
     from bench.core.model_facts import write_model_facts
     from bench.trackers.calibration import calibrate
+    from bench.trackers.device import cpu_load, oversubscribed
 
     from bench.core.resume import reopen, selection_fingerprint
 
@@ -84,6 +85,8 @@ def start_run(selection: Selection, results_root: Path, entry: str, command: lis
         launcher = "subprocess"
     chosen = choose_launcher(launcher, selection.device, case_timeout_s)
     start_peaks = _start_peaks(selection)
+    load = cpu_load() if selection.device.type == "cpu" else {}
+    warnings = [w for w in [oversubscribed(load)] if w]
 
     def make_meta() -> dict:
         meta = run_meta(selection.facts, selection.matrix.name, command,
@@ -91,19 +94,21 @@ def start_run(selection: Selection, results_root: Path, entry: str, command: lis
                          **selection_fingerprint(selection)},
                         calibrate(selection.device))
         meta["peaks"] = {"start": start_peaks}
+        if load:
+            meta["load"] = {"start": load}
         return meta
 
     if resume is not None:
         run_dir = Path(resume)
         writer, lock, notes = reopen(run_dir, selection, make_meta)  # refused: one line, the folder unchanged
-        return Run(selection, run_dir.name, run_dir, writer, chosen, done=writer.done_keys(), lock=lock, notes=notes,
-                   start_peaks=start_peaks)
+        return Run(selection, run_dir.name, run_dir, writer, chosen, done=writer.done_keys(), lock=lock,
+                   notes=notes + warnings, start_peaks=start_peaks)
     meta = make_meta()
     run_dir = claim_run_dir(results_root, selection.facts.slug)  # a new folder, never another run's
     lock = FolderLock(run_dir).acquire()
     writer = RunWriter(run_dir, meta)
     write_model_facts(run_dir, selection.cases)
-    return Run(selection, run_dir.name, run_dir, writer, chosen, lock=lock, start_peaks=start_peaks)
+    return Run(selection, run_dir.name, run_dir, writer, chosen, lock=lock, notes=warnings, start_peaks=start_peaks)
 
 
 def _start_peaks(selection: Selection) -> dict:

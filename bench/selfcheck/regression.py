@@ -110,7 +110,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.selfcheck.regression", description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path, help="the markdown to write (results/regression-check.md)")
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each A/B check [default: 3]")
-    parser.add_argument("--rounds", type=int, default=4, help="ab --rounds [default: 4]")
+    parser.add_argument("--rounds", type=int, default=6, help="ab --rounds (at least 6) [default: 6]")
     parser.add_argument("--min-time", default="0.3", help="seconds of timed steps per measurement [default: 0.3]")
     args = parser.parse_args(argv)
     source = Path(__file__).resolve().parents[2]
@@ -171,7 +171,9 @@ def _markdown(results: dict, processes: dict, args, total_s: float, commit: str)
              "| check | result |", "|---|---|",
              f"| same commit, `ab A A`, {args.reps} repetitions | {false_pos} of {n_cases} case verdicts `slower` "
              f"(false positives); exit {', '.join(str(r['rc']) for r in same)} |",
-             f"| 25% slower B, `ab A B`, {args.reps} repetitions | exit 1 in {caught} of {len(slow)} |",
+             f"| 25% slower B, `ab A B`, {args.reps} repetitions | exit 1 in {caught} of {len(slow)}; "
+             f"{sum(v == 'slower' for r in slow for v, _ in r['cases'].values())} of "
+             f"{sum(len(r['cases']) for r in slow)} case verdicts `slower` |",
              f"| two `run --processes 3` of one commit, `compare` | exit {processes['compare'][1]}; verdicts: "
              + ", ".join(f"{v} {sum(x == v for x, _ in processes['cases'].values())}" for v in
                          sorted({x for x, _ in processes["cases"].values()})) + " |", ""]

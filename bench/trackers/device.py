@@ -118,6 +118,35 @@ def device_facts(device: torch.device) -> DeviceFacts:
                        nvml=NVML.get().reason or "no GPU")
 
 
+def cpu_load() -> dict:
+    """How busy the machine is as a CPU run starts: the 1-minute load average (runnable processes,
+    this run's own start included), the cores this process may run on, and torch's thread count.
+    Empty where the system has no load average."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return {}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {"load_1min": round(load, 2), "cores": cores, "threads": torch.get_num_threads()}
+
+
+def oversubscribed(load: dict) -> str:
+    """A warning when torch's threads cannot each have a core (``load`` from :func:`cpu_load`), else "".
+    OpenMP threads wait for each other at every parallel loop, so one thread without a core slows
+    every step many times over (measured on 2 cores with one kept busy: a tiny CNN step 760 ms with
+    2 threads, 16 ms with 1), and the figures then describe the other work, not the model."""
+    if not load or load["threads"] <= 1:
+        return ""
+    free = load["cores"] - load["load_1min"]
+    if free >= load["threads"] - 0.5:
+        return ""
+    fits = max(1, int(free + 0.5))
+    return (f"warning: the load average is {load['load_1min']:.1f} on {load['cores']} cores, so torch's "
+            f"{load['threads']} threads will not each have a core; they wait for each other at every operation "
+            f"and steps can be many times slower. Run on a quiet machine, or set OMP_NUM_THREADS={fits} "
+            "(both sides of a comparison alike)")
+
+
 @functools.lru_cache(maxsize=None)
 def gpu_table() -> tuple[dict, ...]:
     return tuple(tomllib.loads(GPU_TABLE.read_text())["gpu"])
