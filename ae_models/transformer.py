@@ -261,6 +261,9 @@ class PatchTransformerAutoencoder(LatentGrid, _AutoencoderBase):
         return math.ceil(hw[0] / p), math.ceil(hw[1] / p)
 
     def _pos(self, grid: tuple[int, int], ref: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # traced into the graph (constant there): a cache write would make the
+            # compiled model's guards fail on its second call and compile it all again
+            return sincos_2d(grid[0], grid[1], self.config.embed_dim).to(device=ref.device, dtype=ref.dtype)[None]
         key = (grid, ref.device, ref.dtype)
         pos = self._pos_cache.get(key)
         if pos is None:

@@ -53,9 +53,12 @@ def test_the_compiled_case_runs_and_says_so(compiled_case):
     assert row["compile"] == "default" and "compile-default" in row["case_id"]
 
 
-def test_the_timed_step_is_the_compiled_one(compiled_case):
+def test_the_timed_step_is_the_compiled_one_compiled_once(compiled_case):
+    """Dynamo captured the model's forward (AOTAutograd its backward in train) once: a second graph means a
+    guard failed on a later call and the model was compiled again (the transformer's position-embedding
+    cache, written on the first call, did that: 7 s more on the second step on this machine)."""
     _, _, graphs = compiled_case
-    assert graphs >= 1  # dynamo captured the model's forward (and AOTAutograd its backward in train)
+    assert graphs == 1
 
 
 def test_the_first_step_records_the_compilation_apart_from_the_statistics(compiled_case):

@@ -144,7 +144,7 @@ def oversubscribed(load: dict) -> str:
     return (f"warning: the load average is {load['load_1min']:.1f} on {load['cores']} cores, so torch's "
             f"{load['threads']} threads will not each have a core; they wait for each other at every operation "
             f"and steps can be many times slower. Run on a quiet machine, or set OMP_NUM_THREADS={fits} "
-            "(both sides of a comparison alike)")
+            "(and the same for any run compared with this one)")
 
 
 @functools.lru_cache(maxsize=None)
