@@ -73,5 +73,6 @@ def test_both_faces_record_the_cpus_load_at_the_start(both):
     _, cli_dir, pytest_dir = both
     for run_dir in (cli_dir, pytest_dir):
         load = json.loads((run_dir / "meta.json").read_text())["load"]["start"]
-        assert set(load) == {"load_1min", "cores", "threads"} and load["load_1min"] >= 0 and load["cores"] >= 1
-        assert "machine load at the start | 1-minute load average" in (run_dir / "report.md").read_text()
+        assert set(load) == {"busy_cores", "load_1min", "cores", "threads"} and load["busy_cores"] >= 0 and load["cores"] >= 1
+        assert f"machine load at the start | {load['busy_cores']:.1f} of {load['cores']} cores busy with other work" \
+            in (run_dir / "report.md").read_text()

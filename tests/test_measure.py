@@ -196,11 +196,12 @@ def test_bad_timing_values_are_refused_before_any_case_runs(timing, words):
 
 
 @pytest.mark.parametrize("load, warned", [
-    ({"load_1min": 0.1, "cores": 2, "threads": 2}, False),   # a quiet machine
-    ({"load_1min": 1.0, "cores": 2, "threads": 2}, True),    # one of two cores busy: the CI machine
-    ({"load_1min": 1.0, "cores": 2, "threads": 1}, False),   # OMP_NUM_THREADS=1: one thread, one free core
-    ({"load_1min": 4.0, "cores": 16, "threads": 8}, False),  # room for every thread
-    ({}, False),                                            # no load average on this system
+    ({"busy_cores": 0.1, "load_1min": 1.9, "cores": 2, "threads": 2}, False),  # quiet now (the load average lags)
+    ({"busy_cores": 1.0, "load_1min": 0.2, "cores": 2, "threads": 2}, True),   # one of two cores busy: the CI machine
+    ({"busy_cores": 1.0, "cores": 2, "threads": 1}, False),                     # OMP_NUM_THREADS=1: one free core
+    ({"busy_cores": 4.0, "cores": 16, "threads": 8}, False),                    # room for every thread
+    ({"load_1min": 1.0, "cores": 2, "threads": 2}, True),                       # no /proc/stat: the load average
+    ({}, False),                                                               # neither
 ])
 def test_a_busy_cpu_is_warned_about_when_torchs_threads_lack_cores(load, warned):
     from bench.trackers.device import oversubscribed
@@ -208,4 +209,17 @@ def test_a_busy_cpu_is_warned_about_when_torchs_threads_lack_cores(load, warned)
     text = oversubscribed(load)
     assert bool(text) == warned
     if warned:
-        assert text.startswith("warning: the load average is 1.0 on 2 cores") and "OMP_NUM_THREADS=1" in text
+        assert text.startswith("warning: other processes keep 1.0 of this machine's 2 cores busy") and "OMP_NUM_THREADS=1" in text
+
+
+def test_the_cores_kept_busy_by_another_process_are_measured(tmp_path):
+    """One process spinning on a core is seen as (about) one busy core, whatever the load average says."""
+    from bench.trackers.device import cpu_load
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        load = cpu_load()
+    finally:
+        spinner.kill()
+    assert load["busy_cores"] >= 0.7 and load["threads"] == torch.get_num_threads() and load["cores"] >= 1

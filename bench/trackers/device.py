@@ -12,6 +12,7 @@ import functools
 import os
 import platform
 import re
+import time
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -118,30 +119,49 @@ def device_facts(device: torch.device) -> DeviceFacts:
                        nvml=NVML.get().reason or "no GPU")
 
 
-def cpu_load() -> dict:
-    """How busy the machine is as a CPU run starts: the 1-minute load average (runnable processes,
-    this run's own start included), the cores this process may run on, and torch's thread count.
-    Empty where the system has no load average."""
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return {}
+def _cpu_idle_total() -> tuple[int, int]:
+    """The machine's idle and total CPU time so far (clock ticks, all cores), from ``/proc/stat``."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    return ticks[3] + ticks[4], sum(ticks)
+
+
+def cpu_load(window_s: float = 0.25) -> dict:
+    """How busy the machine is as a CPU run starts: the cores other processes keep busy, sampled over
+    ``window_s`` while this process sleeps (``/proc/stat``: the 1-minute load average lags a minute
+    behind and counts this run's own start), the 1-minute load average for the record, the cores this
+    process may run on, and torch's thread count. Empty where the system reports neither."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return {"load_1min": round(load, 2), "cores": cores, "threads": torch.get_num_threads()}
+    load: dict = {}
+    try:
+        load["load_1min"] = round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        pass
+    try:
+        idle0, total0 = _cpu_idle_total()
+        time.sleep(window_s)
+        idle1, total1 = _cpu_idle_total()
+        if total1 > total0:
+            load["busy_cores"] = round((os.cpu_count() or cores) * (1 - (idle1 - idle0) / (total1 - total0)), 2)
+    except (OSError, ValueError, IndexError):
+        pass
+    return {**load, "cores": cores, "threads": torch.get_num_threads()} if load else {}
 
 
 def oversubscribed(load: dict) -> str:
-    """A warning when torch's threads cannot each have a core (``load`` from :func:`cpu_load`), else "".
-    OpenMP threads wait for each other at every parallel loop, so one thread without a core slows
-    every step many times over (measured on 2 cores with one kept busy: a tiny CNN step 760 ms with
-    2 threads, 16 ms with 1), and the figures then describe the other work, not the model."""
-    if not load or load["threads"] <= 1:
+    """A warning when torch's threads cannot each have a free core (``load`` from :func:`cpu_load`: the
+    cores other processes kept busy, else the load average), else "". OpenMP threads wait for each other
+    at every parallel loop, so one thread without a core slows every step many times over (measured on
+    2 cores with one kept busy: a tiny CNN step 760 ms with 2 threads, 16 ms with 1), and the figures
+    then describe the other work, not the model."""
+    busy = load.get("busy_cores", load.get("load_1min")) if load else None
+    if busy is None or load["threads"] <= 1:
         return ""
-    free = load["cores"] - load["load_1min"]
+    free = load["cores"] - busy
     if free >= load["threads"] - 0.5:
         return ""
     fits = max(1, int(free + 0.5))
-    return (f"warning: the load average is {load['load_1min']:.1f} on {load['cores']} cores, so torch's "
+    return (f"warning: other processes keep {busy:.1f} of this machine's {load['cores']} cores busy, so torch's "
             f"{load['threads']} threads will not each have a core; they wait for each other at every operation "
             f"and steps can be many times slower. Run on a quiet machine, or set OMP_NUM_THREADS={fits} "
             "(and the same for any run compared with this one)")
