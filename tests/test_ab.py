@@ -176,3 +176,15 @@ def test_ab_refuses_a_ref_that_names_no_commit(capsys):
                      "--sizes", "201x201"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'no-such-ref-anywhere' is not a commit" in err[0]
+
+
+def test_the_regression_checks_table_puts_each_verdict_under_its_own_case():
+    """A comparison lists its cases worst first, so two repetitions list them in different orders."""
+    from bench.selfcheck.regression import verdict_table
+
+    reps = [{"rep": 1, "rc": 1, "wall_s": 60.0, "cases": {"b": ("slower", 0.3), "a": ("noisy", 0.2)}},
+            {"rep": 2, "rc": 0, "wall_s": 120.0, "cases": {"a": ("same", 0.01), "b": ("noisy", 0.15)}}]
+    header, _, one, two = verdict_table(reps)
+    assert header == "| repetition | exit | wall | `a` | `b` |"
+    assert one == "| 1 | 1 | 1.0 min | noisy (+20%) | slower (+30%) |"
+    assert two == "| 2 | 0 | 2.0 min | same (+1%) | noisy (+15%) |"

@@ -156,6 +156,20 @@ def _process_medians(run: Path) -> dict[str, str]:
                 for r in csv.DictReader(f)}
 
 
+def verdict_table(reps: list[dict]) -> list[str]:
+    """One row per repetition, one column per case: each cell looked up by its case (a comparison lists
+    its cases worst first, so the order differs from one repetition to the next)."""
+    cases = sorted({case for r in reps for case in r["cases"]})
+    lines = ["| repetition | exit | wall | " + " | ".join(f"`{c}`" for c in cases) + " |", "|---|---|---|" + "---|" * len(cases)]
+    for r in reps:
+        cells = []
+        for case in cases:
+            verdict, change = r["cases"].get(case, ("missing", None))
+            cells.append(f"{verdict} ({change * 100:+.0f}%)" if change is not None else verdict)
+        lines.append(f"| {r['rep']} | {r['rc']} | {r['wall_s'] / 60:.1f} min | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _markdown(results: dict, processes: dict, args, total_s: float, commit: str) -> str:
     same, slow = results["same"], results["slow"]
     n_cases = sum(len(r["cases"]) for r in same)
@@ -178,11 +192,7 @@ def _markdown(results: dict, processes: dict, args, total_s: float, commit: str)
              + ", ".join(f"{v} {sum(x == v for x, _ in processes['cases'].values())}" for v in
                          sorted({x for x, _ in processes["cases"].values()})) + " |", ""]
     for kind, title in (("same", "Same commit on both sides (`ab A A`)"), ("slow", "B does 25% more work (`ab A B`)")):
-        lines += [f"## {title}", "", "| repetition | exit | wall | " + " | ".join(f"`{c}`" for c in results[kind][0]["cases"]) + " |",
-                  "|---|---|---|" + "---|" * len(results[kind][0]["cases"])]
-        for r in results[kind]:
-            cells = [f"{v} ({(ch or 0) * 100:+.0f}%)" if ch is not None else v for v, ch in r["cases"].values()]
-            lines.append(f"| {r['rep']} | {r['rc']} | {r['wall_s'] / 60:.1f} min | " + " | ".join(cells) + " |")
+        lines += [f"## {title}", "", *verdict_table(results[kind])]
         lines += ["", f"Command: `python -m bench {shlex.join(results[kind][0]['command'])}` (its JSON kept in the "
                       "scratch folder only).", ""]
     lines += ["## Two runs of one commit with `--processes 3`, compared", "",
