@@ -69,6 +69,13 @@ def min_rounds(confidence: float = st.CONFIDENCE) -> int:
 MIN_ROUNDS = min_rounds()
 
 
+def check_rounds(rounds: int) -> None:
+    """Refuse (ValueError, one line) fewer rounds than can bound the paired median."""
+    if rounds < MIN_ROUNDS:
+        raise ValueError(f"--rounds {rounds}: at least {MIN_ROUNDS} rounds are needed to bound the paired median at "
+                         f"{st.CONFIDENCE:.0%}")
+
+
 def repo_root(start: Path = Path.cwd()) -> Path:
     try:
         out = subprocess.run(["git", "-C", str(start), "rev-parse", "--show-toplevel"], capture_output=True, text=True,
@@ -141,9 +148,7 @@ def paired_change(a_medians: list[float], b_medians: list[float], threshold: flo
 def run_ab(cases: list[Case], selection, roots: tuple[Path, Path], labels: tuple[str, str], rounds: int,
            rules: Rules, timeout_s: float, log: Callable[[str], None] = lambda line: None) -> Comparison:
     """Measure every case on both sides, ``rounds`` times, ABBA; judge each case on its paired rounds."""
-    if rounds < MIN_ROUNDS:
-        raise ValueError(f"--rounds {rounds}: at least {MIN_ROUNDS} rounds are needed to bound the paired median at "
-                         f"{st.CONFIDENCE:.0%}")
+    check_rounds(rounds)
     sides = {"A": Subprocess(str(selection.device), timeout_s, code_root=roots[0]),
              "B": Subprocess(str(selection.device), timeout_s, code_root=roots[1])}
     settings = selection.settings

@@ -146,16 +146,13 @@ def _ab_args(parser: argparse.ArgumentParser) -> None:
 def _ab(args: argparse.Namespace) -> int:
     import sys
 
-    from bench.compare.ab import repo_root, run_ab, worktree
+    from bench.compare.ab import check_rounds, repo_root, run_ab, worktree
     from bench.compare.rules import load_rules, parse_fraction
     from bench.core.selection import selection_from_args
 
     cli = {"time": parse_fraction(args.time_threshold, "--time-threshold") if args.time_threshold is not None else None}
     rules = load_rules(args.config, cli)
-    from bench.compare.ab import MIN_ROUNDS
-
-    if args.rounds < MIN_ROUNDS:
-        raise ValueError(f"--rounds {args.rounds}: at least {MIN_ROUNDS} rounds are needed to bound the paired median at 95%")
+    check_rounds(args.rounds)  # before any worktree is made
     selection = selection_from_args(args)
     selection.settings.predict_memory = False  # the memory model's fit: nothing to compare, a second per measurement
     if selection.device.type == "cpu":  # both sides suffer alike, but every measurement takes many times longer

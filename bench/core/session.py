@@ -86,7 +86,8 @@ def start_run(selection: Selection, results_root: Path, entry: str, command: lis
     chosen = choose_launcher(launcher, selection.device, case_timeout_s)
     start_peaks = _start_peaks(selection)
     load = cpu_load() if selection.device.type == "cpu" else {}
-    warnings = [w for w in [oversubscribed(load)] if w]
+    warning = oversubscribed(load)
+    warnings = [warning] if warning else []
 
     def make_meta() -> dict:
         meta = run_meta(selection.facts, selection.matrix.name, command,

@@ -103,10 +103,9 @@ def run_facts(run: SavedRun, model_facts: str) -> pd.DataFrame:
         ("model facts", model_facts),
         ("regenerate this report", f"`python -m bench report {run.source}`"),
     ]
-    load = (meta.get("load") or {}).get("start") if isinstance(meta.get("load"), dict) else None
+    load = meta["load"].get("start") if isinstance(meta.get("load"), dict) else None
     if isinstance(load, dict) and load.get("cores"):  # a CPU run: was the machine busy?
         said = [f"{load['busy_cores']:.1f} of {load['cores']} cores busy with other work"] if "busy_cores" in load else []
         said += [f"1-minute load average {load['load_1min']:.2f}"] if "load_1min" in load else []
         facts.insert(8, ("machine load at the start", f"{', '.join(said)} (torch {load['threads']} threads)"))
     return pd.DataFrame(facts, columns=["fact", "value"])
-
