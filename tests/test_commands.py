@@ -248,14 +248,20 @@ def test_a_small_soak_finds_no_leak(one_thread):
 
 
 def test_a_small_soak_finds_a_leak_when_each_case_keeps_memory(monkeypatch, one_thread):
-    """A launcher that keeps 4 MiB of every case it runs: the soak must say so."""
+    """A launcher that keeps 4 MiB of every case it runs: the soak must say so. The 4 MiB are fresh pages
+    (an anonymous mmap, written): a tensor or bytearray can come from heap memory that earlier tests freed
+    and glibc kept, which is resident already, and then the resident size does not grow at all."""
+    import mmap
+
     from bench.selfcheck import soak as soak_module
 
     kept = []
 
     class Leaking(soak_module.InProcess):
         def run(self, *args, **kwargs):
-            kept.append(torch.ones(1 << 20))  # 4 MiB, written, so resident
+            pages = mmap.mmap(-1, 4 << 20)
+            pages.write(b"\1" * (4 << 20))  # written, so resident
+            kept.append(pages)
             return super().run(*args, **kwargs)
 
     monkeypatch.setattr(soak_module, "InProcess", Leaking)
