@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -21,7 +22,9 @@ from bench.cli import main
 from bench.core.cases import Case, available_matrices, expand, load_matrix
 from bench.core.selection import make_selection
 from bench.runs.reader import load_run
+from bench.runs.files import FolderLock
 from bench.runs.schema import empty_row
+from bench.runs.selection import selection_record, write_selection
 from bench.runs.writer import RunWriter
 from bench.scale import executors
 from bench.scale.shard import assign, case_cost, parse_shard, shard_of_command, take_shard
@@ -122,13 +125,18 @@ def test_pytest_face_takes_its_shard():
 
 
 def fake_run(folder: Path, cases: list[Case], name: str = "Test CPU", slug: str = "cpu-test", commit: str = "abc1234",
-             min_time: float = 0.1, status: str = "unsupported") -> Path:
-    """A run folder of ``cases`` as a shard would leave it (rows made up: nothing is measured)."""
-    meta = {"created": "2026-01-01T00:00:00+00:00", "commit": commit, "matrix": "smoke",
-            "command": "python -m bench run --matrix smoke --shard 1/2", "entry": "cli", "launcher": "in-process",
-            "device": {"type": "cpu", "name": name, "slug": slug, "torch": "2.x"}, "calibration": {},
-            "settings": {"min_time_s": min_time}}
+             min_time: float = 0.1, status: str = "unsupported", shard: str = "1/2", whole: Optional[list[Case]] = None,
+             torch: str = "2.x", tree: str = "") -> Path:
+    """A run folder of ``cases`` as shard ``shard`` of ``whole`` (the smoke matrix) would leave it (rows made up:
+    nothing is measured)."""
+    whole = expand(load_matrix("smoke"), None, None) if whole is None else whole
+    selection = [{"case_key": c.key, "case_id": c.id, **c.fields()} for c in whole]
+    meta = {"created": "2026-01-01T00:00:00+00:00", "commit": commit, "tree": tree, "matrix": "smoke",
+            "command": f"python -m bench run --matrix smoke --shard {shard}", "entry": "cli", "launcher": "in-process",
+            "device": {"type": "cpu", "name": name, "slug": slug, "torch": torch}, "calibration": {},
+            "settings": {"min_time_s": min_time}, "selection": selection_record(selection, shard)}
     writer = RunWriter(folder, meta)
+    write_selection(folder, selection)
     for case in cases:
         row = empty_row()
         row.update(case.fields())
@@ -153,7 +161,7 @@ def one_line_error(capsys, *needles: str) -> None:
 
 def test_merge_joins_rows_samples_and_meta(tmp_path, halves, capsys):
     cases, (a, b) = halves
-    runs = [fake_run(tmp_path / "a", a), fake_run(tmp_path / "b", b)]
+    runs = [fake_run(tmp_path / "a", a), fake_run(tmp_path / "b", b, shard="2/2")]
     assert main(["merge", *map(str, runs), "--out", str(tmp_path / "m"), "--no-report"]) == 0
     merged = load_run(tmp_path / "m")
     assert sorted(merged.rows["case_key"]) == sorted(keys_of(cases))
@@ -170,9 +178,12 @@ def test_merge_refuses_mixed_commits_devices_settings_and_overlaps(tmp_path, hal
     _, (a, b) = halves
     base = fake_run(tmp_path / "a", a)
     cases = [
-        (fake_run(tmp_path / "commit", b, commit="fff0000"), "different commits"),
-        (fake_run(tmp_path / "device", b, name="NVIDIA H200", slug="nvidia-h200"), "different devices"),
-        (fake_run(tmp_path / "timing", b, min_time=1.0), "timing settings differ (min_time_s"),
+        (fake_run(tmp_path / "commit", b, commit="fff0000", shard="2/2"), "different commits"),
+        (fake_run(tmp_path / "dirty", b, tree="dirty:0123456789abcdef", shard="2/2"), "work-tree changes"),
+        (fake_run(tmp_path / "torch", b, torch="2.99", shard="2/2"), "different torch versions"),
+        (fake_run(tmp_path / "selection", b, whole=cases_of_other_selection(), shard="2/2"), "different selections"),
+        (fake_run(tmp_path / "device", b, name="NVIDIA H200", slug="nvidia-h200", shard="2/2"), "different devices"),
+        (fake_run(tmp_path / "timing", b, min_time=1.0, shard="2/2"), "timing settings differ (min_time_s"),
         (fake_run(tmp_path / "overlap", a[:1]), "shards must be disjoint"),
     ]
     for other, needle in cases:
@@ -182,10 +193,102 @@ def test_merge_refuses_mixed_commits_devices_settings_and_overlaps(tmp_path, hal
         assert not out.exists()
 
 
+def cases_of_other_selection() -> list[Case]:
+    """The smoke matrix less its last case: a selection other than the one the halves split."""
+    return expand(load_matrix("smoke"), None, None)[:-1]
+
+
+def test_two_runs_without_a_commit_are_refused(tmp_path, halves, capsys):
+    _, (a, b) = halves
+    runs = [fake_run(tmp_path / "a", a, commit=""), fake_run(tmp_path / "b", b, commit="", shard="2/2")]
+    assert main(["merge", *map(str, runs), "--out", str(tmp_path / "m"), "--no-report"]) == 2
+    one_line_error(capsys, "records no commit")
+    assert main(["merge", str(runs[0]), "--out", str(tmp_path / "m"), "--no-report", "--allow-partial"]) == 1  # alone: ok
+
+
+def test_merge_refuses_an_incomplete_set_unless_allow_partial(tmp_path, halves, capsys):
+    """Shard 1/2 alone: refused (exit 2, nothing written); with --allow-partial the other half's cases are
+    `missing` rows naming shard 2/2, the report's first screen says "partial: 1 of 2 shards", exit 1."""
+    cases, (a, b) = halves
+    first = fake_run(tmp_path / "a", a)
+    assert main(["merge", str(first), "--out", str(tmp_path / "m")]) == 2
+    one_line_error(capsys, "merge: only 1 of 2 shards (shard 2/2 not merged)", "--allow-partial")
+    assert not (tmp_path / "m").exists()
+    assert main(["merge", str(first), "--out", str(tmp_path / "m"), "--allow-partial"]) == 1
+    assert "partial: 1 of 2 shards" in capsys.readouterr().err
+    merged = load_run(tmp_path / "m")
+    assert sorted(merged.rows["case_key"]) == sorted(keys_of(cases))
+    missing = merged.rows[merged.rows["status"] == "missing"]
+    assert sorted(missing["case_key"]) == sorted(keys_of(b))
+    assert all("shard 2/2" in r for r in missing["reason"])
+    assert list(missing["family"]) == [c.family for c in b]  # the case's fields, from selection.jsonl
+    assert merged.meta["partial"]["shards_absent"] == ["2/2"] and merged.meta["partial"]["missing_cases"] == len(b)
+    report = (tmp_path / "m" / "report.md").read_text()
+    assert "**partial: 1 of 2 shards" in report[:report.index("## 1.")]
+    # both halves: complete, no partial line
+    second = fake_run(tmp_path / "b", b, shard="2/2")
+    assert main(["merge", str(first), str(second), "--out", str(tmp_path / "whole")]) == 0
+    assert "partial" not in (tmp_path / "whole" / "report.md").read_text()
+    assert "partial" not in load_run(tmp_path / "whole").meta
+
+
+def test_merge_reports_a_cut_last_line_with_the_resume_hint(tmp_path, halves, capsys):
+    """A shard killed while writing its last row: refused with the resume command, not dropped silently;
+    with --allow-partial that case is a `missing` row saying to resume."""
+    _, (a, b) = halves
+    runs = [fake_run(tmp_path / "a", a), fake_run(tmp_path / "b", b, shard="2/2")]
+    csv_path = runs[1] / "results.csv"
+    text = csv_path.read_text()
+    csv_path.write_text(text[:-5])  # the last row cut short
+    assert main(["merge", *map(str, runs), "--out", str(tmp_path / "m"), "--no-report"]) == 2
+    one_line_error(capsys, "ends in a partial line", f"--resume {runs[1]}", "--allow-partial")
+    assert main(["merge", *map(str, runs), "--out", str(tmp_path / "m"), "--no-report", "--allow-partial"]) == 1
+    rows = load_run(tmp_path / "m").rows
+    (cut,) = rows[rows["status"] == "missing"].itertuples()
+    assert cut.case_key == b[-1].key and "partial line" in cut.reason and "--resume" in cut.reason
+
+
+def test_merge_refuses_a_shard_still_being_written(tmp_path, halves, capsys):
+    _, (a, b) = halves
+    runs = [fake_run(tmp_path / "a", a), fake_run(tmp_path / "b", b, shard="2/2")]
+    lock = FolderLock(runs[1]).acquire()  # its run still measuring (the lock is per open file: refused here too)
+    try:
+        assert main(["merge", *map(str, runs), "--out", str(tmp_path / "m"), "--no-report"]) == 2
+        one_line_error(capsys, f"{runs[1]} is in use", "merge once every shard has ended")
+    finally:
+        lock.release()
+    assert main(["merge", *map(str, runs), "--out", str(tmp_path / "m"), "--no-report"]) == 0
+
+
+@pytest.mark.slow
+def test_merged_shards_answer_for_the_card(tmp_path, monkeypatch):
+    """Two measured shards (each plans its own configurations for the RTX 4060 at its end): the merged
+    report's first screen answers for the card from the union of their plans, one pick per size."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    argv = ["run", "--matrix", "smoke", "--families", "cnn", "-k", "infer", "--min-time", "0.05", "--results", str(tmp_path)]
+    for k in (1, 2):
+        assert main([*argv, "--shard", f"{k}/2"]) == 0
+    shards = sorted(p for p in tmp_path.iterdir() if (p / "results.csv").is_file())
+    assert [json.loads((p / "meta.json").read_text())["selection"]["shard"] for p in shards] == ["1/2", "2/2"]
+    assert main(["merge", *map(str, shards), "--out", str(tmp_path / "m")]) == 0
+    report = (tmp_path / "m" / "report.md").read_text()
+    first = report[report.index("## 1."):report.index("## 2.")]
+    assert first.startswith("## 1. What to run on NVIDIA GeForce RTX 4060") and "no plan beside this run" not in first
+    sizes = {c.size for c in make_selection("smoke", lambda axis: {"families": "cnn"}.get(axis), "cpu", keyword="infer").cases}
+    answer = load_answer(tmp_path / "m")
+    assert sorted(answer["size"]) == sorted(sizes)  # a pick per size: each shard's plan is in the merged one
+
+
+def load_answer(folder: Path):
+    import pandas as pd
+
+    return pd.read_csv(folder / "answer.csv", dtype=str)
+
+
 def test_mixed_devices_merge_on_request_with_a_section_per_device(tmp_path, halves, capsys):
     cases, (a, b) = halves
     runs = [fake_run(tmp_path / "laptop", a, name="Ada laptop"), fake_run(tmp_path / "h200", b, name="NVIDIA H200",
-                                                                          slug="nvidia-h200")]
+                                                                          slug="nvidia-h200", shard="2/2")]
     assert main(["merge", *map(str, runs), "--out", str(tmp_path / "m")]) == 2
     one_line_error(capsys, "--allow-mixed-devices")
     assert main(["merge", *map(str, runs), "--out", str(tmp_path / "m"), "--allow-mixed-devices"]) == 0

@@ -61,7 +61,9 @@ def open_run(path: Path, role: str = "run", prefer: Optional[str] = None) -> Sid
     except ValueError as err:
         raise ValueError(f"{role}: {err}") from None
     records = saved.rows.astype(object).where(saved.rows.notna(), None).to_dict("records")
-    rows = {str(r["case_key"]): r for r in records}  # a key written twice (a resumed run): the later row wins
+    # a key written twice (a resumed run): the later row wins; a `missing` row (a partial merge) is no measurement:
+    # the case counts as absent, so the comparison calls it missing (fails unless --allow-missing)
+    rows = {str(r["case_key"]): r for r in records if r.get("status") != "missing"}
     if not rows:
         raise ValueError(f"{role} {found} has no cases")
     device = saved.meta.get("device") or {}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Callable, Optional
@@ -33,6 +33,7 @@ class Selection:
     cases: list[Case]
     settings: Settings
     shard: str = ""  # "K/N (n of m cases)" when --shard took one part of the selection (bench/scale/shard.py)
+    whole: list[Case] = field(default_factory=list)  # the selection before --shard (recorded for `merge`)
 
 
 def make_selection(matrix: str, get_axis: Callable[[str], Optional[str]], device: str = "auto",
@@ -45,13 +46,13 @@ def make_selection(matrix: str, get_axis: Callable[[str], Optional[str]], device
 
     torch_device = resolve_device(device)
     facts = device_facts(torch_device)
-    loaded, cases, part = _cases(matrix, get_axis, facts, keyword, shard, shard_option)
+    loaded, cases, part, whole = _cases(matrix, get_axis, facts, keyword, shard, shard_option)
     settings = Settings.from_dict(loaded.timing)
     if check_min_time(min_time_s) is not None:
         settings.min_time_s = min_time_s
     if check_processes(processes) is not None:
         settings.processes = processes
-    return Selection(torch_device, facts, loaded, cases, settings, part)
+    return Selection(torch_device, facts, loaded, cases, settings, part, whole)
 
 
 def check_processes(processes: Optional[int], option: str = "--processes") -> Optional[int]:
@@ -67,9 +68,9 @@ def check_min_time(min_time_s: Optional[float]) -> Optional[float]:
 
 
 def _cases(matrix: str, get_axis: Callable[[str], Optional[str]], facts, keyword: Optional[str], shard: Optional[str],
-           shard_option: str) -> tuple[Matrix, list[Case], str]:
+           shard_option: str) -> tuple[Matrix, list[Case], str, list[Case]]:
     """The matrix loaded for ``facts.type``, narrowed by the axis options, expanded (each case's skip
-    reason on that device), filtered by ``keyword`` and cut to part ``shard``."""
+    reason on that device), filtered by ``keyword`` and cut to part ``shard``; last, the cases before the cut."""
     loaded = load_matrix(matrix, facts.type)
     overrides = {}
     for axis in AXES:
@@ -81,14 +82,13 @@ def _cases(matrix: str, get_axis: Callable[[str], Optional[str]], facts, keyword
         cases = [c for c in cases if keyword in c.id]
         if not cases:
             raise ValueError(f"no case of matrix {loaded.name!r} matches the selection")
-    part = ""
+    part, whole = "", list(cases)
     if shard:
         from bench.scale.shard import take_shard
 
-        whole = len(cases)
         cases = take_shard(cases, shard, shard_option)
-        part = f"{shard.strip()} ({len(cases)} of {whole} cases)"
-    return loaded, cases, part
+        part = f"{shard.strip()} ({len(cases)} of {len(whole)} cases)"
+    return loaded, cases, part, whole
 
 
 def selection_from_args(args) -> Selection:
@@ -109,7 +109,7 @@ def listed_cases(args) -> list[Case]:
     check_processes(getattr(args, "processes", None))
     if args.device in ("auto", "cpu") and sys.platform.startswith("linux") and not Path("/proc/driver/nvidia").exists():
         cpu = SimpleNamespace(type="cpu", capability="")  # all that expand's skip reasons read of a CPU
-        matrix, cases, _ = _cases(args.matrix, lambda axis: getattr(args, axis), cpu, getattr(args, "keyword", None),
+        matrix, cases, _, _ = _cases(args.matrix, lambda axis: getattr(args, axis), cpu, getattr(args, "keyword", None),
                                   getattr(args, "shard", None), "--shard")
         if not cases:
             raise ValueError(f"no case of matrix {matrix.name!r} matches the selection")

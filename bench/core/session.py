@@ -77,6 +77,7 @@ def start_run(selection: Selection, results_root: Path, entry: str, command: lis
     from bench.trackers.device import cpu_load, oversubscribed
 
     from bench.core.resume import reopen, selection_fingerprint
+    from bench.runs.selection import selection_record, write_selection
 
     if selection.settings.processes > 1 and launcher in ("auto", "in-process"):
         if launcher == "in-process":
@@ -89,12 +90,15 @@ def start_run(selection: Selection, results_root: Path, entry: str, command: lis
     warning = oversubscribed(load)
     warnings = [warning] if warning else []
 
+    whole = [{"case_key": c.key, "case_id": c.id, **c.fields()} for c in (selection.whole or selection.cases)]
+
     def make_meta() -> dict:
         meta = run_meta(selection.facts, selection.matrix.name, command,
                         {"entry": entry, "launcher": chosen.name, "settings": selection.settings.__dict__,
                          **selection_fingerprint(selection)},
                         calibrate(selection.device))
         meta["peaks"] = {"start": start_peaks}
+        meta["selection"] = selection_record(whole, selection.shard.split(" ")[0])
         if load:
             meta["load"] = {"start": load}
         return meta
@@ -108,6 +112,7 @@ def start_run(selection: Selection, results_root: Path, entry: str, command: lis
     run_dir = claim_run_dir(results_root, selection.facts.slug)  # a new folder, never another run's
     lock = FolderLock(run_dir).acquire()
     writer = RunWriter(run_dir, meta)
+    write_selection(run_dir, whole)  # what a merge of this run's shards checks itself against
     write_model_facts(run_dir, selection.cases)
     return Run(selection, run_dir.name, run_dir, writer, chosen, lock=lock, notes=warnings, start_peaks=start_peaks)
 

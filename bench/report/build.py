@@ -217,6 +217,8 @@ def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path]
     ctx["kernels_summary"] = show(ran, [("attention", "requested", "text"), ("attention_ran", "ran (seen at the dispatcher)", "text"),
                                         ("cases", "cases", "int")])
     ctx["auto_notes"] = _auto_notes(ran)
+    partial = run.meta.get("partial") if isinstance(run.meta.get("partial"), dict) else None
+    ctx["partial"] = str(partial.get("headline") or "partial") if partial else ""  # a merge that lacks shards
 
     # 6. Gradient checkpointing.
     ckpt_summary = tables.summarize_pairs(ckpt_pairs, ["family", "preset"]) if not ckpt_pairs.empty else pd.DataFrame()

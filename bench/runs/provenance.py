@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import shlex
 import subprocess
 import sys
@@ -47,11 +48,24 @@ def git_commit() -> str:
         return ""
 
 
+def git_tree_state() -> str:
+    """``""`` for a clean work tree, else ``"dirty:"`` and the hash of ``git diff HEAD`` (tracked files'
+    changes): two runs of one commit measured the same code only when this matches too."""
+    try:
+        out = subprocess.run(["git", "diff", "HEAD", "--binary"], capture_output=True, timeout=20,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    if out.returncode != 0 or not out.stdout:
+        return ""
+    return "dirty:" + hashlib.sha256(out.stdout).hexdigest()[:16]
+
+
 def run_meta(facts: Any, matrix: str, command: Optional[list[str]] = None, extra: Optional[dict] = None,
              calibration: Optional[dict] = None) -> dict:
     """What a run folder's ``meta.json`` holds: when, which commit, how to reproduce, on what."""
     meta = {
-        "created": utc_now(), "commit": git_commit(), "matrix": matrix,
+        "created": utc_now(), "commit": git_commit(), "tree": git_tree_state(), "matrix": matrix,
         "command": shlex.join(command if command is not None else sys.argv),
         "device": facts.as_dict(),
         "calibration": calibration or {},

@@ -10,8 +10,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
-# ``invalid``: the case ran, but a figure of its row is outside physics (see :func:`invalid_reasons`)
-STATUSES = ("ok", "oom", "unsupported", "error", "timeout", "invalid")
+# ``invalid``: the case ran, but a figure of its row is outside physics (see :func:`invalid_reasons`);
+# ``missing``: a merged run's case that no shard measured (``merge --allow-partial``, bench/scale/coverage.py)
+STATUSES = ("ok", "oom", "unsupported", "error", "timeout", "invalid", "missing")
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("run_id", "", "the run this row belongs to"),
     Column("case_key", "", "stable case identity across runs (compare matches on it)"),
     Column("case_id", "", "readable id, as in pytest's test id"),
-    Column("status", "", "ok, oom, unsupported, error, timeout, or invalid (ran, but a figure is outside physics)"),
+    Column("status", "", "ok, oom, unsupported, error, timeout, invalid (ran, but a figure is outside physics), or missing (a merge's case no shard measured)"),
     Column("reason", "", "why the status is not ok; empty when ok"),
     Column("family", "", "transformer, transformer-flat, cnn, or a plug-in import path"),
     Column("preset", "", "tiny, small, medium, large, xlarge"),

@@ -19,17 +19,26 @@ def _merge_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-mixed-devices", action="store_true",
                         help="merge runs measured on different devices (the report then has a section per device) "
                              "instead of refusing")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="merge a set that lacks shards or cases (a shard not given, or stopped early) instead of "
+                             "refusing: each case no shard measured becomes a `missing` row, the report's first screen "
+                             "says 'partial: K of N shards', and the command exits 1")
     parser.add_argument("--no-report", action="store_true", help="write the merged folder only, not its report")
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from bench.scale.merge import merge_runs
+    from bench.scale.merge import is_partial, merge_runs
 
     out = merge_runs([Path(r) for r in args.runs], Path(args.out), args.allow_mixed_devices,
-                     command=["python", "-m", "bench"] + list(getattr(args, "argv", None) or sys.argv[1:]))
+                     command=["python", "-m", "bench"] + list(getattr(args, "argv", None) or sys.argv[1:]),
+                     allow_partial=args.allow_partial)
     print(f"merged {len(args.runs)} runs -> {out}")
     if not args.no_report:
         print(_report_line(out))
+    partial = is_partial(out)
+    if partial:
+        print(f"ae-bench: {partial}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -268,7 +277,7 @@ def _attempt(sweep, argv: list[str]) -> int:
               f"resume with: {rerun_command(['run', '--resume', str(sweep.folder)])}", file=sys.stderr)
         return EXIT_FAILED
     merged = merge_runs(folders, sweep.folder / MERGED_DIR, sweep.allow_mixed_devices, extra, argv.copy(),
-                        replace=True, notes=failed)
+                        replace=True, notes=failed, allow_partial=True)  # a failed shard's cases are error rows
     print(f"merged {len(folders)} shard run(s) -> {merged}" + (f" ({len(extra)} error row(s) for failed jobs)" if extra else ""))
     print(_report_line(merged))
     if failed:
