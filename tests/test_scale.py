@@ -467,15 +467,19 @@ def test_gpus_run_one_child_per_gpu_and_merge(tmp_path, monkeypatch):
 def test_sharded_example_workflow():
     """Manual runs only, read-only token, the security checks of tests/test_workflows.py, a matrix over
     shards and GPU runner labels whose --shard N matches it, a merge job per label, the report uploaded."""
-    from tests.test_workflows import (check_cache_saved_only_on_main, check_no_environment_leak,
-                                      check_no_pull_request_target_checkout, check_permissions, load_workflow, runs_on,
-                                      self_hosted_jobs, steps, uses)
+    from tests.test_workflows import (check_cache_saved_only_on_main, check_checkouts_drop_credentials,
+                                      check_no_environment_leak, check_no_pull_request_target_checkout, check_permissions,
+                                      check_pinned_actions, check_strangers_kept_off, check_throwaway_venv, load_workflow,
+                                      runs_on, self_hosted_jobs, steps, uses)
 
-    wf = load_workflow(REPO / ".github" / "workflows" / "sharded-example.yml")
+    wf = load_workflow(REPO / ".github" / "examples" / "sharded-example.yml")
     assert set(wf["on"]) == {"workflow_dispatch"} and wf["permissions"] == {"contents": "read"}
     for check in (check_permissions, check_no_pull_request_target_checkout, check_no_environment_leak,
-                  check_cache_saved_only_on_main):
+                  check_cache_saved_only_on_main, check_strangers_kept_off, check_checkouts_drop_credentials,
+                  check_throwaway_venv):
         check(wf)
+    check_pinned_actions((REPO / ".github" / "examples" / "sharded-example.yml").read_text())
+    assert not (REPO / ".github" / "workflows" / "sharded-example.yml").exists()  # not live with placeholder labels
     (name, measure), = self_hosted_jobs(wf).items()
     matrix = measure["strategy"]["matrix"]
     assert matrix["shard"] == list(range(1, int(wf["env"]["SHARDS"]) + 1)) and matrix["gpu"]
@@ -486,7 +490,8 @@ def test_sharded_example_workflow():
         assert all((s.get("with") or {}).get("persist-credentials") is False for s in checkout)
     merge = wf["jobs"]["merge"]
     assert merge["needs"] == name and merge["strategy"]["matrix"]["gpu"] == matrix["gpu"]
-    assert any("python -m bench merge" in str(s.get("run", "")) for s in steps(merge))
+    assert any("python -m bench merge" in str(s.get("run", "")) and "--allow-partial" in str(s.get("run", ""))
+               and "exit $status" in str(s.get("run", "")) for s in steps(merge))  # a missing shard fails the job
     assert any(uses(s).startswith("actions/upload-artifact@") and s["with"]["path"] == "ci-results/" for s in steps(merge))
 
 

@@ -1,16 +1,22 @@
 """Security properties of the GitHub Actions workflows (.github/workflows/*.yml).
 
-The GPU job runs the checked-out code on a self-hosted runner, so these tests read both workflow
+The GPU job runs the checked-out code on a self-hosted runner, so these tests read the workflow
 files and check, without GitHub:
 
-- the fork guard: the self-hosted job runs for pushes, manual runs and same-repository pull
-  requests, and for a fork's pull request only on the `labeled` event of the `gpu-bench` label;
-  new commits on a fork's pull request remove the label (pull_request_target, no checkout);
+- every file in .github/workflows/ (one test, `test_every_workflow_keeps_strangers_off_self_hosted_runners`):
+  a job whose `runs-on` can reach a self-hosted runner (any label other than GitHub's hosted
+  images, a custom label alone included) never runs for a fork's pull request, pull_request_target,
+  issue comments or workflow_run; every action is pinned by a 40-hex commit SHA with its tag in a
+  comment; every checkout drops the token (`persist-credentials: false`); a self-hosted job
+  installs with pip only into a throwaway venv;
+- the fork flow: a fork's pull request reaches the GPU only through a maintainer's
+  workflow_dispatch on main naming the pull request and the reviewed commit SHA; a GitHub-hosted
+  job checks the SHA is still the pull request's head, and the GPU job checks out exactly it;
 - least privilege: read-only token by default, `contents: read` for the self-hosted job, write
   access only in small jobs on GitHub-hosted runners that check out and run nothing of the PR;
 - no pull_request_target job that checks out code, no environment dump, artifacts limited to the
   run folder, the pytest-benchmark JSON and the reports;
-- the baseline cache is saved only by main-branch runs.
+- the baseline cache is saved only by main-branch runs (never by a run for a pull request).
 
 Job and step `if:` conditions are evaluated with a small evaluator of GitHub's expression
 language under simulated events, so a guard written differently but equivalently still passes,
@@ -314,6 +320,9 @@ def event(
     ref: Optional[str] = None,
     status: str = "success",
     hashfiles: str = "",
+    pr: Optional[str] = None,
+    sha: str = "",
+    needs: Optional[dict] = None,
 ) -> dict:
     """The expression contexts of one event: github.*, inputs, needs, steps and the job status."""
     payload: dict = {}
@@ -333,7 +342,7 @@ def event(
             payload["label"] = {"name": label}
         default_ref = "refs/pull/7/merge" if name == "pull_request" else "refs/heads/main"
     elif name == "workflow_dispatch":
-        payload = {"inputs": {"refresh_baseline": False}}
+        payload = {"inputs": {"refresh_baseline": False, **({"pr": pr, "sha": sha} if pr is not None else {})}}
         default_ref = "refs/heads/main"
     else:
         default_ref = "refs/heads/main"
@@ -348,7 +357,7 @@ def event(
             "token": "***",
         },
         "inputs": payload.get("inputs", {}),
-        "needs": {},
+        "needs": needs or {},
         "steps": {},
         "env": {},
         "vars": {},
@@ -358,16 +367,18 @@ def event(
     }
 
 
-# Where the self-hosted job must run, and where it must not (a fork's pull request that was not
-# just labelled gpu-bench, even if it still carries the label; any pull_request_target).
+# Where the self-hosted job must run, and where it must not (a fork's pull request by any event of
+# its own, a label included; a maintainer's run naming one whose reviewed commit is no longer the
+# head, or started from another branch; any pull_request_target).
+REVIEWED = "3" * 40
+PASSED = {"reviewed-commit": {"result": "success", "outputs": {"base": "main"}}}
 MUST_RUN = {
     "push to main": event("push"),
-    "manual run": event("workflow_dispatch"),
+    "manual run": event("workflow_dispatch", pr="", needs={"reviewed-commit": {"result": "skipped"}}),
     "same-repo PR opened": event("pull_request", "opened"),
     "same-repo PR new commits": event("pull_request", "synchronize"),
     "same-repo PR reopened": event("pull_request", "reopened"),
-    "fork PR labelled gpu-bench by a maintainer": event(
-        "pull_request", "labeled", fork=True, label=LABEL, labels=(LABEL,)),
+    "maintainer's run for a fork PR at the reviewed SHA": event("workflow_dispatch", pr="7", sha=REVIEWED, needs=PASSED),
 }
 MUST_NOT_RUN = {
     "fork PR opened": event("pull_request", "opened", fork=True),
@@ -376,6 +387,7 @@ MUST_NOT_RUN = {
     "fork PR new commits while labelled": event("pull_request", "synchronize", fork=True, labels=(LABEL,)),
     "fork PR reopened while labelled": event("pull_request", "reopened", fork=True, labels=(LABEL,)),
     "fork PR edited while labelled": event("pull_request", "edited", fork=True, labels=(LABEL,)),
+    "fork PR labelled gpu-bench": event("pull_request", "labeled", fork=True, label=LABEL, labels=(LABEL,)),
     "fork PR another label added while labelled": event(
         "pull_request", "labeled", fork=True, label="docs", labels=(LABEL, "docs")),
     "fork PR label removed": event("pull_request", "unlabeled", fork=True, label=LABEL),
@@ -385,7 +397,12 @@ MUST_NOT_RUN = {
     "pull_request_target same repo": event("pull_request_target", "synchronize"),
     "issue comment": event("issue_comment", "created"),
     "workflow_run": event("workflow_run", "completed"),
+    "maintainer's run for a fork PR that moved since the review": event(
+        "workflow_dispatch", pr="7", sha=REVIEWED, needs={"reviewed-commit": {"result": "failure"}}),
+    "a run naming a fork PR from another branch": event(
+        "workflow_dispatch", pr="7", sha=REVIEWED, needs=PASSED, ref="refs/heads/experiment"),
 }
+NAMES_A_PR = {name for name, ctx in {**MUST_RUN, **MUST_NOT_RUN}.items() if ctx["inputs"].get("pr")}
 
 
 # --------------------------------------------------------------------------- workflow helpers
@@ -398,13 +415,20 @@ def runs_on(job: dict) -> list[str]:
     return [labels] if isinstance(labels, str) else list(labels)
 
 
-def is_self_hosted(job: dict) -> bool:
-    return "self-hosted" in runs_on(job)
+# GitHub's hosted images (https://docs.github.com/actions/using-github-hosted-runners): any other
+# label (`self-hosted`, `gpu`, a group name, an expression) may route the job to a self-hosted runner.
+HOSTED_IMAGE = re.compile(r"(ubuntu|windows|macos)-(latest|\d[\w.]*)(-arm|-arm64|-large|-xlarge)?")
 
 
 def is_github_hosted(job: dict) -> bool:
     labels = runs_on(job)
-    return bool(labels) and all(re.match(r"(ubuntu|windows|macos)-", label) for label in labels)
+    return bool(labels) and all(HOSTED_IMAGE.fullmatch(str(label)) for label in labels)
+
+
+def is_self_hosted(job: dict) -> bool:
+    """Whether the job can land on a self-hosted runner: a label that is not one of GitHub's images
+    (`runs-on: [gpu]` alone reaches the runner that has that custom label), or a runner group."""
+    return not is_github_hosted(job) or isinstance(job.get("runs-on"), dict)
 
 
 def self_hosted_jobs(wf: dict) -> dict[str, dict]:
@@ -442,6 +466,22 @@ def write_scopes(perms: dict[str, str]) -> set[str]:
     return {scope for scope, level in perms.items() if level == "write"}
 
 
+DEFAULT_PR_TYPES = ("opened", "synchronize", "reopened")
+
+
+def listens(wf: dict, ctx: dict) -> bool:
+    """Whether the workflow starts for the event of ``ctx`` (its trigger, and the action among its `types`)."""
+    name = ctx["github"]["event_name"]
+    if name not in wf["on"]:
+        return False
+    if name in ("pull_request", "pull_request_target"):
+        types = wf["on"][name].get("types") or DEFAULT_PR_TYPES
+        return ctx["github"]["event"].get("action") in types
+    if name == "workflow_dispatch" and ctx["inputs"].get("pr"):
+        return "pr" in (wf["on"][name].get("inputs") or {})  # only a workflow that takes a pull request
+    return True
+
+
 def triggers_of(job: dict, wf: dict, name: str, **kwargs) -> bool:
     """Whether the job can run for an event `name` (the workflow must listen to it, and the job's
     `if:` must hold)."""
@@ -461,12 +501,11 @@ def run_scripts(wf: dict) -> list[tuple[str, str]]:
 
 
 def check_fork_guard(wf: dict) -> None:
-    """The self-hosted job runs for pushes, manual runs, same-repo pull requests and a fork's pull
-    request just labelled gpu-bench; never for other fork events or pull_request_target."""
+    """The self-hosted job runs for pushes, manual runs, same-repo pull requests and a maintainer's
+    run naming a fork's pull request at the reviewed SHA; never for a fork's own events (a label
+    included) or pull_request_target, whatever the workflow listens to today."""
     jobs = self_hosted_jobs(wf)
     assert jobs, "no self-hosted job found"
-    assert {"labeled", "synchronize"} <= set(wf["on"].get("pull_request", {}).get("types", [])), (
-        "pull_request must list `labeled` (the approval) and `synchronize` (same-repo pushes)")
     for job_name, job in jobs.items():
         assert job.get("if"), f"{job_name}: the self-hosted job has no `if:` fork guard"
         for scenario, ctx in MUST_RUN.items():
@@ -476,25 +515,42 @@ def check_fork_guard(wf: dict) -> None:
                 f"{job_name}: runs strangers' code on the self-hosted runner for {scenario}")
 
 
-def check_label_revoked(wf: dict) -> None:
-    """New commits on a fork's labelled pull request remove the label, from a job that may write
-    (pull_request_target: a fork's pull_request token is read-only) and checks out nothing."""
-    assert "synchronize" in wf["on"].get("pull_request_target", {}).get("types", []), (
-        "no pull_request_target `synchronize` trigger to remove the label on new commits")
-    revokers = {
-        name: job for name, job in wf["jobs"].items()
-        if not is_self_hosted(job)  # one that runs there is check_fork_guard's failure
-        and triggers_of(job, wf, "pull_request_target", action="synchronize", fork=True, labels=(LABEL,))
-    }
-    assert revokers, "no job removes the gpu-bench label when a fork's pull request gets new commits"
-    for name, job in revokers.items():
-        text = yaml.safe_dump(job)
-        assert LABEL in text and re.search(r"--remove-label|DELETE|removeLabel", text), (
-            f"{name}: does not remove the {LABEL} label")
-        assert is_github_hosted(job), f"{name}: must run on a GitHub-hosted runner"
-        assert write_scopes(job_permissions(wf, job)) == {"pull-requests"}, (
-            f"{name}: needs exactly pull-requests: write, has {job_permissions(wf, job)}")
-        assert not any(is_checkout(s) for s in steps(job)), f"{name}: checks out code"
+def check_strangers_kept_off(wf: dict, where: str = "") -> None:
+    """Any workflow: no job that can reach a self-hosted runner starts for an event a stranger makes
+    (a fork's pull request, pull_request_target, a comment, workflow_run) or for a manual run naming a
+    pull request that the reviewed-commit check did not pass."""
+    for job_name, job in self_hosted_jobs(wf).items():
+        for scenario, ctx in MUST_NOT_RUN.items():
+            assert not (listens(wf, ctx) and condition_holds(job.get("if"), ctx)), (
+                f"{where}{job_name}: runs-on {runs_on(job) or job.get('runs-on')} can reach a self-hosted runner, "
+                f"and the job runs for {scenario}")
+
+
+def check_reviewed_commit(wf: dict) -> None:
+    """A maintainer's run for a fork names the pull request and the reviewed SHA; a GitHub-hosted job
+    (no checkout) checks the SHA is the head; the self-hosted job needs it and checks out exactly the SHA."""
+    inputs = wf["on"].get("workflow_dispatch", {}).get("inputs") or {}
+    assert {"pr", "sha"} <= set(inputs), "workflow_dispatch must take `pr` and `sha` (the reviewed commit)"
+    ctx = MUST_RUN["maintainer's run for a fork PR at the reviewed SHA"]
+    for name, job in self_hosted_jobs(wf).items():
+        needs = job.get("needs", [])
+        checkers = [n for n in ([needs] if isinstance(needs, str) else needs)
+                    if condition_holds(wf["jobs"][n].get("if"), ctx)
+                    and re.search(r"\.head\.sha", yaml.safe_dump(wf["jobs"][n]))]
+        assert checkers, f"{name}: needs no job that checks the reviewed SHA against the pull request's head"
+        for checker in checkers:
+            job_r = wf["jobs"][checker]
+            assert is_github_hosted(job_r), f"{checker}: must run on a GitHub-hosted runner"
+            assert not any(is_checkout(st) for st in steps(job_r)), f"{checker}: checks out code"
+            script = " ".join(str(st.get("run", "")) for st in steps(job_r))
+            assert re.search(r'"\$head" != "\$SHA"', script) and "exit 1" in script, (
+                f"{checker}: does not fail when the head is not the reviewed SHA")
+        checkout = next(st for st in steps(job) if uses(st).startswith("actions/checkout@"))
+        assert "inputs.pr" in str((checkout.get("with") or {}).get("ref", "")), f"{name}: does not check out the PR"
+        after = steps(job)[steps(job).index(checkout) + 1:]
+        assert any("git rev-parse HEAD" in str(st.get("run", "")) and "$SHA" in str(st.get("run", ""))
+                   and "exit 1" in str(st.get("run", "")) for st in after), (
+            f"{name}: does not check that it checked out exactly the reviewed SHA")
 
 
 def check_permissions(wf: dict) -> None:
@@ -611,7 +667,7 @@ def check_cache_saved_only_on_main(wf: dict) -> None:
                 c = dict(ctx, __status__=status)
                 writes = condition_holds(step.get("if"), c)
                 main_push = ctx["github"]["event_name"] in ("push", "workflow_dispatch") and (
-                    ctx["github"]["ref"] == "refs/heads/main")
+                    ctx["github"]["ref"] == "refs/heads/main") and scenario not in NAMES_A_PR
                 if ctx["github"]["event_name"].startswith("pull_request") or not main_push:
                     assert not writes, f"{label}: a {scenario} run ({status}) writes the cache"
                 elif status != "success":
@@ -621,7 +677,131 @@ def check_cache_saved_only_on_main(wf: dict) -> None:
         assert condition_holds(step.get("if"), event("push")), f"{label}: main no longer saves the baseline"
 
 
+PINNED = re.compile(r"^\s*(?:-\s+)?uses:\s*([\w.-]+/[\w./-]+)@([0-9a-f]{40})\s+#\s*v\d[\w.]*\s*$")
+
+
+def check_pinned_actions(text: str, where: str = "") -> None:
+    """Every remote action is pinned by a full commit SHA (a tag can be moved to other code), with
+    the tag it was taken from in a comment; local (./) and docker:// actions are left alone."""
+    for n, line in enumerate(text.splitlines(), 1):
+        match = re.match(r"^\s*(?:-\s+)?uses:\s*['\"]?([^'\"\s#]+)", line)
+        if not match or match.group(1).startswith(("./", "docker://")):
+            continue
+        assert PINNED.match(line), f"{where}line {n}: {match.group(1)} is not pinned as owner/repo@<40-hex sha> # vX.Y.Z"
+
+
+def check_checkouts_drop_credentials(wf: dict, where: str = "") -> None:
+    for name, job in wf.get("jobs", {}).items():
+        for step in steps(job):
+            if uses(step).startswith("actions/checkout@"):
+                assert (step.get("with") or {}).get("persist-credentials") is False, (
+                    f"{where}{name}: a checkout keeps the token in .git/config (persist-credentials: false)")
+
+
+def check_throwaway_venv(wf: dict, where: str = "") -> None:
+    """A job that can reach a self-hosted runner installs with pip only through a venv's own python,
+    never into the runner's Python (a pull request's build backend is arbitrary code)."""
+    for name, job in self_hosted_jobs(wf).items():
+        for step in steps(job):
+            for line in str(step.get("run", "")).splitlines():
+                if re.search(r"\bpip3?\b.*\binstall\b", line):
+                    assert re.search(r"venv[\w-]*/bin/python3?\"? -m pip install", line), (
+                        f"{where}{name}: pip installs outside a throwaway venv: {line.strip()!r}")
+
+
+def check_every_workflow(folder: Path) -> list[str]:
+    """The checks every workflow file must pass; returns the files read."""
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix in (".yml", ".yaml"))
+    assert files, f"no workflow in {folder}"
+    for path in files:
+        where = f"{path.name}: "
+        wf = load_workflow(path)
+        check_strangers_kept_off(wf, where)
+        check_pinned_actions(path.read_text(), where)
+        check_checkouts_drop_credentials(wf, where)
+        check_throwaway_venv(wf, where)
+    return [p.name for p in files]
+
+
 # --------------------------------------------------------------------------- the tests
+
+
+def test_every_workflow_keeps_strangers_off_self_hosted_runners():
+    """Every file of .github/workflows/, including ones added later: see check_every_workflow."""
+    assert set(check_every_workflow(WORKFLOW_DIR)) >= {GPU_WORKFLOW, TESTS_WORKFLOW}
+
+
+NEW_SELF_HOSTED = """name: nightly
+on:
+  pull_request:
+permissions:
+  contents: read
+jobs:
+  bench:
+    runs-on: [self-hosted, gpu]
+    steps:
+      - run: echo hi
+"""
+
+
+def _plant_new_unguarded_workflow(folder: Path) -> None:
+    (folder / "nightly.yml").write_text(NEW_SELF_HOSTED)
+
+
+def _plant_custom_label_only(folder: Path) -> None:
+    text = (folder / TESTS_WORKFLOW).read_text()
+    assert "runs-on: ubuntu-latest" in text
+    (folder / TESTS_WORKFLOW).write_text(text.replace("runs-on: ubuntu-latest", "runs-on: [gpu]", 1))
+
+
+def _plant_fork_pull_request_without_sha(folder: Path) -> None:
+    text = (folder / GPU_WORKFLOW).read_text()
+    same_repo = ("(github.event_name == 'pull_request' &&\n"
+                 "         github.event.pull_request.head.repo.full_name == github.repository)")
+    assert same_repo in text, "update this plant to the guard's new wording"
+    (folder / GPU_WORKFLOW).write_text(text.replace(same_repo, "github.event_name == 'pull_request'"))
+
+
+def _plant_tag_pinned_action(folder: Path) -> None:
+    text = (folder / TESTS_WORKFLOW).read_text()
+    new = re.sub(r"actions/setup-python@[0-9a-f]{40} # v[\d.]+", "actions/setup-python@v6", text)
+    assert new != text
+    (folder / TESTS_WORKFLOW).write_text(new)
+
+
+def _plant_checkout_keeps_token(folder: Path) -> None:
+    text = (folder / TESTS_WORKFLOW).read_text()
+    (folder / TESTS_WORKFLOW).write_text(text.replace("persist-credentials: false", "persist-credentials: true", 1))
+
+
+def _plant_pip_into_runner_python(folder: Path) -> None:
+    text = (folder / GPU_WORKFLOW).read_text()
+    new = text.replace('"$RUNNER_TEMP/ae-venv/bin/python" -m pip install', "python -m pip install", 1)
+    assert new != text
+    (folder / GPU_WORKFLOW).write_text(new)
+
+
+PLANTS = {
+    "a new workflow file with an unguarded self-hosted job": _plant_new_unguarded_workflow,
+    "a job with only a custom runner label": _plant_custom_label_only,
+    "a GPU job for a fork's pull_request without the reviewed SHA": _plant_fork_pull_request_without_sha,
+    "an action pinned by tag": _plant_tag_pinned_action,
+    "a checkout that keeps the token": _plant_checkout_keeps_token,
+    "pip into the runner's own Python": _plant_pip_into_runner_python,
+}
+
+
+@pytest.mark.parametrize("plant", sorted(PLANTS))
+def test_every_workflow_check_catches(plant, tmp_path):
+    """The real folder passes; a copy with one planted change fails (the planted bugs of issue 33)."""
+    import shutil
+
+    folder = tmp_path / "workflows"
+    shutil.copytree(WORKFLOW_DIR, folder)
+    check_every_workflow(folder)
+    PLANTS[plant](folder)
+    with pytest.raises(AssertionError):
+        check_every_workflow(folder)
 
 
 def test_both_workflows_load():
@@ -649,8 +829,8 @@ def test_self_hosted_job_has_the_fork_guard():
     check_fork_guard(workflow(GPU_WORKFLOW))
 
 
-def test_new_commits_on_a_fork_remove_the_label():
-    check_label_revoked(workflow(GPU_WORKFLOW))
+def test_a_fork_reaches_the_gpu_only_at_the_reviewed_sha():
+    check_reviewed_commit(workflow(GPU_WORKFLOW))
 
 
 @pytest.mark.parametrize("name", [GPU_WORKFLOW, TESTS_WORKFLOW])
@@ -728,11 +908,21 @@ def _guard_on_label_presence(wf):  # a fork's later push would run on the old ap
                          " == github.repository || contains(github.event.pull_request.labels.*.name, 'gpu-bench')")
 
 
+def _guard_on_the_label_event(wf):  # the old flow: the head when the label is added, maybe pushed after the review
+    _hosted(wf)["if"] += (" || (github.event_name == 'pull_request' && github.event.action == 'labeled' && "
+                          "github.event.label.name == 'gpu-bench')")
+
+
 def _guard_not_pull_request(wf):  # "not a pull request" also lets pull_request_target through
-    guard, n = re.subn(r"github\.event_name == 'push' \|\|\s*github\.event_name == 'workflow_dispatch' \|\|",
-                       "github.event_name != 'pull_request' ||", _hosted(wf)["if"])
+    guard, n = re.subn(r"github\.event_name == 'push' \|\|", "github.event_name != 'pull_request' ||",
+                       _hosted(wf)["if"])
     assert n == 1, "update this mutation to the guard's new wording"
     _hosted(wf)["if"] = guard
+
+
+def _dispatch_ignores_the_check(wf):  # a manual run naming a PR whose head moved still runs
+    _hosted(wf)["if"] = _hosted(wf)["if"].replace("needs.reviewed-commit.result != 'failure' && ", "")
+    _hosted(wf)["if"] = _hosted(wf)["if"].replace(" && needs.reviewed-commit.result == 'success'", "")
 
 
 def _no_job_permissions(wf):
@@ -758,13 +948,20 @@ def _comment_job_checks_out(wf):
     wf["jobs"]["comment"]["steps"].insert(0, {"uses": "actions/checkout@v4"})
 
 
-def _no_revoker(wf):
-    wf["jobs"].pop("revoke-gpu-bench-label")
+def _no_reviewed_commit_job(wf):
+    wf["jobs"].pop("reviewed-commit")
+    _hosted(wf).pop("needs")
+
+
+def _no_sha_check_after_checkout(wf):
+    _hosted(wf)["steps"] = [st for st in steps(_hosted(wf)) if "git rev-parse HEAD" not in str(st.get("run", ""))]
 
 
 def _prt_checkout_of_head(wf):
-    wf["jobs"]["revoke-gpu-bench-label"]["steps"].insert(
-        0, {"uses": "actions/checkout@v4", "with": {"ref": "${{ github.event.pull_request.head.sha }}"}})
+    wf["on"]["pull_request_target"] = {"types": ["opened"]}
+    wf["jobs"]["triage"] = {"if": "github.event_name == 'pull_request_target'", "runs-on": "ubuntu-latest",
+                            "steps": [{"uses": "actions/checkout@v4",
+                                       "with": {"ref": "${{ github.event.pull_request.head.sha }}"}}]}
 
 
 def _cache_save_on_prs(wf):
@@ -787,12 +984,15 @@ MUTATIONS: dict[str, tuple[Callable[[dict], None], Callable[[dict], None]]] = {
     "guard removed": (_no_guard, check_fork_guard),
     "guard on label presence": (_guard_on_label_presence, check_fork_guard),
     "guard lets pull_request_target in": (_guard_not_pull_request, check_fork_guard),
+    "guard runs a fork on the label event": (_guard_on_the_label_event, check_fork_guard),
+    "manual run ignores the reviewed-commit check": (_dispatch_ignores_the_check, check_fork_guard),
     "job permissions removed": (_no_job_permissions, check_permissions),
     "job inherits a write permission": (_inherits_write, check_permissions),
     "job may write": (_job_write_permissions, check_permissions),
     "no permissions anywhere": (_no_permissions_at_all, check_permissions),
     "comment job checks out": (_comment_job_checks_out, check_permissions),
-    "label never revoked": (_no_revoker, check_label_revoked),
+    "no reviewed-commit job": (_no_reviewed_commit_job, check_reviewed_commit),
+    "no SHA check after the checkout": (_no_sha_check_after_checkout, check_reviewed_commit),
     "pull_request_target checks out the head": (_prt_checkout_of_head, check_no_pull_request_target_checkout),
     "cache saved on pull requests": (_cache_save_on_prs, check_cache_saved_only_on_main),
     "combined actions/cache": (_cache_combined, check_cache_saved_only_on_main),
