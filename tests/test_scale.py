@@ -27,6 +27,7 @@ from bench.runs.schema import empty_row
 from bench.runs.selection import selection_record, write_selection
 from bench.runs.writer import RunWriter
 from bench.scale import executors
+from bench.scale.resources import GPU_PROCESSES, default_resources, gpus_asked, job_resources
 from bench.scale.shard import assign, case_cost, parse_shard, shard_of_command, take_shard
 from bench.trackers.device import DeviceFacts
 
@@ -334,10 +335,12 @@ def test_slurm_parameters_reach_sbatch(tmp_path, monkeypatch):
 
     slurm = {"partition": "gpu", "time": executors.parse_slurm_time("1-02:30"), "gpus_per_task": 1,
              "options": executors.parse_slurm_options(["account=proj", "constraint=a100", "exclusive"])}
+    slurm.update(job_resources(slurm, None, None))
     text = _make_sbatch_string(command="true", folder=tmp_path, map_count=3,
                                **executors.slurm_parameters(slurm, 3, "ae-bench-x"))
+    cores, mib = default_resources(1)
     for line in ("--partition=gpu", "--time=1590", "--gpus-per-task=1", "--account=proj", "--constraint=a100",
-                 "--exclusive", "--array=0-2%3", "--job-name=ae-bench-x"):
+                 "--exclusive", "--array=0-2%3", "--job-name=ae-bench-x", f"--cpus-per-task={cores}", f"--mem={mib}M"):
         assert f"#SBATCH {line}" in text, line
     assert executors.parse_slurm_time("90") == 90 and executors.parse_slurm_time("00:00:30") == 1
     # submitted for real to a stand-in sbatch: one array of 3 elements, each running one shard's command
@@ -359,6 +362,67 @@ def test_slurm_parameters_reach_sbatch(tmp_path, monkeypatch):
             executors.parse_slurm_time(bad)
     with pytest.raises(ValueError, match="--slurm-option"):
         executors.parse_slurm_options(["=x"])
+
+
+def test_slurm_jobs_ask_for_the_cores_and_memory_of_their_shard():
+    """A GPU shard's job asks for its 3 torch processes' cores and memory (a partition's default is often
+    one core); a CPU shard for its own; the options override; a second GPU per shard is refused."""
+    gpu, cpu = default_resources(1), default_resources(0)
+    assert gpu[0] >= GPU_PROCESSES and gpu[1] >= GPU_PROCESSES * 1024  # a core and a GiB at least per process
+    assert job_resources({"gpus_per_task": 1}, None, None) == {"cpus_per_task": gpu[0], "mem_mib": gpu[1]}
+    assert job_resources({"gpus_per_task": 0}, None, None) == {"cpus_per_task": cpu[0], "mem_mib": cpu[1]}
+    assert job_resources({}, 3, "24GiB") == {"cpus_per_task": 3, "mem_mib": 24 * 1024}
+    assert gpus_asked({"options": {"gres": "gpu:1"}}) == 1 and gpus_asked({"options": {"gres": "gpu:a100:1"}}) == 1
+    assert gpus_asked({"options": {"gres": "gpu"}}) == 1 and gpus_asked({"options": {"gres": "nvme:1"}}) == 0
+    for slurm in ({"gpus_per_task": 2}, {"options": {"gres": "gpu:a100:2"}}):
+        with pytest.raises(ValueError, match="a shard measures on one GPU"):
+            job_resources(slurm, None, None)
+    for cpus, mem, needle in ((0, None, "--slurm-cpus-per-task"), (None, "lots", "--slurm-mem"), (None, "0", "--slurm-mem")):
+        with pytest.raises(ValueError, match=needle):
+            job_resources({}, cpus, mem)
+
+
+def test_a_gres_gpu_sweep_measures_on_the_gpu_matrix(tmp_path, monkeypatch, capsys):
+    """--slurm-option gres=gpu:1 asks for a GPU as --slurm-gpus-per-task 1 does: --matrix auto is the GPU
+    matrix (default), not the CPU one; the job's sbatch asks for the GPU shard's cores and memory."""
+    import argparse
+
+    from bench.scale.command import _expected_device_type, _slurm_options
+
+    args = argparse.Namespace(executor="slurm", slurm_partition=None, slurm_time="60", slurm_gpus_per_task=None,
+                              slurm_cpus_per_task=None, slurm_mem=None, slurm_option=["gres=gpu:1"], device="auto")
+    slurm = _slurm_options(args)
+    assert _expected_device_type(args, slurm) == "cuda"
+    assert (slurm["cpus_per_task"], slurm["mem_mib"]) == default_resources(1)
+    args.slurm_option = None
+    assert _expected_device_type(args, _slurm_options(args)) == "cpu"
+    args.slurm_gpus_per_task = 2
+    with pytest.raises(ValueError, match="--slurm-gpus-per-task: 2 GPUs per job"):
+        _slurm_options(args)
+
+
+def test_job_ids_are_in_sweep_json_while_the_jobs_run(tmp_path, monkeypatch, capsys):
+    """The ids are written when the jobs are submitted, not when they end: a login-node process that dies
+    while waiting leaves them on disk (read here at the first poll of the wait)."""
+    pytest.importorskip("submitit")
+    seen = []
+    release = tmp_path / "release"  # the jobs wait for it: the first poll surely finds them running
+
+    def first_poll(jobs):
+        if not seen:
+            seen.append(json.loads((sweep_folder(tmp_path) / "sweep.json").read_text())["attempts"])
+            release.touch()
+
+    real = executors.run_submitit_jobs
+    wait = ("import os, sys, time\nwhile not os.path.exists(sys.argv[1]):\n    time.sleep(0.05)\nsys.exit(3)")
+    monkeypatch.setattr(executors, "run_submitit_jobs", lambda *a, **k: real(*a, on_poll=first_poll, **k))
+    monkeypatch.setattr(executors, "child_command", lambda argv, k: [sys.executable, "-c", wait, str(release)])
+    assert main(["run", "--matrix", "smoke", "--executor", "local", "--shards", "2", "--results", str(tmp_path)]) == 1
+    (attempt,), = seen
+    assert sorted(attempt["shards"]) == ["1/2", "2/2"]
+    assert all(v["job"].startswith("job ") and v["state"] == "submitted" for v in attempt["shards"].values())
+    final = json.loads((sweep_folder(tmp_path) / "sweep.json").read_text())["attempts"]
+    assert len(final) == 1 and final[0]["shards"]["1/2"]["job"] == attempt["shards"]["1/2"]["job"] and "ended" in final[0]
 
 
 # --------------------------------------------------------------------------- sweeps, measured

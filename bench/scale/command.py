@@ -141,7 +141,8 @@ def _new_sweep(args: argparse.Namespace, argv: list[str]):
     return sweep
 
 
-SLURM_OPTIONS = ("slurm_partition", "slurm_time", "slurm_gpus_per_task", "slurm_option")
+SLURM_OPTIONS = ("slurm_partition", "slurm_time", "slurm_gpus_per_task", "slurm_cpus_per_task", "slurm_mem",
+                 "slurm_option")
 
 
 def _slurm_options(args: argparse.Namespace) -> dict:
@@ -157,8 +158,12 @@ def _slurm_options(args: argparse.Namespace) -> dict:
                          "runs past it is stopped, its missing cases recorded as errors, and --resume continues it")
     if args.slurm_gpus_per_task is not None and args.slurm_gpus_per_task < 0:
         raise ValueError(f"--slurm-gpus-per-task: bad count {args.slurm_gpus_per_task}: expected 0 or more")
-    return {"partition": args.slurm_partition, "time": parse_slurm_time(args.slurm_time),
-            "gpus_per_task": args.slurm_gpus_per_task, "options": parse_slurm_options(args.slurm_option)}
+    from bench.scale.resources import job_resources
+
+    slurm = {"partition": args.slurm_partition, "time": parse_slurm_time(args.slurm_time),
+             "gpus_per_task": args.slurm_gpus_per_task, "options": parse_slurm_options(args.slurm_option)}
+    slurm.update(job_resources(slurm, args.slurm_cpus_per_task, args.slurm_mem))  # refuses more than one GPU a shard
+    return slurm
 
 
 def _expected_device_type(args: argparse.Namespace, slurm: dict) -> str:
@@ -166,7 +171,9 @@ def _expected_device_type(args: argparse.Namespace, slurm: dict) -> str:
     if args.device != "auto":
         return "cuda" if args.device.startswith("cuda") else args.device
     if args.executor == "slurm":
-        return "cuda" if slurm.get("gpus_per_task") else "cpu"
+        from bench.scale.resources import gpus_asked
+
+        return "cuda" if gpus_asked(slurm) else "cpu"  # --slurm-gpus-per-task 1, or a gres=gpu:1 option
     from bench.scale.executors import visible_gpus
 
     return "cuda" if visible_gpus() else "cpu"
@@ -245,14 +252,20 @@ def _attempt(sweep, argv: list[str]) -> int:
     done = sweep.count - len(todo)
     print(f"ae-bench: sweep {sweep.folder}: {len(todo)} of {sweep.count} shards to run"
           + (f" ({done} complete, kept)" if done else "") + f", {sweep.executor}", file=sys.stderr)
-    attempt = {"started": utc_now(), "executor": sweep.executor, "shards": {}}
+    attempt: dict = {"started": utc_now(), "executor": sweep.executor, "shards": {}}
+    sweep.attempts.append(attempt)
+
+    def submitted(ids: dict[int, str]) -> None:  # on disk at once: a login node that dies keeps the job ids
+        attempt["shards"] = {sweep.label(k): {"job": f"job {job_id}", "state": "submitted"} for k, job_id in ids.items()}
+        sweep.save()
+
     outcomes = {}
     try:
         if todo and sweep.executor == "gpus":
             outcomes = executors.run_gpu_children(todo, {k: sweep.shard_dir(k) / "job.log" for k in todo})
         elif todo:
             outcomes = executors.run_submitit_jobs(sweep.executor, sweep.folder / "jobs", todo, sweep.slurm,
-                                                   f"ae-bench-{sweep.folder.name}")
+                                                   f"ae-bench-{sweep.folder.name}", on_submit=submitted)
     except KeyboardInterrupt:
         print(f"ae-bench: sweep interrupted; resume with: {rerun_command(['run', '--resume', str(sweep.folder)])}",
               file=sys.stderr)
@@ -269,7 +282,6 @@ def _attempt(sweep, argv: list[str]) -> int:
             extra += failure_rows(sweep, k, reason)
             failed.append({"shard": sweep.label(k), "job": outcome.job, "what": outcome.what, "cases": left})
     attempt["ended"] = utc_now()
-    sweep.attempts.append(attempt)
     sweep.save()
     folders = [d for d in (sweep.run_dir(k) for k in range(1, sweep.count + 1)) if d is not None]
     if not folders:  # no shard got as far as its run folder: nothing to merge

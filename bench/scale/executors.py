@@ -216,6 +216,10 @@ def slurm_parameters(slurm: dict[str, Any], count: int, name: str) -> dict[str, 
         params["partition"] = slurm["partition"]
     if slurm.get("gpus_per_task") is not None:
         params["gpus_per_task"] = int(slurm["gpus_per_task"])
+    if slurm.get("cpus_per_task"):  # bench/scale/resources.py: the shard's processes, not the partition's default
+        params["cpus_per_task"] = int(slurm["cpus_per_task"])
+    if slurm.get("mem_mib"):
+        params["mem"] = f"{int(slurm['mem_mib'])}M"
     if slurm.get("options"):
         params["additional_parameters"] = dict(slurm["options"])
     return params
@@ -250,14 +254,19 @@ def make_executor(kind: str, folder: Path, slurm: dict[str, Any], count: int, na
 
 
 def run_submitit_jobs(kind: str, folder: Path, todo: dict[int, list[str]], slurm: dict[str, Any], name: str,
-                      on_poll: Optional[Callable[[dict], None]] = None) -> dict[int, Outcome]:
-    """Submit one job per shard (a SLURM job array), wait for them all, return their outcomes."""
+                      on_poll: Optional[Callable[[dict], None]] = None,
+                      on_submit: Optional[Callable[[dict[int, str]], None]] = None) -> dict[int, Outcome]:
+    """Submit one job per shard (a SLURM job array), wait for them all, return their outcomes.
+    ``on_submit`` gets ``{K: job id}`` as soon as the jobs are submitted (the sweep records them then:
+    if this waiting process dies, the ids are on disk)."""
     executor = make_executor(kind, folder, slurm, len(todo), name)
     order = sorted(todo)
     # submitit's local executor hides every GPU from its jobs (CUDA_VISIBLE_DEVICES=""): give them the sweep's own view
     env = {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")} if kind == "local" else {}
     with _bench_importable():
         jobs = dict(zip(order, executor.map_array(run_shard_job, [todo[k] for k in order], [env] * len(order))))
+    if on_submit is not None:
+        on_submit({k: str(job.job_id) for k, job in jobs.items()})
     print(f"ae-bench: submitted {len(jobs)} {kind} job(s): {', '.join(str(j.job_id) for j in jobs.values())}; "
           f"their logs: {folder}", file=sys.stderr)
     poll_s = 0.5 if kind == "local" else 15.0

@@ -37,7 +37,14 @@ def add_scale_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--slurm-time", metavar="TIME", default=None,
                        help="with --executor slurm (required): each job's time limit, minutes or [D-]HH:MM[:SS]")
     group.add_argument("--slurm-gpus-per-task", type=int, metavar="N", default=None,
-                       help="with --executor slurm: GPUs per job (1 to measure on a GPU)")
+                       help="with --executor slurm: GPUs per job: 1 to measure on a GPU (a shard uses one; more is "
+                            "refused), 0 on a CPU; a gres=gpu:1 --slurm-option counts too")
+    group.add_argument("--slurm-cpus-per-task", type=int, metavar="N", default=None,
+                       help="with --executor slurm: CPU cores per job (default: 6 for a GPU shard, its 3 torch processes "
+                            "x 2; 8 for a CPU shard; bench/scale/resources.py)")
+    group.add_argument("--slurm-mem", metavar="SIZE", default=None,
+                       help="with --executor slurm: host memory per job, e.g. 24GiB (default: 12 GiB for a GPU shard, "
+                            "4 GiB per torch process; 16 GiB for a CPU shard)")
     group.add_argument("--slurm-option", metavar="KEY=VALUE", action="append", default=None,
                        help="with --executor slurm: any other sbatch option, e.g. account=proj or constraint=a100 "
                             "(repeatable; KEY alone for a flag)")
@@ -51,7 +58,8 @@ def is_sweep(path: object) -> bool:
     return bool(path) and (Path(str(path)) / SWEEP_JSON).is_file()
 
 
-SWEEP_ONLY = ("shards", "slurm_partition", "slurm_time", "slurm_gpus_per_task", "slurm_option")
+SWEEP_ONLY = ("shards", "slurm_partition", "slurm_time", "slurm_gpus_per_task", "slurm_cpus_per_task", "slurm_mem",
+              "slurm_option")
 
 
 def orchestrated(args: argparse.Namespace) -> bool:
