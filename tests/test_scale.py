@@ -286,6 +286,56 @@ def load_answer(folder: Path):
     return pd.read_csv(folder / "answer.csv", dtype=str)
 
 
+def test_lock_without_flock_uses_an_owner_file(tmp_path, monkeypatch):
+    """Lustre without the flock mount option (flock raises ENOSYS): the lock is a file naming pid and host;
+    a second writer is refused naming them; released, the folder is free again."""
+    import errno
+    import fcntl
+    import socket
+
+    from bench.runs.files import FolderInUse
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    lock = FolderLock(tmp_path).acquire()
+    assert lock.mode == "file"
+    assert (tmp_path / ".lock.owner").read_text().split() == [str(os.getpid()), socket.gethostname()]
+    with pytest.raises(FolderInUse, match=f"pid {os.getpid()};"):
+        FolderLock(tmp_path).acquire("--resume")
+    lock.release()
+    assert not (tmp_path / ".lock.owner").exists()
+    FolderLock(tmp_path).acquire().release()
+
+
+def test_node_local_flock_is_backed_by_the_owner_file(tmp_path, monkeypatch):
+    """AE_BENCH_LOCK=file (NFS with node-local flock): another host's lock file refuses even though this
+    node's flock is free; a dead pid of this host is a stale file, taken over; a flock writer respects
+    a live owner file too."""
+    import socket
+
+    from bench.runs.files import FolderInUse
+
+    monkeypatch.setenv("AE_BENCH_LOCK", "file")
+    owner = tmp_path / ".lock.owner"
+    owner.write_text("4242 compute-node-7\n")
+    with pytest.raises(FolderInUse, match="pid 4242 on host compute-node-7.*remove .*lock.owner"):
+        FolderLock(tmp_path).acquire("--resume")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid of this host that no longer runs
+    owner.write_text(f"{gone.pid} {socket.gethostname()}\n")
+    lock = FolderLock(tmp_path).acquire()
+    assert owner.read_text().split()[0] == str(os.getpid()) and lock.mode == "file"
+    monkeypatch.delenv("AE_BENCH_LOCK")
+    with pytest.raises(FolderInUse, match="in use by another process"):
+        FolderLock(tmp_path).acquire()  # flock is free here, the owner file is not
+    lock.release()
+    held = FolderLock(tmp_path).acquire()
+    assert held.mode == "flock" and (tmp_path / ".lock").read_text() == f"{os.getpid()} on {socket.gethostname()}"
+    held.release()
+
+
 def test_mixed_devices_merge_on_request_with_a_section_per_device(tmp_path, halves, capsys):
     cases, (a, b) = halves
     runs = [fake_run(tmp_path / "laptop", a, name="Ada laptop"), fake_run(tmp_path / "h200", b, name="NVIDIA H200",

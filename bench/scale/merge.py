@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from bench.runs.files import LOCK_FILE, FolderInUse, FolderLock, atomic_write_bytes, atomic_write_text
+from bench.runs.files import LOCK_FILE, OWNER_FILE, FolderInUse, FolderLock, atomic_write_bytes, atomic_write_text
 from bench.runs.model_facts import ATTENTION_MAPS_PNG, FORMAT as FACTS_FORMAT, MODEL_FACTS_JSON
 from bench.runs.provenance import git_commit, utc_now
 from bench.runs.schema import COLUMN_NAMES
@@ -138,7 +138,7 @@ def read_shard_run(folder: Path) -> ShardRun:
 
 def check_not_locked(folder: Path) -> None:
     """Refuse a run folder whose run still holds its lock (a shard still measuring): its rows are not all there."""
-    if not (folder / LOCK_FILE).is_file():
+    if not (folder / LOCK_FILE).is_file() and not (folder / OWNER_FILE).is_file():
         return
     try:
         FolderLock(folder).acquire("merge").release()
