@@ -11,8 +11,10 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -51,6 +53,23 @@ def fsync(fd):
             os.kill(os.getpid(), signal.SIGKILL)
 os.fsync = fsync
 sys.argv = ["bench", *args]
+runpy.run_module("bench", run_name="__main__", alter_sys=True)
+'''
+
+
+# Run as a bench process: the batch system's time-limit warning (SIGUSR2) lands while the second case is
+# being measured (sent by the process to itself as that case starts: no clock involved).
+WARNED = '''
+import os, runpy, signal, sys
+import bench.core.session as session
+real, seen = session.Run.measure, [0]
+def measure(self, case):
+    seen[0] += 1
+    if seen[0] == 2:
+        os.kill(os.getpid(), signal.SIGUSR2)
+    return real(self, case)
+session.Run.measure = measure
+sys.argv = ["bench", *sys.argv[1:]]
 runpy.run_module("bench", run_name="__main__", alter_sys=True)
 '''
 
@@ -473,6 +492,42 @@ def test_job_ids_are_in_sweep_json_while_the_jobs_run(tmp_path, monkeypatch, cap
     assert all(v["job"].startswith("job ") and v["state"] == "submitted" for v in attempt["shards"].values())
     final = json.loads((sweep_folder(tmp_path) / "sweep.json").read_text())["attempts"]
     assert len(final) == 1 and final[0]["shards"]["1/2"]["job"] == attempt["shards"]["1/2"]["job"] and "ended" in final[0]
+
+
+@pytest.mark.slow
+def test_the_time_limit_warning_finishes_the_case_in_flight_and_writes_the_report(tmp_path):
+    """SIGUSR2 (submitit's --signal=USR2@90) during case 2 of 3: case 2's row is written, case 3 is not
+    started, the end calibration and the report are written, and the run exits 130 with the resume command."""
+    script = tmp_path / "warned.py"
+    script.write_text(WARNED)
+    argv = ["run", "--matrix", "smoke", "--families", "cnn", "--min-time", "0.05", "--results", str(tmp_path / "r")]
+    cases = make_selection("smoke", lambda axis: {"families": "cnn"}.get(axis), "cpu").cases
+    assert len(cases) >= 3
+    out = subprocess.run([sys.executable, str(script), *argv], cwd=REPO, capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 130, out.stderr[-3000:]
+    (run,) = [p for p in (tmp_path / "r").iterdir() if (p / "results.csv").is_file()]
+    rows = load_run(run).rows
+    assert list(rows["case_key"]) == [c.key for c in cases[:2]]  # the case in flight finished; the next never started
+    assert "SIGUSR2: stopped before the time limit" in out.stderr and "--resume" in out.stderr
+    assert (run / "report.md").is_file() and "end" in json.loads((run / "meta.json").read_text())["peaks"]
+
+
+def test_a_job_passes_the_time_limit_warning_to_its_shard(tmp_path):
+    """The submitit job's own process gets SIGUSR2 (SLURM's --signal=USR2@90 without B: reaches it too): it
+    hands it to the shard's child and waits for the child's status, instead of dying of it."""
+    ready = tmp_path / "ready"
+    child = ("import signal, sys, pathlib, time\n"
+             "signal.signal(signal.SIGUSR2, lambda s, f: sys.exit(7))\n"
+             f"pathlib.Path({str(ready)!r}).touch()\n"
+             "while True:\n    time.sleep(0.05)\n")
+    job = subprocess.Popen([sys.executable, "-c", "import sys; from bench.scale.executors import run_shard_job; "
+                            f"sys.exit(run_shard_job([sys.executable, '-c', {child!r}]))"],
+                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    while not ready.exists() and job.poll() is None:
+        time.sleep(0.05)  # until the child's handler is set (an event: the file), not a deadline
+    job.send_signal(signal.SIGUSR2)
+    assert job.wait(120) == 7  # the child's own exit status, passed on
 
 
 # --------------------------------------------------------------------------- sweeps, measured

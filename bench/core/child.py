@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -56,6 +57,8 @@ def known_fields(cls, values: dict) -> dict:
 
 def main(argv: list[str]) -> int:
     in_path, out_path = Path(argv[0]), Path(argv[1])
+    if hasattr(signal, "SIGUSR2"):  # a batch job's time-limit warning reaches every process: this case still
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # finishes, and the run decides (bench/core/loop.py)
     watch_parent(out_path.parent)
     from bench.core.cases import Case
     from bench.core.measure import Settings, measure_case

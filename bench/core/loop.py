@@ -4,6 +4,13 @@ The progress line goes to stderr (one line per case, with the running count and 
 summary table at the end to stdout. Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stops the
 sweep after what was measured is on disk (the case in flight is dropped and its child process, if
 any, killed), and raises :class:`SweepInterrupted` so the caller can say how to resume.
+
+SIGUSR2 is the warning a batch system sends before a job's time limit (submitit asks SLURM for it
+90 s ahead, ``--signal=USR2@90``): the case in flight finishes and its row is written, no new case
+starts, and :class:`SweepInterrupted` says ``deadline`` so the caller writes the end calibration
+and the report while there is time. :func:`watch_deadline` arms it for the whole run (a warning
+that lands while the run starts is kept); a child process of the run ignores it (bench/core/child.py,
+the calibration child: SLURM signals every process of the job, and the case a child measures must finish).
 """
 
 from __future__ import annotations
@@ -27,6 +34,29 @@ class SweepInterrupted(Exception):
         super().__init__(f"interrupted after {done} of {total} cases")
         self.done, self.total, self.rows = done, total, rows
         self.in_flight, self.in_flight_s = in_flight, in_flight_s  # the case dropped, and how long it had run
+        self.deadline = ""  # "SIGUSR2" when the job's time limit is near: the run ends cleanly, report included
+
+
+_DEADLINE_SIGNAL = getattr(signal, "SIGUSR2", None)
+_deadline: list[str] = []  # the signal's name once it came (module state: a signal handler has no other place)
+
+
+def _note_deadline(signum, frame):
+    if not _deadline:
+        _deadline.append(signal.Signals(signum).name)
+        sys.stderr.write(f"ae-bench: {_deadline[0]}: the job's time limit is near: finishing the case in flight, "
+                         "then the end calibration and the report\n")
+
+
+def watch_deadline() -> None:
+    """Arm SIGUSR2 for this run (main thread only; a second call changes nothing)."""
+    if _DEADLINE_SIGNAL is not None and _is_main_thread():
+        _deadline.clear()
+        signal.signal(_DEADLINE_SIGNAL, _note_deadline)
+
+
+def deadline_near() -> str:
+    return _deadline[0] if _deadline else ""
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM) + ((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())
@@ -50,6 +80,10 @@ def sweep(run: "Run", cases: list[Case], progress: Optional[TextIO] = sys.stderr
     in_flight, started = None, 0.0
     try:
         for case in cases:
+            if deadline_near():
+                stop = SweepInterrupted(len(rows), len(cases), rows)
+                stop.deadline = deadline_near()
+                raise stop
             in_flight, started = case, time.monotonic()
             measurement = run.measure(case)
             in_flight = None

@@ -49,9 +49,10 @@ def _run(args: argparse.Namespace) -> int:
     from bench.plan.answer import resolve_card
 
     resolve_card(args.plan_for)  # a bad card is refused before the sweep, not after it
-    from bench.core.loop import SweepInterrupted, sweep
+    from bench.core.loop import SweepInterrupted, sweep, watch_deadline
     from bench.core.session import end_run, start_run
 
+    watch_deadline()  # SIGUSR2 before a batch job's time limit: finish the case in flight, then end the run cleanly
     selection = selection_from_args(args)
     run = start_run(selection, Path(args.results), "cli", ["python", "-m", "bench"] + argv, args.launcher,
                     args.case_timeout, Path(args.resume) if args.resume else None)
@@ -69,6 +70,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         sweep(run, cases)
     except SweepInterrupted as stop:
+        if stop.deadline:  # the time limit is near: the rows are whole; end calibration, plan and report now
+            return _end_before_the_limit(run, selection, args, stop, resume)
         kept = len(run.writer.done_keys())  # the file is the truth: a signal can land between a write and the count
         dropped = ""
         if stop.in_flight is not None:
@@ -91,6 +94,22 @@ def _run(args: argparse.Namespace) -> int:
         print(f"ae-bench: {line}", file=sys.stderr)
     print("\n".join(end_run(run)))
     return EXIT_FAILED if any(r["status"] in ("error", "timeout") for r in run.rows) else EXIT_OK
+
+
+def _end_before_the_limit(run, selection, args, stop, resume: str) -> int:
+    """After a SIGUSR2: the run's end files (settled peaks, plan, report) for the rows measured, and how
+    to resume the rest; exits 130 (interrupted) so a sweep knows cases are left."""
+    from bench.core.session import end_run
+    from bench.plan.answer import plan_for_run
+
+    print(f"ae-bench: {stop.deadline}: stopped before the time limit with {len(run.writer.done_keys())} rows in "
+          f"{run.writer.csv_path} ({stop.total - stop.done} of this sweep's cases not started); writing the end "
+          "calibration and the report", file=sys.stderr)
+    for line in plan_for_run(run, selection, args.plan_for):
+        print(f"ae-bench: {line}", file=sys.stderr)
+    print("\n".join(end_run(run)))
+    print(f"ae-bench: resume with: {resume}", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _rows_on_disk(run) -> str:

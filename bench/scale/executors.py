@@ -113,6 +113,8 @@ def run_shard_job(command: list[str], env: Optional[dict[str, Optional[str]]] = 
         else:
             environment[name] = value
     process = _start(command, env=environment)
+    if hasattr(signal, "SIGUSR2"):  # the time-limit warning (submitit's --signal=USR2@90): the shard ends cleanly
+        signal.signal(signal.SIGUSR2, lambda signum, frame: process.send_signal(signal.SIGUSR2))
     try:
         return process.wait()
     except BaseException:  # the job is being stopped (a cancel, a time limit): stop the shard cleanly
