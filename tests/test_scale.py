@@ -252,6 +252,18 @@ def test_merge_refuses_an_incomplete_set_unless_allow_partial(tmp_path, halves, 
     assert "partial" not in load_run(tmp_path / "whole").meta
 
 
+def test_compare_counts_a_missing_row_as_a_case_the_run_lacks(tmp_path, halves):
+    """A partial merge as a comparison's side: its `missing` rows are not measurements, so the comparison
+    sees those cases as absent (its own `missing` verdict), never as a broken case with figures."""
+    from bench.compare.sides import open_run
+
+    cases, (a, b) = halves
+    first = fake_run(tmp_path / "a", a)
+    assert main(["merge", str(first), "--out", str(tmp_path / "m"), "--no-report", "--allow-partial"]) == 1
+    side = open_run(tmp_path / "m", "candidate")
+    assert sorted(side.rows) == sorted(keys_of(a))
+
+
 def test_merge_reports_a_cut_last_line_with_the_resume_hint(tmp_path, halves, capsys):
     """A shard killed while writing its last row: refused with the resume command, not dropped silently;
     with --allow-partial that case is a `missing` row saying to resume."""
