@@ -2,14 +2,15 @@
 
 Two sources are joined on the configuration (the rows' ``case_key`` without its batch, a plan
 row's ``config_key``): the plan beside the run (``plan.csv``: which configurations fit the card,
-at which batch, with how much memory, and where those figures come from) and the run's rows (how
-fast each configuration ran). Per group (model x input size x mode) the answer is the fastest
-configuration that the plan says fits.
+at which batch, with how much memory, and where those figures come from) and the run's rows (the
+FLOPs each configuration counted, its live tensors, how fast it ran here). Per group (model x
+input size x mode) one configuration of those the plan says fit is picked by ``pick.py``'s rule:
+on a run of the card itself, the fastest measured (a tie when the intervals overlap, broken by the
+card model); on any other device, the card model's fastest (``bench.trackers.card_model``: a
+roofline bound on the card), the host's own order going to section 3, labelled as the host's.
 
-The speed is the run's: measured at the planned batch when the run has that batch, else the plan's
-own GPU timing (a measured or emulated plan), else the run's largest batch under the planned one.
-It is the run's device's speed: on a CPU it only ranks the configurations (a GPU gains far more
-from bf16 and fused attention kernels), and the table says so in every row.
+Every figure is at the batch shown: the plan's recommendation, lowered when the memory model's
+worst error for the family and mode (measured in this run's rows) could push it over the card.
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ from typing import Optional
 
 import pandas as pd
 
+from bench.report import pick as picks
 from bench.report.display import show
+from bench.trackers.card_model import Card, card_for_target, images_per_s
 
 PLAN_CSV = "plan.csv"
 PLAN_MD = "plan.md"
 PLAN_MODES = ("infer", "train")
 GROUP = ["size", "mode", "family", "preset", "latent"]
+TWIN = GROUP + ["precision", "attention"]  # a configuration with and without checkpointing
 
 
 @dataclass
@@ -36,6 +40,9 @@ class Answer:
     target: str = ""                       # "NVIDIA GeForce RTX 4060 (8.00 GiB)"
     plan_link: str = ""                    # plan.md, relative to the report
     notes: list[str] = field(default_factory=list)
+    coverage: str = ""                     # what the run covered: families, presets, latents, sizes, modes
+    host: pd.DataFrame = field(default_factory=pd.DataFrame)  # the host's own measured order (section 3)
+    host_name: str = ""
 
 
 def read_plan(folder: Optional[Path]) -> Optional[pd.DataFrame]:
@@ -57,25 +64,84 @@ def _num(value) -> float:
     return out
 
 
-def _speed(runs: pd.DataFrame, plan_row: pd.Series, device: str, device_name: str) -> tuple[float, str]:
-    """(images/s, where it comes from) for one configuration at the plan's batch."""
-    batch = _num(plan_row["recommended_batch"])
-    at = runs[runs["batch"] == batch]
-    where = "this CPU" if device != "cuda" else device_name
-    if not at.empty:
-        return float(at["images_per_s"].max()), f"{where}, batch {batch:g}"
-    planned = _num(plan_row.get("images_per_s_recommended"))
-    if math.isfinite(planned):
-        return planned, f"the plan's timing on {plan_row['device']}, batch {batch:g}"
-    below = runs[runs["batch"] <= batch]
-    use = below.loc[below["batch"].idxmax()] if not below.empty else runs.loc[runs["batch"].idxmin()]
-    return float(use["images_per_s"]), f"{where}, batch {use['batch']:g}"
+def coverage(rows: pd.DataFrame) -> str:
+    """One line: which families, presets, latents, input sizes and modes the run's ok rows hold."""
+    ok = rows[rows["status"] == "ok"] if "status" in rows else rows
+    if ok.empty:
+        return "no ok case"
+    order = lambda column: list(dict.fromkeys(str(v) for v in ok[column] if str(v) not in ("", "nan")))  # noqa: E731
+    latents = sorted({int(_num(v)) for v in ok["latent"] if math.isfinite(_num(v))})
+    return (f"families {', '.join(order('family'))}; presets {', '.join(order('preset'))}; "
+            f"latents {', '.join(str(v) for v in latents) or 'the default'}; sizes {', '.join(order('size'))}; "
+            f"modes {', '.join(order('mode'))} ({len(ok)} ok cases)")
 
+
+def _host_speed(runs: pd.DataFrame, plan_row: pd.Series, batch: int) -> dict:
+    """The run's measured images/s for one configuration, at ``batch`` when the run has it (else the plan's
+    own GPU timing, else the run's largest batch under it), with its p10..p90 interval and noise flag."""
+    at = runs[runs["batch"] == batch]
+    if at.empty and math.isfinite(_num(plan_row.get("images_per_s_recommended"))) \
+            and batch == int(_num(plan_row["recommended_batch"])):
+        value = _num(plan_row["images_per_s_recommended"])
+        return {"host_ips": value, "host_lo": value, "host_hi": value, "host_batch": batch, "noisy": False,
+                "host_from": f"the plan's timing on {plan_row['device']}"}
+    if at.empty:
+        below = runs[runs["batch"] <= batch]
+        at = below[below["batch"] == below["batch"].max()] if not below.empty else runs[runs["batch"] == runs["batch"].min()]
+    row = at.loc[at["images_per_s"].idxmax()]
+    b = float(row["batch"])
+    lo, hi = (b * 1e3 / _num(row.get(c)) if _num(row.get(c)) > 0 else math.nan for c in ("p90_ms", "p10_ms"))
+    return {"host_ips": float(row["images_per_s"]), "host_lo": lo, "host_hi": hi, "host_batch": int(b),
+            "noisy": row.get("noisy") is True or str(row.get("noisy")) == "True", "host_from": ""}
+
+
+def _card_speed(card: Optional[Card], runs: pd.DataFrame, plan_row: pd.Series, batch: int) -> float:
+    """The card model's images/s at ``batch``: the run's counted GFLOP per image, the plan's predicted tensors
+    at that batch (else the run's measured tensors, scaled per image from its largest batch)."""
+    if card is None or batch < 1:
+        return math.nan
+    gflop = pd.to_numeric(runs["gflop_per_image"], errors="coerce").median()
+    tensors = picks.tensors_mib_at(plan_row, batch)
+    if not math.isfinite(tensors):
+        largest = runs.loc[runs["batch"].idxmax()]
+        tensors = _num(largest.get("tensor_peak_mib")) * batch / float(largest["batch"])
+    return images_per_s(card, str(runs.iloc[0]["precision"]), gflop, tensors, batch)
+
+
+def _candidate(key: str, runs: pd.DataFrame, plan_row: pd.Series, card: Optional[Card], ok: pd.DataFrame) -> dict:
+    """One fitting configuration: its batch after the memory model's margin, its speeds, its memory."""
+    first = runs.iloc[0]
+    predicted = plan_row["source"] == "predicted"
+    error = picks.model_error(ok, first["family"], first["mode"]) if predicted else picks.Derating(1.0, math.nan, 0)
+    largest, batch = picks.derate(plan_row, error.factor)
+    budget = _num(plan_row["budget_mib"])
+    card_mib = picks.card_mib_at(plan_row, batch, error.factor) if batch >= 1 else math.nan
+    margin = "none (measured on a GPU)" if not predicted else (
+        "none known" if not math.isfinite(error.worst_pct) else
+        f"x{error.factor:.2f}: the model read up to {-min(error.worst_pct, 0):.0f}% low for {first['family']} "
+        f"{first['mode']} ({error.rows} rows)")
+    return {**{c: first[c] for c in GROUP}, "precision": first["precision"], "attention": first["attention"],
+            "checkpointing": "on" if first["checkpointing"] is True else "off", "batch": batch,
+            "plan_max_batch": int(_num(plan_row["max_batch"])), "max_batch": largest, "margin": margin,
+            "card_ips": _card_speed(card, runs, plan_row, batch), **_host_speed(runs, plan_row, batch),
+            "card_mib": card_mib, "headroom_mib": budget - card_mib, "budget_mib": budget,
+            "memory_from": _memory_source(plan_row), "config_key": key}
+
+
+def _twin_cap(cands: pd.DataFrame) -> pd.DataFrame:
+    """Checkpointing does the step's work and recomputes the forward: never predicted faster than its twin
+    without it (the roofline's bytes are live tensors, which checkpointing lowers, not traffic)."""
+    off = cands[cands["checkpointing"] == "off"].set_index(TWIN)["card_ips"]
+    for i, row in cands[cands["checkpointing"] == "on"].iterrows():
+        twin = off.get(tuple(row[c] for c in TWIN))
+        if twin is not None and math.isfinite(float(twin)):
+            cands.loc[i, "card_ips"] = min(row["card_ips"], float(twin))
+    return cands
 
 def answer(rows: pd.DataFrame, plan: Optional[pd.DataFrame], device: str, device_name: str,
            plan_folder: str = "") -> Answer:
     """The answer table from the run's ok ``rows`` and its ``plan`` (``None``: no plan beside the run)."""
-    empty = Answer(pd.DataFrame(), pd.DataFrame())
+    empty = Answer(pd.DataFrame(), pd.DataFrame(), coverage=coverage(rows))
     if plan is None:
         empty.notes.append("no plan beside this run, so no answer for a card: the main job writes one "
                            "(`--ae-plan-for rtx4060`, `python -m bench run --plan-for ...`); or run `python -m bench plan` and "
@@ -86,52 +152,109 @@ def answer(rows: pd.DataFrame, plan: Optional[pd.DataFrame], device: str, device
                            "(config_key): make it again with `python -m bench plan`")
         return empty
     target = ", ".join(sorted(set(plan["target"]) - {""}))
+    card = card_for_target(target)
+    on_card = device == "cuda" and _same_card(device_name, target)
     ok = rows[(rows["status"] == "ok") & rows["mode"].isin(PLAN_MODES) & rows["images_per_s"].notna()].copy()
     ok["config_key"] = ok["case_key"].map(config_key)
     fits = plan[(plan["status"] == "ok") & (plan["max_batch"].map(_num) >= 1)]
-    picks = []
-    for key, plan_row in fits.set_index("config_key").iterrows():
-        runs = ok[ok["config_key"] == key]
-        if runs.empty:
-            continue
-        speed, source = _speed(runs, plan_row, device, device_name)
-        first = runs.iloc[0]
-        budget, card = _num(plan_row["budget_mib"]), _num(plan_row["rec_card_mib"])
-        picks.append({**{c: first[c] for c in GROUP}, "precision": first["precision"], "attention": first["attention"],
-                      "checkpointing": "on" if first["checkpointing"] is True else "off",
-                      "batch": int(_num(plan_row["recommended_batch"])), "max_batch": int(_num(plan_row["max_batch"])),
-                      "images_per_s": speed, "speed_from": source, "card_mib": card, "headroom_mib": budget - card,
-                      "budget_mib": budget, "memory_from": _memory_source(plan_row), "config_key": key})
-    if not picks:
-        empty.target = target
-        empty.notes.append(f"no configuration of this run is in its plan with a batch that fits {target or 'the card'}: "
-                           f"see {PLAN_MD}")
+    found = [_candidate(key, ok[ok["config_key"] == key], plan_row, card, ok)
+             for key, plan_row in fits.set_index("config_key").iterrows() if (ok["config_key"] == key).any()]
+    cands = pd.DataFrame(found)
+    pushed_over = int((cands["batch"] < 1).sum()) if not cands.empty else 0
+    cands = _twin_cap(cands[cands["batch"] >= 1].reset_index(drop=True)) if not cands.empty else cands
+    empty.target = target
+    if cands.empty:
+        empty.notes.append(f"no configuration of this run is in its plan with a batch that fits {target or 'the card'}"
+                           f"{' once the memory model error is allowed for' if pushed_over else ''}: see {PLAN_MD}")
         return empty
-    chosen = (pd.DataFrame(picks).sort_values("images_per_s", ascending=False)
-              .groupby(GROUP, sort=False, dropna=False).head(1))
+    chosen = _choose(cands, on_card, rows)
+    table = _display(chosen, card, on_card, device_name)
+    notes = _notes(ok, plan, card, on_card, device, device_name, target, pushed_over)
+    host = _host_order(cands, chosen, rows) if not on_card else pd.DataFrame()
+    return Answer(table, chosen, target, plan_folder, notes, coverage(rows), host,
+                  device_name if device == "cuda" else f"this CPU ({device_name})" if device_name else "this CPU")
+
+
+def _choose(cands: pd.DataFrame, on_card: bool, rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per group by :func:`bench.report.pick.pick`, groups in the run's order of sizes."""
+    chosen = []
+    for _, group in cands.groupby(GROUP, sort=False, dropna=False):
+        index, how = picks.pick(group, on_card)
+        row = cands.loc[index].copy()
+        row["chosen_by"] = how + ("; its measurement is noisy" if row["noisy"] else "")
+        row["speed"] = row["host_ips"] if on_card or not math.isfinite(row["card_ips"]) else row["card_ips"]
+        chosen.append(row)
+    out = pd.DataFrame(chosen)
     order = {s: i for i, s in enumerate(dict.fromkeys(rows["size"]))}
-    chosen = chosen.sort_values(["size", "mode", "family", "preset", "latent"],
-                                key=lambda c: c.map(order) if c.name == "size" else c).reset_index(drop=True)
-    chosen["model"] = chosen.apply(lambda r: f"{r['family']} {r['preset']}, latent {_num(r['latent']):g}", axis=1)
-    table = show(chosen, [
+    out = out.sort_values(GROUP, key=lambda c: c.map(order) if c.name == "size" else c).reset_index(drop=True)
+    out["model"] = out.apply(lambda r: f"{r['family']} {r['preset']}, latent {_num(r['latent']):g}", axis=1)
+    return out
+
+
+def _display(chosen: pd.DataFrame, card: Optional[Card], on_card: bool, device_name: str) -> pd.DataFrame:
+    """The first screen's table; every speed and memory figure at the batch in its row."""
+    def source(r) -> str:
+        if on_card or not math.isfinite(r["card_ips"]):
+            where = r["host_from"] or (device_name if on_card else "this host (no card model)")
+            return f"measured on {where}, batch {r['host_batch']:g}"
+        return f"{card.label} (roofline bound), batch {r['batch']:g}"
+
+    shown = chosen.assign(speed_from=chosen.apply(source, axis=1))
+    return show(shown, [
         ("size", "input (WxH)", "text"), ("mode", "mode", "text"), ("model", "model", "text"),
         ("precision", "precision", "text"), ("attention", "attention", "text"), ("checkpointing", "checkpointing", "text"),
-        ("batch", "batch (images)", "int"), ("max_batch", "largest that fits", "int"),
-        ("images_per_s", "speed (images/s)", "num"), ("speed_from", "speed measured on", "text"),
-        ("card_mib", "card memory (MiB)", "mib"), ("headroom_mib", "headroom (MiB)", "mib"),
-        ("memory_from", "memory from", "text")])
+        ("batch", "batch (images)", "int"), ("max_batch", "largest that fits (images, after the margin)", "int"),
+        ("margin", "memory-model margin", "text"), ("speed", "speed (images/s)", "num"), ("speed_from", "speed from", "text"),
+        ("chosen_by", "chosen by", "text"), ("card_mib", "card memory at this batch (MiB)", "mib"),
+        ("headroom_mib", "headroom (MiB)", "mib"), ("memory_from", "memory from", "text")])
+
+
+def _notes(ok, plan, card, on_card, device, device_name, target, pushed_over) -> list[str]:
     notes = []
-    if device != "cuda":
-        notes.append("**speeds are this CPU's**, not the card's: they only rank the configurations (a GPU gains far more "
-                      "from bf16 and fused attention); run the main job on the GPU for its own")
-    elif target and not _same_card(device_name, target):
-        notes.append(f"**speeds are the {device_name}'s**, not the {target}'s: they rank the configurations at the planned "
-                      "batches; the card's own speed needs a run on that card")
+    if on_card:
+        notes.append(f"**speeds are measured on the {device_name}**: configurations whose p10..p90 intervals of images/s "
+                     "overlap the fastest's are a tie, broken by the card model (\"tie within noise\")")
+    elif card is not None:
+        host = "this CPU" if device != "cuda" else f"the {device_name}"
+        notes.append(f"**speeds are predicted on the {card.name}**, not measured: the card model (a roofline bound: the FLOPs "
+                     f"the run counted against the card's peak for the precision, twice the live tensors against its "
+                     f"{card.bandwidth_gbs:g} GB/s; launches and caches not modelled, so an upper bound) picks each row; "
+                     f"{host}'s own measured order decides nothing here (section 3 shows it, as {host}'s)")
+    else:
+        notes.append(f"**speeds are {device_name or device}'s**: the plan's card ({target or 'a bare budget'}) is not in "
+                     "data/gpus.toml, so there is no card model; ties within noise are said so")
+    notes.append("largest that fits: the plan's largest batch, lowered by the memory model's worst under-prediction "
+                 "of the family and mode in this run's rows (`memory_model.csv`); the batch is the plan's when it still fits")
+    if pushed_over:
+        notes.append(f"{pushed_over} configuration(s) the plan fits do not fit once that margin is allowed for, and were left out")
     unplanned = sorted(set(ok["config_key"]) - set(plan["config_key"]))
     if unplanned:
-        notes.append(f"{len(unplanned)} of the run's configurations are not in the plan and were not considered "
-                     "(the main job plans only the fastest until one fits; `python -m bench plan` plans them all)")
-    return Answer(table, chosen, target, plan_folder, notes)
+        notes.append(f"{len(unplanned)} of the run's configurations are not in the plan and were not considered (the run "
+                     "plans, per group, its configurations in the card model's order until one fits; "
+                     "`python -m bench plan` plans them all)")
+    return notes
+
+
+def _host_order(cands: pd.DataFrame, chosen: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """Section 3's table: per group, the host's measured fastest of the configurations the plan fits, and
+    whether the card model picked the same."""
+    out = []
+    for _, group in cands.groupby(GROUP, sort=False, dropna=False):
+        best = group.loc[group["host_ips"].idxmax()]
+        card_pick = chosen[(chosen[GROUP] == best[GROUP]).all(axis=1)]
+        same = not card_pick.empty and card_pick.iloc[0]["config_key"] == best["config_key"]
+        out.append({**{c: best[c] for c in GROUP}, "config": f"{best['precision']}, {best['attention']}, "
+                    f"checkpointing {best['checkpointing']}", "host_ips": best["host_ips"],
+                    "interval": f"{best['host_lo']:.3g}..{best['host_hi']:.3g}" if math.isfinite(best["host_lo"]) else "",
+                    "host_batch": best["host_batch"], "noisy": "noisy" if best["noisy"] else "",
+                    "same": "yes" if same else "no"})
+    frame = pd.DataFrame(out)
+    frame["model"] = frame.apply(lambda r: f"{r['family']} {r['preset']}, latent {_num(r['latent']):g}", axis=1)
+    return show(frame, [("size", "input (WxH)", "text"), ("mode", "mode", "text"), ("model", "model", "text"),
+                        ("config", "fastest here (precision, attention, checkpointing)", "text"),
+                        ("host_ips", "images/s here", "num"), ("interval", "p10..p90 (images/s)", "text"),
+                        ("host_batch", "at batch", "int"), ("noisy", "noise", "text"),
+                        ("same", "same as the first screen", "text")])
 
 
 def _memory_source(plan_row: pd.Series) -> str:
