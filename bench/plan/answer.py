@@ -73,7 +73,7 @@ def candidates(rows: list[dict], cases: list[Case], card=None) -> list[list[Case
                 best[key] = (config, min(speed, twin[1]))
     for config, speed in best.values():
         groups.setdefault(tuple(getattr(config, a) for a in GROUP_AXES), []).append((config, speed))
-    return [[c for c, _ in sorted(group, key=lambda item: -item[1])] for group in groups.values()]
+    return [[c for c, _ in sorted(group, key=lambda item: (-item[1], item[0].checkpointing))] for group in groups.values()]
 
 
 def resolve_card(text: Optional[str], option: str = "--plan-for") -> tuple[Optional[str], Optional[str]]:

@@ -121,21 +121,28 @@ def _candidate(key: str, runs: pd.DataFrame, plan_row: pd.Series, card: Optional
         f"x{error.factor:.2f}: the model read up to {-min(error.worst_pct, 0):.0f}% low for {first['family']} "
         f"{first['mode']} ({error.rows} rows)")
     return {**{c: first[c] for c in GROUP}, "precision": first["precision"], "attention": first["attention"],
-            "checkpointing": "on" if first["checkpointing"] is True else "off", "batch": batch,
+            "checkpointing": "on" if first["checkpointing"] in (True, "True") else "off", "batch": batch,
             "plan_max_batch": int(_num(plan_row["max_batch"])), "max_batch": largest, "margin": margin,
+            "gflop": pd.to_numeric(runs["gflop_per_image"], errors="coerce").median(),
             "card_ips": _card_speed(card, runs, plan_row, batch), **_host_speed(runs, plan_row, batch),
             "card_mib": card_mib, "headroom_mib": budget - card_mib, "budget_mib": budget,
             "memory_from": _memory_source(plan_row), "config_key": key}
 
 
 def _twin_cap(cands: pd.DataFrame) -> pd.DataFrame:
-    """Checkpointing does the step's work and recomputes the forward: never predicted faster than its twin
-    without it (the roofline's bytes are live tensors, which checkpointing lowers, not traffic)."""
-    off = cands[cands["checkpointing"] == "off"].set_index(TWIN)["card_ips"]
+    """Checkpointing does the step's work and recomputes the forward: predicted no faster than its twin without
+    it, slowed by the FLOPs it adds (the roofline's bytes are live tensors, which checkpointing lowers; its
+    traffic it does not)."""
+    off = cands[cands["checkpointing"] == "off"].set_index(TWIN)
     for i, row in cands[cands["checkpointing"] == "on"].iterrows():
-        twin = off.get(tuple(row[c] for c in TWIN))
-        if twin is not None and math.isfinite(float(twin)):
-            cands.loc[i, "card_ips"] = min(row["card_ips"], float(twin))
+        key = tuple(row[c] for c in TWIN)
+        if key not in off.index:
+            continue
+        twin = off.loc[key]
+        twin = twin.iloc[0] if isinstance(twin, pd.DataFrame) else twin
+        slower = float(twin["card_ips"]) * float(twin["gflop"]) / float(row["gflop"])
+        if math.isfinite(slower):
+            cands.loc[i, "card_ips"] = min(row["card_ips"], slower)
     return cands
 
 def answer(rows: pd.DataFrame, plan: Optional[pd.DataFrame], device: str, device_name: str,

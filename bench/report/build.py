@@ -25,6 +25,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from bench.report import answer as answers
+from bench.report import card_check
 from bench.report import claims as seed_claims
 from bench.report.figures import draw_figures
 from bench.report import tables as tables
@@ -135,6 +136,8 @@ def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path]
                            plan.page if plan else "")
     out_tables["answer"] = found.rows
     ctx["answer"] = found
+    ctx["card_check"] = card_check.sentence(card_check.check(rows, card_check.run_device_card(run.meta, device, run.device_name)),
+                                            f"python -m bench report {run.source}")
     ctx["companions"] = [c for c in companions if c.kind != "plan" or c is plan]
     quality = [c for c in companions if c.kind == "quality"]
     ctx["quality_runs"] = [{"run": c, "verdicts": show(c.verdicts.assign(pair=c.verdicts.get("transformer_case", "")), [
