@@ -73,7 +73,7 @@ def coverage(rows: pd.DataFrame) -> str:
     latents = sorted({int(_num(v)) for v in ok["latent"] if math.isfinite(_num(v))})
     return (f"families {', '.join(order('family'))}; presets {', '.join(order('preset'))}; "
             f"latents {', '.join(str(v) for v in latents) or 'the default'}; sizes {', '.join(order('size'))}; "
-            f"modes {', '.join(order('mode'))} ({len(ok)} ok cases)")
+            f"modes {', '.join(order('mode'))}")
 
 
 def _host_speed(runs: pd.DataFrame, plan_row: pd.Series, batch: int) -> dict:
@@ -118,11 +118,11 @@ def _candidate(key: str, runs: pd.DataFrame, plan_row: pd.Series, card: Optional
     card_mib = picks.card_mib_at(plan_row, batch, error.factor) if batch >= 1 else math.nan
     margin = "none (measured on a GPU)" if not predicted else (
         "none known" if not math.isfinite(error.worst_pct) else
-        f"x{error.factor:.2f}: the model read up to {-min(error.worst_pct, 0):.0f}% low for {first['family']} "
-        f"{first['mode']} ({error.rows} rows)")
+        f"x{error.factor:.2f}: {first['family']} {first['mode']} {-min(error.worst_pct, 0):.0f}% low")
     return {**{c: first[c] for c in GROUP}, "precision": first["precision"], "attention": first["attention"],
             "checkpointing": "on" if first["checkpointing"] in (True, "True") else "off", "batch": batch,
             "plan_max_batch": int(_num(plan_row["max_batch"])), "max_batch": largest, "margin": margin,
+            "margin_factor": error.factor if predicted and math.isfinite(error.worst_pct) else math.nan,
             "gflop": pd.to_numeric(runs["gflop_per_image"], errors="coerce").median(),
             "card_ips": _card_speed(card, runs, plan_row, batch), **_host_speed(runs, plan_row, batch),
             "card_mib": card_mib, "headroom_mib": budget - card_mib, "budget_mib": budget,
@@ -176,10 +176,10 @@ def answer(rows: pd.DataFrame, plan: Optional[pd.DataFrame], device: str, device
         return empty
     chosen = _choose(cands, on_card, rows)
     table = _display(chosen, card, on_card, device_name)
-    notes = _notes(ok, plan, card, on_card, device, device_name, target, pushed_over)
-    host = _host_order(cands, chosen, rows) if not on_card else pd.DataFrame()
+    notes = _notes(ok, plan, chosen, card, on_card, device, device_name, target, pushed_over)
+    host = _host_order(ok, chosen) if not on_card else pd.DataFrame()
     return Answer(table, chosen, target, plan_folder, notes, coverage(rows), host,
-                  device_name if device == "cuda" else f"this CPU ({device_name})" if device_name else "this CPU")
+                  device_name if device == "cuda" else "this CPU")
 
 
 def _choose(cands: pd.DataFrame, on_card: bool, rows: pd.DataFrame) -> pd.DataFrame:
@@ -207,61 +207,77 @@ def _display(chosen: pd.DataFrame, card: Optional[Card], on_card: bool, device_n
         return f"{card.label} (roofline bound), batch {r['batch']:g}"
 
     shown = chosen.assign(speed_from=chosen.apply(source, axis=1))
+    by_model = card is not None and not on_card and chosen["card_ips"].map(math.isfinite).all()
+    speed = ([("speed", f"speed {card.label} (images/s, roofline bound)", "num")] if by_model else
+             [("speed", "speed (images/s)", "num"), ("speed_from", "speed from", "text")])
     return show(shown, [
         ("size", "input (WxH)", "text"), ("mode", "mode", "text"), ("model", "model", "text"),
         ("precision", "precision", "text"), ("attention", "attention", "text"), ("checkpointing", "checkpointing", "text"),
-        ("batch", "batch (images)", "int"), ("max_batch", "largest that fits (images, after the margin)", "int"),
-        ("margin", "memory-model margin", "text"), ("speed", "speed (images/s)", "num"), ("speed_from", "speed from", "text"),
-        ("chosen_by", "chosen by", "text"), ("card_mib", "card memory at this batch (MiB)", "mib"),
-        ("headroom_mib", "headroom (MiB)", "mib"), ("memory_from", "memory from", "text")])
+        ("batch", "batch (images)", "int"), ("max_batch", "largest that fits (after the margin)", "int"),
+        ] + speed + ([] if by_model and (chosen["chosen_by"] == picks.CARD_MODEL).all() else [("chosen_by", "chosen by", "text")]) + [
+        ("card_mib", "card memory (MiB)", "mib"),
+        ("headroom_mib", "headroom (MiB)", "mib")] + ([] if chosen["memory_from"].nunique() == 1 else [
+        ("memory_from", "memory from", "text")]))
 
 
-def _notes(ok, plan, card, on_card, device, device_name, target, pushed_over) -> list[str]:
+def _notes(ok, plan, chosen, card, on_card, device, device_name, target, pushed_over) -> list[str]:
     notes = []
     if on_card:
         notes.append(f"**speeds are measured on the {device_name}**: configurations whose p10..p90 intervals of images/s "
                      "overlap the fastest's are a tie, broken by the card model (\"tie within noise\")")
     elif card is not None:
         host = "this CPU" if device != "cuda" else f"the {device_name}"
-        notes.append(f"**speeds are predicted on the {card.name}**, not measured: the card model (a roofline bound: the FLOPs "
-                     f"the run counted against the card's peak for the precision, twice the live tensors against its "
-                     f"{card.bandwidth_gbs:g} GB/s; launches and caches not modelled, so an upper bound) picks each row; "
-                     f"{host}'s own measured order decides nothing here (section 3 shows it, as {host}'s)")
+        notes.append(f"**speeds are predicted on the {card.name}** by the card model (counted FLOPs vs its peak per "
+                     f"precision, twice the live tensors vs its {card.bandwidth_gbs:g} GB/s: an upper bound), which picks "
+                     f"{'every row' if (chosen['chosen_by'] == picks.CARD_MODEL).all() else 'each row'}; {host}'s order: section 3")
     else:
         notes.append(f"**speeds are {device_name or device}'s**: the plan's card ({target or 'a bare budget'}) is not in "
                      "data/gpus.toml, so there is no card model; ties within noise are said so")
-    notes.append("largest that fits: the plan's largest batch, lowered by the memory model's worst under-prediction "
-                 "of the family and mode in this run's rows (`memory_model.csv`); the batch is the plan's when it still fits")
+    margins = "; ".join(dict.fromkeys(m.split(": ", 1)[1] for m in chosen["margin"] if m.startswith("x")))
+    memory = f"; memory {chosen['memory_from'].iloc[0]}" if chosen["memory_from"].nunique() == 1 else ""
+    notes.append(f"all at the batch shown{memory}; largest that fits: the plan's, its tensors times the model's worst "
+                 f"under-prediction for the family and mode here (`memory_model.csv`){': ' + margins if margins else ''}")
     if pushed_over:
         notes.append(f"{pushed_over} configuration(s) the plan fits do not fit once that margin is allowed for, and were left out")
     unplanned = sorted(set(ok["config_key"]) - set(plan["config_key"]))
     if unplanned:
-        notes.append(f"{len(unplanned)} of the run's configurations are not in the plan and were not considered (the run "
-                     "plans, per group, its configurations in the card model's order until one fits; "
-                     "`python -m bench plan` plans them all)")
+        notes.append(f"{len(unplanned)} configurations are not planned (the plan stops at the first fit, in the card "
+                     "model's order)")
     return notes
 
 
-def _host_order(cands: pd.DataFrame, chosen: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
-    """Section 3's table: per group, the host's measured fastest of the configurations the plan fits, and
-    whether the card model picked the same."""
+def _host_order(ok: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    """``host_order.csv``: per group, the fastest configuration the run measured on its own device (at the batch
+    most of the group's cases ran), with its p10..p90 images/s, and whether the first screen picked the same."""
     out = []
-    for _, group in cands.groupby(GROUP, sort=False, dropna=False):
-        best = group.loc[group["host_ips"].idxmax()]
-        card_pick = chosen[(chosen[GROUP] == best[GROUP]).all(axis=1)]
-        same = not card_pick.empty and card_pick.iloc[0]["config_key"] == best["config_key"]
-        out.append({**{c: best[c] for c in GROUP}, "config": f"{best['precision']}, {best['attention']}, "
-                    f"checkpointing {best['checkpointing']}", "host_ips": best["host_ips"],
-                    "interval": f"{best['host_lo']:.3g}..{best['host_hi']:.3g}" if math.isfinite(best["host_lo"]) else "",
-                    "host_batch": best["host_batch"], "noisy": "noisy" if best["noisy"] else "",
-                    "same": "yes" if same else "no"})
-    frame = pd.DataFrame(out)
-    frame["model"] = frame.apply(lambda r: f"{r['family']} {r['preset']}, latent {_num(r['latent']):g}", axis=1)
-    return show(frame, [("size", "input (WxH)", "text"), ("mode", "mode", "text"), ("model", "model", "text"),
-                        ("config", "fastest here (precision, attention, checkpointing)", "text"),
-                        ("host_ips", "images/s here", "num"), ("interval", "p10..p90 (images/s)", "text"),
-                        ("host_batch", "at batch", "int"), ("noisy", "noise", "text"),
-                        ("same", "same as the first screen", "text")])
+    for _, group in ok.groupby(GROUP, sort=False, dropna=False):
+        at = group[group["batch"] == group["batch"].mode().max()]
+        best = at.loc[at["images_per_s"].idxmax()]
+        card_pick = chosen[(chosen[GROUP].astype(str) == best[GROUP].astype(str)).all(axis=1)]
+        same = "yes" if not card_pick.empty and card_pick.iloc[0]["config_key"] == best["config_key"] else \
+            "no" if not card_pick.empty else "no answer"
+        lo, hi = (best["batch"] * 1e3 / _num(best.get(c)) for c in ("p90_ms", "p10_ms"))  # images/s at p90, p10
+        out.append({**{c: best[c] for c in GROUP}, "config_key": best["config_key"],
+                    "config": f"{best['precision']}, {best['attention']}"
+                    + (", checkpointing" if best["checkpointing"] in (True, "True") else "")
+                    + (f", compile {best['compile']}" if str(best.get("compile", "off")) not in ("off", "", "nan") else ""),
+                    "host_ips": best["images_per_s"],
+                    "images_per_s_p90": lo, "images_per_s_p10": hi,
+                    "host_batch": best["batch"], "noisy": "noisy" if best.get("noisy") in (True, "True") else "",
+                    "configs": group["config_key"].nunique(), "same": same})
+    return pd.DataFrame(out)
+
+
+def host_summary(host: pd.DataFrame, host_name: str) -> str:
+    """Section 3's line: in how many groups the device's own fastest is not section 1's pick, and which."""
+    if host.empty:
+        return ""
+    differ = host[host["same"] != "yes"]
+    named = "; ".join(f"{r['size']} {r['mode']} {r['family']} ({r['config']}{', noisy' if r['noisy'] else ''})"
+                      for _, r in differ.iterrows())
+    return (f"**The order measured on {host_name}** (the host's ranking, not the card's): its fastest is not section "
+            f"1's pick in {len(differ)} of {len(host)} groups{': ' + named if named else ''}. All, with p10..p90: "
+            "`host_order.csv`")
 
 
 def _memory_source(plan_row: pd.Series) -> str:

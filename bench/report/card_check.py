@@ -69,9 +69,7 @@ def sentence(found: Optional[CardCheck], run_command: str) -> str:
     if found is None:
         return ("Not checked on this run: it has too few ok cases with counted FLOPs and live tensors, or no measured "
                 "peaks to feed the model")
-    peaks = ", ".join(f"{d} {v:.3g} TFLOP/s" for d, v in sorted(found.card.peaks_tflops.items()))
-    return (f"The same formula, fed this device's own figures ({peaks}; copy {found.card.bandwidth_gbs:.3g} GB/s), "
-            f"predicts the images/s of the run's {found.cases} ok cases: Spearman rank correlation "
-            f"{found.spearman:.2f} between predicted and measured, median |error| {found.median_error_pct:,.0f} %, "
-            f"median predicted / measured {found.median_ratio:.2g}x (a bound, so above 1; what it is trusted for is "
-            f"the order). Made by `{run_command}`")
+    peaks = ", ".join(f"{d} {v:.3g}" for d, v in sorted(found.card.peaks_tflops.items())) + " TFLOP/s"
+    return (f"Fed this device's figures ({peaks}; copy {found.card.bandwidth_gbs:.3g} GB/s), over {found.cases} ok "
+            f"cases: Spearman rank correlation {found.spearman:.2f} of predicted vs measured images/s, median |error| "
+            f"{found.median_error_pct:,.0f} % (a bound, {found.median_ratio:.2g}x): `{run_command}`")
