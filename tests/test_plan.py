@@ -373,3 +373,59 @@ def test_the_models_peak_matches_the_allocators_live_peak_of_a_real_step(case, b
     assert measured > 0
     # plan-check's tolerance (10%): amp-bf16 with checkpointing is 6% low at batch 8 (1% at 64: results/plan-check-*.md)
     assert abs(predicted / measured - 1) <= 0.10, f"predicted {predicted / MIB:.1f} MiB, live peak {measured / MIB:.1f} MiB"
+
+
+# -- the run's partial plan for its report's first screen (bench/plan/answer.py) ----------------------
+
+def _speed_row(case: Case, images_per_s: float, gflop: float, tensors: float) -> dict:
+    return {"case_key": case.key, "status": "ok", "images_per_s": images_per_s, "gflop_per_image": gflop,
+            "tensor_peak_mib": tensors}
+
+
+def test_the_partial_plan_tries_configurations_in_the_card_models_order_off_the_card():
+    """The run's host measured fp32/eager fastest; the card model (bf16 at twice fp32's peak on an RTX 4060, flash's
+    fewer live bytes) ranks amp-bf16/flash first: the plan tries the card's order, and the host's without a card."""
+    from bench.plan.answer import candidates
+    from bench.trackers.card_model import card_for_target
+
+    base = dict(family="transformer", preset="tiny", size="201x201", mode="train", batch=4)
+    host_fast, card_fast = Case(**base, precision="fp32", attention="eager"), Case(**base, precision="amp-bf16", attention="flash")
+    rows = [_speed_row(host_fast, 200.0, 0.6, 40.0), _speed_row(card_fast, 100.0, 0.6, 15.0)]
+    card = card_for_target("NVIDIA GeForce RTX 4060")
+    (by_card,) = candidates(rows, [host_fast, card_fast], card)
+    assert [(c.precision, c.attention) for c in by_card] == [("amp-bf16", "flash"), ("fp32", "eager")]
+    (by_host,) = candidates(rows, [host_fast, card_fast])
+    assert [(c.precision, c.attention) for c in by_host] == [("fp32", "eager"), ("amp-bf16", "flash")]
+
+
+def test_a_card_below_compute_capability_8_runs_no_flash_attention_in_the_plan():
+    assert cuda_target_skip(Case(attention="flash", precision="amp-bf16")) is None  # an Ada card (8.9)
+    assert "compute capability 8.0+" in cuda_target_skip(Case(attention="flash", precision="amp-bf16"), (7, 5))
+    import torch
+
+    from bench.trackers.device import device_facts
+
+    cpu = torch.device("cpu")
+    assert make_env(cpu, device_facts(cpu), None, "rtx4060", predict_only=True).capability == (8, 9)
+    assert make_env(cpu, device_facts(cpu), None, "a100", predict_only=True).capability == (8, 0)  # from data/gpus.toml
+
+
+def test_the_partial_plan_reads_every_row_of_the_run_folder_not_only_this_processes(tmp_path):
+    """A resumed run: the process that plans measured one case; the plan's candidates come from the folder's
+    results.csv, every group of it (the committed reference run: 12 groups)."""
+    from pathlib import Path
+
+    from bench.plan.answer import candidates, run_rows
+    from bench.runs.reader import load_run
+
+    folder = max(p for p in (Path(__file__).resolve().parents[1] / "results").glob("2*-cpu-*") if (p / "results.csv").is_file())
+    everything = load_run(folder).rows
+    mine = everything.iloc[[-1]].to_dict("records")
+    rows = run_rows(folder, mine)
+    assert len(rows) == len(everything) and {r["case_key"] for r in rows} == set(everything["case_key"])
+    from bench.core.selection import make_selection
+
+    cases = make_selection("quick", lambda axis: None, "cpu").cases  # the reference run's matrix
+    groups = {(r["family"], r["size"], r["mode"]) for r in rows if r["status"] == "ok" and r["compile"] == "off"}
+    assert {(g[0].family, g[0].size, g[0].mode) for g in candidates(rows, cases)} == groups
+    assert run_rows(tmp_path, mine) == mine  # no results.csv: this process's rows

@@ -119,7 +119,9 @@ def test_curves_are_per_size_and_mode_with_at_most_ten_legend_entries(rows, line
 def test_log_axes_label_only_readable_ticks(drawn):
     _draw(lambda: plots.memory_vs_batch(WIDE, "cpu", 8192.0))
     for ax in _panels(drawn[0]):
-        assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4", "8", "16", "32", "64"]
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert labels[:7] == ["1", "2", "4", "8", "16", "32", "64"]  # the measured batches
+        assert all(int(x.replace(",", "")) > 64 for x in labels[7:]) and len(labels) <= 8  # and where the budget is met
         minor = [t.get_text() for t in ax.yaxis.get_minorticklabels()]
         assert not any(minor), minor  # no "2x10^0" between labelled ticks
 
@@ -145,3 +147,30 @@ def test_the_roofline_labels_plain_ticks_on_a_narrow_range(monkeypatch):
     for axis in (ax.xaxis, ax.yaxis):
         assert not any(t.get_text() for t in axis.get_minorticklabels())
         assert all("10^" not in t.get_text() and "times" not in t.get_text() for t in axis.get_majorticklabels())
+
+
+# -- what the plots draw besides the points: intervals, the budget's reach, whiskers -----------------------
+
+def test_the_speed_interval_is_images_per_s_at_the_p90_and_p10_step_times():
+    rows = pd.DataFrame({"batch": [4, 8], "p10_ms": [10.0, 40.0], "p90_ms": [20.0, 50.0]})
+    slow, fast = plots.speed_interval(rows)
+    assert list(slow) == pytest.approx([4 * 1e3 / 20.0, 8 * 1e3 / 50.0]) and list(fast) == pytest.approx([4e2, 2e2])
+    assert (slow <= fast).all()
+
+
+def test_a_memory_line_is_extended_at_its_last_per_image_slope_to_where_it_meets_the_budget():
+    # a step whose first batch carries a workspace: only the last two points give the MiB per image
+    line = pd.DataFrame({"batch": [1, 2, 4], "peak_mib": [90.0, 30.0, 50.0]})
+    per_image = (50.0 - 30.0) / (4 - 2)
+    assert plots._crossing(line, "peak_mib", 1000.0) == pytest.approx(4 + (1000.0 - 50.0) / per_image)
+    assert plots._crossing(line.iloc[:1], "peak_mib", 1000.0) is None  # one point: no slope
+    assert plots._crossing(line.assign(peak_mib=[50.0, 50.0, 50.0]), "peak_mib", 1000.0) is None  # flat: never
+
+
+def test_latency_whiskers_are_at_p10_and_p90_and_the_samples_beyond_are_points():
+    values = [10.0, 11.0, 12.0, 13.0, 30.0]  # a few samples: matplotlib's own whiskers would end inside the box
+    stat = plots.whisker_stats(values)
+    assert stat["whislo"] == pytest.approx(pd.Series(values).quantile(0.1))
+    assert stat["whishi"] == pytest.approx(pd.Series(values).quantile(0.9))
+    assert stat["whislo"] < stat["q1"] and stat["whishi"] > stat["q3"]
+    assert sorted(stat["fliers"]) == [v for v in values if v < stat["whislo"] or v > stat["whishi"]] == [10.0, 30.0]

@@ -44,6 +44,23 @@ def reopen(run_dir: Path, selection: Selection, new_meta: Callable[[], dict]) ->
     return writer, lock, notes
 
 
+def record_resume(run_dir: Path, command: list[str], done: int, todo: int) -> None:
+    """Append this resume to ``meta.json``'s ``resumes`` (when, the command, the cases already measured and those
+    left), so a reader of the run knows it was made in several attempts. The caller holds the folder's lock."""
+    import shlex
+
+    from bench.runs.provenance import git_commit, utc_now
+
+    path = run_dir / META_JSON
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # reopen() has just written a meta.json; one that cannot be read again is reported by the run's end
+    meta.setdefault("resumes", []).append({"at": utc_now(), "commit": git_commit(), "command": shlex.join(command),
+                                           "cases_done_before": done, "cases_left": todo})
+    atomic_write_text(path, json.dumps(meta, indent=2, default=str) + "\n")
+
+
 def check_resumable(run_dir: Path, selection: Selection) -> Optional[dict]:
     """Read-only checks; returns the run's meta.json (None when it is missing)."""
     where = f"--resume {run_dir}"

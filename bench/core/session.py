@@ -76,7 +76,7 @@ def start_run(selection: Selection, results_root: Path, entry: str, command: lis
     from bench.trackers.calibration import calibrate
     from bench.trackers.device import cpu_load, oversubscribed
 
-    from bench.core.resume import reopen, selection_fingerprint
+    from bench.core.resume import record_resume, reopen, selection_fingerprint
     from bench.runs.selection import selection_record, write_selection
 
     if selection.settings.processes > 1 and launcher in ("auto", "in-process"):
@@ -106,7 +106,10 @@ def start_run(selection: Selection, results_root: Path, entry: str, command: lis
     if resume is not None:
         run_dir = Path(resume)
         writer, lock, notes = reopen(run_dir, selection, make_meta)  # refused: one line, the folder unchanged
-        return Run(selection, run_dir.name, run_dir, writer, chosen, done=writer.done_keys(), lock=lock,
+        done = writer.done_keys()
+        record_resume(run_dir, command if command is not None else [], len(done),
+                      sum(1 for c in selection.cases if c.key not in done))
+        return Run(selection, run_dir.name, run_dir, writer, chosen, done=done, lock=lock,
                    notes=notes + warnings, start_peaks=start_peaks)
     meta = make_meta()
     run_dir = claim_run_dir(results_root, selection.facts.slug)  # a new folder, never another run's

@@ -183,16 +183,17 @@ def context_after_steps(device: torch.device) -> tuple[Optional[int], str]:
 TARGET_CAPABILITY = (8, 9)      # the cards planned for without a GPU: Ada (RTX 40xx)
 
 
-def cuda_target_skip(case: Case) -> Optional[str]:
-    """Why ``case`` cannot run on an Ada GPU (compute capability 8.9), judged without one: the model
-    package's own CUDA rules (``ae_models.attention.why_unsupported``), asked for that card."""
+def cuda_target_skip(case: Case, capability: tuple[int, int] = TARGET_CAPABILITY) -> Optional[str]:
+    """Why ``case`` cannot run on a GPU of ``capability`` (an Ada card, 8.9, unless the plan's card says
+    otherwise in ``data/gpus.toml``), judged without one: the model package's own CUDA rules
+    (``ae_models.attention.why_unsupported``), asked for that card."""
     from ae_models.attention import why_unsupported
     from bench.core.precision import AUTOCAST_DTYPE, weight_dtype
 
     if case.attention in ("", "none"):
         return None
     dtype = AUTOCAST_DTYPE.get(case.precision) or weight_dtype(case.precision)
-    return why_unsupported(case.attention, "cuda", dtype, 64, TARGET_CAPABILITY)
+    return why_unsupported(case.attention, "cuda", dtype, 64, capability)
 
 
 @dataclass
@@ -207,6 +208,7 @@ class PlanEnv:
     cap: int = DEFAULT_MAX_BATCH
     model_target: str = "cuda"
     check_fit: bool = True             # trace once more at the predicted maximum (fit_error_pct)
+    capability: tuple = TARGET_CAPABILITY  # the card's compute capability (data/gpus.toml): which kernels it runs
     log: Callable[[str], None] = lambda text: print(text, file=sys.stderr)
 
     @property
@@ -221,7 +223,7 @@ class PlanEnv:
         if case.compile != "off":
             return "the plan runs eager steps; a compiled step keeps other activations (plan it with compile off)"
         if self.source == PREDICTED:
-            return cuda_target_skip(case)
+            return cuda_target_skip(case, self.capability)
         return why_skip(case, self.facts)
 
 
@@ -263,4 +265,7 @@ def make_env(device: torch.device, facts: DeviceFacts, budget_text: Optional[str
     if budget.allocator_limit <= 0:
         raise ValueError(f"the budget {format_bytes(card)} leaves nothing to PyTorch: the CUDA context "
                          f"({context_bytes / MIB:.0f} MiB) and the display reserve ({budget.display_reserve / MIB:.0f} MiB) take it all")
-    return PlanEnv(budget, target, device, facts, source, cap)
+    env = PlanEnv(budget, target, device, facts, source, cap)
+    if entry is not None and entry.get("capability"):
+        env.capability = tuple(int(x) for x in str(entry["capability"]).split("."))
+    return env

@@ -25,6 +25,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from bench.report import answer as answers
+from bench.report import card_check
 from bench.report import claims as seed_claims
 from bench.report.figures import draw_figures
 from bench.report import tables as tables
@@ -46,6 +47,7 @@ NOISY_SHOWN = 10  # noisy cases listed in the report, the noisiest first; all of
 # The table CSVs written next to results.csv: name -> what it holds (quoted in the report).
 TABLE_FILES = {
     "answer": ("answer.csv", "section 1's answer per model, size and mode"),
+    "host_order": ("host_order.csv", "this device's own fastest per group, beside section 1's pick"),
     "throughput": ("throughput.csv", "images/s of each ok case"),
     "memory": ("memory.csv", "peak MiB of each ok case, every figure (live tensors, allocator, NVML, RSS)"),
     "latency": ("latency.csv", "ms per batch: min, p10, median, p90, mean, IQR, CV, slowest"),
@@ -135,6 +137,10 @@ def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path]
                            plan.page if plan else "")
     out_tables["answer"] = found.rows
     ctx["answer"] = found
+    out_tables["host_order"] = found.host
+    ctx["host_order"] = answers.host_summary(found.host, found.host_name)
+    ctx["card_check"] = card_check.sentence(card_check.check(rows, card_check.run_device_card(run.meta, device, run.device_name)),
+                                            f"python -m bench report {run.source}")
     ctx["companions"] = [c for c in companions if c.kind != "plan" or c is plan]
     quality = [c for c in companions if c.kind == "quality"]
     ctx["quality_runs"] = [{"run": c, "verdicts": show(c.verdicts.assign(pair=c.verdicts.get("transformer_case", "")), [

@@ -17,6 +17,7 @@ import math
 from typing import Optional
 
 import pandas as pd
+from matplotlib.cbook import boxplot_stats
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -97,6 +98,24 @@ def _grid(count: int, width: float, height: float) -> tuple[Figure, list]:
     return fig, axes
 
 
+def speed_interval(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(images/s at the p90 step time, images/s at the p10 step time): the spread of a case's timed steps."""
+    batch = pd.to_numeric(rows["batch"], errors="coerce")
+    slow, fast = (pd.to_numeric(rows.get(c), errors="coerce") for c in ("p90_ms", "p10_ms"))
+    return batch * 1e3 / slow, batch * 1e3 / fast
+
+
+def _crossing(line: pd.DataFrame, value: str, budget: float) -> Optional[float]:
+    """The batch at which ``line`` (memory growing by a fixed amount per image: its last two points) reaches
+    ``budget``; ``None`` when it does not grow."""
+    last = line.tail(2)
+    if len(last) < 2:
+        return None
+    (b0, m0), (b1, m1) = last[["batch", value]].astype(float).values
+    slope = (m1 - m0) / (b1 - b0)
+    return b1 + (budget - m1) / slope if slope > 0 and m1 < budget else None
+
+
 def _swept(data: pd.DataFrame, value: str) -> pd.DataFrame:
     """Rows of the configurations measured at two batch sizes or more (the curves)."""
     data = data[data[value].notna()].copy()
@@ -121,16 +140,28 @@ def _by_batch(rows: pd.DataFrame, value: str, ylabel: str, title: str, budget_mi
         best = panel.groupby("label")[value].max().rename("score").reset_index()
         best = best.merge(panel.drop_duplicates("label"), on="label")
         kept, dropped = _keep(best, "score")
+        reach = []
         for i, label in enumerate(sorted(kept["label"])):  # by name: a configuration keeps its colour in every panel
             line = panel[panel["label"] == label].sort_values("batch")
-            ax.plot(line["batch"], line[value], marker=MARKERS[i % len(MARKERS)], label=label)
+            drawn = ax.plot(line["batch"], line[value], marker=MARKERS[i % len(MARKERS)], label=label)[0]
+            if value == "images_per_s":  # p10..p90 of the timed steps: noise must not read as a ranking
+                lo, hi = speed_interval(line)
+                ax.errorbar(line["batch"], line[value], yerr=[line[value] - lo, hi - line[value]], fmt="none",
+                            ecolor=drawn.get_color(), capsize=3, alpha=0.8)
+            cross = _crossing(line, value, budget_mib) if budget_mib is not None else None
+            if cross is not None:  # extended at its own per-image slope to where it meets the budget
+                ax.plot([line["batch"].iloc[-1], cross], [line[value].iloc[-1], budget_mib], linestyle=":",
+                        color=drawn.get_color())
+                ax.plot([cross], [budget_mib], marker="|", markersize=12, color=drawn.get_color())
+                reach.append(cross)
         if budget_mib is not None:
             ax.axhline(budget_mib, color="red", linestyle="--", label=f"budget {budget_mib:,.0f} MiB")
         ax.set_xscale("log", base=2)
         batches = sorted(set(panel["batch"]))
-        ax.set_xticks(batches, [f"{b:g}" for b in batches])  # the measured batch sizes
+        ticks = batches + ([2 ** round(math.log2(max(reach)))] if reach and max(reach) > max(batches) * 4 else [])
+        ax.set_xticks(ticks, [f"{b:,.0f}" for b in ticks])  # the measured batch sizes (and the budget's reach)
         ax.xaxis.set_minor_formatter(NullFormatter())
-        if log_y:
+        if log_y and budget_mib is None:
             ax.set_yscale("log")
             ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 200, 500, 1,000, 2,000, ...
             ax.yaxis.set_major_formatter(PLAIN)
@@ -150,12 +181,13 @@ def throughput_vs_batch(rows: pd.DataFrame, device: str) -> Optional[bytes]:
     """images/s against batch size, one panel per input size and mode, one line per configuration measured at
     several batch sizes."""
     ok = rows[rows["status"] == "ok"]
-    return _by_batch(ok, "images_per_s", "throughput (images/s)", f"Throughput vs batch size (measured on {device})")
+    return _by_batch(ok, "images_per_s", "throughput (images/s); bars p10..p90",
+                     f"Throughput vs batch size (measured on {device})")
 
 
 def memory_vs_batch(rows: pd.DataFrame, device: str, budget_mib: float) -> Optional[bytes]:
-    """Peak memory (MiB) against batch size, with the budget as a line; log scale, so the budget
-    and small peaks share one axis."""
+    """Peak memory (MiB) against batch size on a linear axis, with the budget as a line and each configuration's
+    line extended (dotted, at its own MiB per image from its two largest batches) to where it meets the budget."""
     ok = with_peak(rows[rows["status"] == "ok"])
     source = peak_label(sorted(set(ok["peak_from"]) - {""}))
     return _by_batch(ok, "peak_mib", "peak memory (MiB)", f"Peak memory vs batch size (measured on {device}: {source})",
@@ -178,12 +210,14 @@ def throughput_bars(rows: pd.DataFrame, device: str) -> Optional[bytes]:
         kept, dropped = _keep(at.drop_duplicates("label"), "images_per_s")
         kept = kept.sort_values("images_per_s")
         colours = ["tab:gray" if b else "tab:blue" for b in _is_baseline(kept)]
-        ax.barh(range(len(kept)), kept["images_per_s"], color=colours)
+        lo, hi = speed_interval(kept)
+        ax.barh(range(len(kept)), kept["images_per_s"], color=colours,
+                xerr=[kept["images_per_s"] - lo, hi - kept["images_per_s"]], error_kw={"capsize": 3, "elinewidth": 1})
         ax.set_yticks(range(len(kept)), list(kept["label"]), fontsize=7)
-        for y, v in enumerate(kept["images_per_s"]):
-            ax.text(v, y, f" {v:,.3g}", va="center", fontsize=7)
-        ax.set_xlim(right=kept["images_per_s"].max() * 1.25)
-        ax.set_xlabel(f"throughput (images/s) at batch {batch:g}")
+        for y, (v, top) in enumerate(zip(kept["images_per_s"], hi)):  # the figure past its whisker, never on it
+            ax.text(top if math.isfinite(top) else v, y, f"  {v:,.3g}", va="center", fontsize=7)
+        ax.set_xlim(right=max(kept["images_per_s"].max(), hi.max() if hi.notna().any() else 0) * 1.25)
+        ax.set_xlabel(f"throughput (images/s) at batch {batch:g}; whiskers p10..p90 of the timed steps")
         ax.set_title(f"{size}, {mode}" + (f" (best {len(kept)} of {len(kept) + dropped})" if dropped else ""), fontsize=10)
         ax.grid(True, axis="x", alpha=0.3)
     fig.suptitle(f"Throughput per configuration, grey = the fp32/eager baseline (measured on {device})")
@@ -222,6 +256,15 @@ def ratio_bars(summary: pd.DataFrame, device: str, memory_label: str = "peak mem
     return _png(fig)
 
 
+def whisker_stats(values: list[float]) -> dict:
+    """A box's statistics with its whiskers at p10 and p90 themselves (matplotlib's ``whis=(10, 90)`` stops them
+    at the last sample inside, which with a few samples is the box's own edge) and the samples outside as points."""
+    lo, hi = (float(pd.Series(values).quantile(q)) for q in (0.1, 0.9))
+    stat = boxplot_stats(values)[0]
+    stat.update(whislo=lo, whishi=hi, fliers=[v for v in values if v < lo or v > hi])
+    return stat
+
+
 def latency_distribution(rows: pd.DataFrame, samples_ms: dict[str, list[float]], device: str, count: int = 8) -> Optional[bytes]:
     """Box plots of per-iteration ms of the ``count`` slowest ok cases (by median) with samples."""
     ok = rows[(rows["status"] == "ok") & rows["case_key"].isin(list(samples_ms))]
@@ -230,7 +273,7 @@ def latency_distribution(rows: pd.DataFrame, samples_ms: dict[str, list[float]],
     slowest = ok.sort_values("median_ms", ascending=False).head(count).iloc[::-1]
     fig = Figure(figsize=(10, 0.55 * len(slowest) + 1.8))
     ax = fig.subplots()
-    ax.boxplot([samples_ms[k] for k in slowest["case_key"]], orientation="horizontal", whis=(10, 90), showfliers=True)
+    ax.bxp([whisker_stats(samples_ms[k]) for k in slowest["case_key"]], orientation="horizontal", showfliers=True)
     ax.set_yticks(range(1, len(slowest) + 1), list(slowest["case_id"]), fontsize=7)
     ax.set_xlabel("time per batch (ms); box = IQR, whiskers = p10..p90")
     ax.set_title(f"Latency distribution of the {len(slowest)} slowest cases (measured on {device})")

@@ -8,12 +8,10 @@ GPUs; for a CPU or an unlisted GPU they are measured with a large GEMM and a lar
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import platform
 import re
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -21,12 +19,9 @@ from typing import Optional
 import torch
 
 from bench.trackers.calibration import measured_copy_gbs, measured_gemm_tflops
+from bench.trackers.gpu_table import GPU_TABLE, PEAK_DTYPE, gpu_table, lookup_gpu  # noqa: F401 (re-exported)
 from bench.trackers.nvml import NVML
 
-GPU_TABLE = Path(__file__).resolve().parents[1] / "data" / "gpus.toml"
-
-# precision -> the dtype whose peak bounds it
-PEAK_DTYPE = {"fp32": "fp32", "tf32": "tf32", "amp-fp16": "fp16", "fp16": "fp16", "amp-bf16": "bf16", "bf16": "bf16"}
 
 
 @dataclass
@@ -165,21 +160,6 @@ def oversubscribed(load: dict) -> str:
             f"{load['threads']} threads will not each have a core; they wait for each other at every operation "
             f"and steps can be many times slower. Run on a quiet machine, or set OMP_NUM_THREADS={fits} "
             "(and the same for any run compared with this one)")
-
-
-@functools.lru_cache(maxsize=None)
-def gpu_table() -> tuple[dict, ...]:
-    return tuple(tomllib.loads(GPU_TABLE.read_text())["gpu"])
-
-
-def lookup_gpu(name: str) -> Optional[dict]:
-    """The table entry whose ``match`` pattern matches the whole of ``name`` (``re.fullmatch``, spaces
-    around the name ignored), else ``None``: "NVIDIA GeForce RTX 4070 Ti" is not an RTX 4070, nor
-    "NVIDIA H100 PCIe" an H100 SXM. Patterns are written to exclude each other; were two to match,
-    the longest wins."""
-    name = " ".join(name.split())
-    hits = [g for g in gpu_table() if re.fullmatch(g["match"], name)]
-    return max(hits, key=lambda g: len(g["match"])) if hits else None
 
 
 @dataclass
