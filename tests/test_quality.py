@@ -419,3 +419,43 @@ def test_a_time_budget_is_spent_on_training_however_long_evaluations_take(clocke
     result = clocked(Budget(seconds=3.0, eval_every=1))
     assert result.steps == 3 and result.train_s == pytest.approx(3.0)
     assert [p.step for p in result.curve] == [0, 1, 2, 3]
+
+
+# -- selection and provenance -------------------------------------------------------------------------
+
+def _listed(capsys, *argv):
+    parser = argparse.ArgumentParser()
+    add_quality_args(parser)
+    assert run_quality_command(parser.parse_args(["--list", "--device", "cpu", *argv])) == 0
+    return [line for line in capsys.readouterr().out.splitlines() if line.startswith(("transformer-", "cnn-"))]
+
+
+def test_sizes_and_latents_narrow_the_matrix_and_never_add_cases(capsys):
+    whole = _listed(capsys)
+    wide = _listed(capsys, "--sizes", "1280x152")
+    assert wide == [c for c in whole if "-1280x152-" in c] and all("-z128-" in c and c.endswith("-b4") for c in wide)
+    big = _listed(capsys, "--latents", "1024")
+    assert big == [c for c in whole if "-z1024-" in c] and all("-201x201-" in c for c in big)
+
+
+def test_a_size_the_matrix_does_not_have_is_a_one_line_error():
+    parser = argparse.ArgumentParser()
+    add_quality_args(parser)
+    with pytest.raises(ValueError, match=r"--sizes: 640x152 is not in matrix 'quality' \(it has: 201x201, 1280x152\)"):
+        run_quality_command(parser.parse_args(["--list", "--device", "cpu", "--sizes", "640x152"]))
+
+
+@pytest.mark.parametrize("porcelain, dirty, text", [(" M bench/x.py\n", True, "commit abc1234 + uncommitted changes"),
+                                                    ("", False, "commit abc1234")])
+def test_provenance_says_when_the_code_differs_from_its_commit(monkeypatch, porcelain, dirty, text):
+    import subprocess
+
+    from bench.runs import provenance
+
+    def fake_run(cmd, **kwargs):
+        out = "abc1234\n" if "rev-parse" in cmd else porcelain
+        return subprocess.CompletedProcess(cmd, 0, out, "")
+
+    monkeypatch.setattr(provenance.subprocess, "run", fake_run)
+    state = provenance.source_state()
+    assert state == {"commit": "abc1234", "dirty": dirty} and provenance.source_text(state) == text
