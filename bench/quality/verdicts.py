@@ -91,7 +91,8 @@ def _per_case(ok: pd.DataFrame) -> pd.DataFrame:
     agg = ok.groupby("case_id", sort=False).agg({**{c: "mean" for c in numeric if c in ok},
                                                  **{c: "first" for c in ok.columns if c not in numeric and c != "case_id"}})
     agg = agg.reset_index()
-    agg["learned"] = agg["margin_crop_mean_db"] >= LEARNED_MARGIN_DB if "margin_crop_mean_db" in agg else False
+    if "margin_crop_mean_db" in agg:  # else each row's own flag stands
+        agg["learned"] = agg["margin_crop_mean_db"] >= LEARNED_MARGIN_DB
     return agg
 
 
@@ -154,12 +155,12 @@ def seed_quality_verdicts(rows: pd.DataFrame, claims: Optional[dict] = None,
             c = match.iloc[0]
             line.update(cnn_case=c["case_id"], cnn_psnr_db=c["psnr_db"], cnn_ssim=c["ssim"],
                         delta_psnr_db=float(t["psnr_db"] - c["psnr_db"]), delta_ssim=float(t["ssim"] - c["ssim"]))
+            diff = compare_cases(images, t["case_id"], c["case_id"])
+            _judge_pair(line, claim["quality"], rule, diff)
             idle = [r for r in (t, c) if not _learned(r)]
-            if idle:
+            if idle:  # the figures stay in the line; the verdict does not
                 line.update(verdict="not judged", reason=f"{NOT_LEARNED} (needs +{LEARNED_MARGIN_DB:g} dB over the crop mean): "
-                            + "; ".join(_margin_text(r) for r in idle))
-            else:
-                _judge_pair(line, claim["quality"], rule, compare_cases(images, t["case_id"], c["case_id"]))
+                            + "; ".join(_margin_text(r) for r in idle) + (f"; ΔPSNR {diff.text()}" if diff else ""))
             out.append(line)
     return pd.DataFrame(out)
 

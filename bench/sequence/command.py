@@ -62,10 +62,8 @@ def _run(args: argparse.Namespace) -> int:
 
     seeds = parse_seeds(args.seeds)
 
-    import torch
-
     from bench.quality.dataset import load_sources
-    from bench.runs.provenance import new_run_id, source_state, utc_now
+    from bench.runs.provenance import new_run_id, source_state
     from bench.sequence.downstream import prepare_images, run_downstream
     from bench.sequence.output import write_outputs
     from bench.trackers.device import device_facts, resolve_device
@@ -73,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     facts = device_facts(device)
     out = Path(args.out) if args.out else Path("results") / f"{new_run_id(facts.slug)}-downstream"
-    started = time.perf_counter()
+    started, source = time.perf_counter(), source_state()  # the code as it was when the run started
     sources, failed, data = load_sources(args.images)
     images, dropped = prepare_images(sources, window, args.step, args.context, seeds[0])
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
@@ -84,17 +82,26 @@ def _run(args: argparse.Namespace) -> int:
             results.append(run_downstream(family, args.preset, latent, images, device, seeds, window, args.step,
                                           args.context, args.ae_steps, args.ae_seconds, args.lstm_steps,
                                           args.train_rows, args.heldout_rows, log))
+            md = write_outputs(out, results, meta(args, facts, started, source, data, failed, dropped, seeds, images))  # a stop keeps these
+    print(md.read_text())
+    print(f"downstream: {md}")
+    return EXIT_OK
+
+
+def meta(args: argparse.Namespace, facts, started: float, source: dict, data: str, failed: dict, dropped: dict, seeds: list,
+         images) -> dict:
+    """What downstream.md says about its run: the command, the machine, the code, the data and the budget."""
+    import torch
+
+    from bench.runs.provenance import utc_now
+
     command = shlex.join(["python", "-m", "bench", *(getattr(args, "argv", None) or sys.argv[1:])])
-    meta = dict(command=command, when=utc_now(), device=f"{facts.name} ({torch.get_num_threads()} threads)",
-                torch=torch.__version__, **source_state(), seconds=time.perf_counter() - started, data=data,
+    return dict(command=command, when=utc_now(), device=f"{facts.name} ({torch.get_num_threads()} threads)",
+                torch=torch.__version__, **source, seconds=time.perf_counter() - started, data=data,
                 dropped="; ".join(f"{k}: {v}" for k, v in {**failed, **dropped}.items()), ae_steps=args.ae_steps,
                 ae_seconds=args.ae_seconds, seeds=seeds,
                 heldout_images=", ".join(im.name for im in images if im.heldout),
                 train_images=", ".join(im.name for im in images if not im.heldout))
-    md = write_outputs(out, results, meta)
-    print(md.read_text())
-    print(f"downstream: {md}")
-    return EXIT_OK
 
 
 COMMANDS = [
