@@ -25,6 +25,10 @@ def test_a_difference_is_shown_only_past_zero_and_past_the_seed_spread(estimate,
     assert direction(Difference(estimate, low, high, spread, 3, 7)) == shown
 
 
+def test_two_seeds_leave_the_spread_unmeasured_and_show_nothing():
+    assert direction(Difference(0.5, 0.2, 0.8, 0.0, 2, 7)) == 0 and direction(Difference(0.5, 0.2, 0.8, 0.0, 3, 7)) == 1
+
+
 def test_the_db_difference_is_from_the_mse_pooled_over_images_not_a_mean_of_per_image_db():
     a = np.array([[0.001, 0.100]])  # one near-flat image that A reconstructs 10x better, one hard image alike
     b = np.array([[0.010, 0.100]])
@@ -45,7 +49,7 @@ def test_the_interval_resamples_whole_images_paired_between_the_sides():
     # images differ a lot, but A is 1% better than B on every one: a paired resample sees that clearly
     level = np.array([[0.001, 0.01, 0.1, 0.3, 0.05, 0.002]])
     diff = paired_difference(level * 0.99, level, "linear", resamples=500)
-    assert diff.high < 0 and direction(Difference(diff.estimate, diff.low, diff.high, 0.0, 1, 6)) == -1
+    assert diff.high < 0 and direction(Difference(diff.estimate, diff.low, diff.high, 0.0, 3, 6)) == -1
 
 
 def test_a_difference_carried_by_one_image_of_six_is_not_shown():

@@ -8,7 +8,7 @@ every seed and both sides: the comparison stays paired). Training randomness is 
 apart: each seed gives its own difference, and the **seed spread** is their range (max - min).
 
 The rule (:func:`direction`): a difference is shown when its image-level interval excludes zero
-*and* its size exceeds the seed spread; otherwise it is "not shown". Errors are arrays
+*and* its size exceeds the seed spread of at least 3 seeds; otherwise it is "not shown". Errors are arrays
 ``(seeds, images)`` of per-image mean errors (MSE, any units); a side with one row (a baseline
 that has no seed) is used for every seed.
 """
@@ -22,6 +22,7 @@ import numpy as np
 
 BOOTSTRAP_RESAMPLES = 2000
 LEVEL = 0.95
+MIN_SEEDS = 3  # fewer seeds leave the seed-to-seed spread unmeasured: nothing is shown
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,9 @@ class Difference:
 
 def direction(diff: Difference) -> int:
     """+1 when A - B is shown positive, -1 when shown negative, 0 when not shown (interval reaches zero,
-    the difference is within the seed spread, or a figure is missing)."""
+    the difference is within the seed spread, fewer than :data:`MIN_SEEDS` seeds, or a figure is missing)."""
     figures = (diff.estimate, diff.low, diff.high, diff.seed_spread)
-    if not all(math.isfinite(v) for v in figures):
+    if not all(math.isfinite(v) for v in figures) or diff.seeds < MIN_SEEDS:
         return 0
     if diff.low > 0 and diff.estimate > diff.seed_spread:
         return 1

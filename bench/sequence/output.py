@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import textwrap
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Sequence
@@ -78,7 +79,7 @@ def curves_png(results: Sequence[DownstreamResult], provenance: str) -> bytes:
         ax.set_title(f"{r.family} {r.preset}, latent {r.latent} (first seed): {r.verdict}", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(provenance, fontsize=8)
+    fig.suptitle("\n".join(textwrap.wrap(provenance, 150)), fontsize=7)  # a long command wraps instead of running off the edge
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     return buf.getvalue()
