@@ -14,7 +14,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from bench.core.cases import Case
 from bench.quality.dataset import (
-    MAX_UPSCALE, SKIMAGE_PHOTOS, Rect, SourceImage, load_folder, load_skimage_photos, load_sources, make_split, required_scale,
+    MAX_UPSCALE, SKIMAGE_PHOTOS, PreparedImage, Rect, SourceImage, load_folder, load_skimage_photos, load_sources, make_split, required_scale,
     to_unit_gray,
 )
 from bench.trackers.device import device_facts
@@ -230,8 +230,8 @@ class _AngleEmbedding(torch.nn.Module):
 
 def test_a_position_faithful_embedding_scores_minus_one():
     ramp = np.tile(np.linspace(0, 1, 400, dtype=np.float32), (200, 1))
-    split = make_split([SourceImage("ramp", ramp)], (32, 32), train_per_image=1, heldout_per_image=1)
-    check = neighbour_similarity(_AngleEmbedding(), split.images, (32, 32), CPU)
+    held_out = PreparedImage("ramp", ramp, 1.0, True, "ramp")  # a whole held-out image
+    check = neighbour_similarity(_AngleEmbedding(), [held_out], (32, 32), CPU)
     assert check.spearman < -0.99  # -1 but for rounding among pairs at equal distances
     assert check.windows == 12
 
@@ -263,7 +263,7 @@ def test_two_seconds_of_training_train_for_two_seconds_and_change_the_model(phot
 
 
 def test_evaluation_time_is_not_training_time(photos):
-    split = make_split(photos[:2], (64, 64), train_per_image=8, heldout_per_image=2)
+    split = make_split(photos, (64, 64), train_per_image=8, heldout_per_image=2)
     model = build_for(Case("cnn", "tiny", "64x64", mode="train"), CPU)
     result = train_for_budget(model, split.train, split.heldout.stack(), Budget(steps=4, eval_every=1), CPU, batch=4)
     assert [p.step for p in result.curve] == [0, 1, 2, 3, 4]
@@ -286,11 +286,31 @@ def test_pareto_front_keeps_undominated_cases():
     assert pareto_mask(pd.Series([100.0, 50.0, 80.0]), pd.Series([25.0, 20.0, 19.0]), maximise=False).tolist() == [True, True, False]
 
 
-def test_quality_command_writes_table_plots_and_report(image_folder, tmp_path):
+SMALL_MATRIX = """description = "a 64x64 quality matrix for tests"
+[[group]]
+families = ["transformer", "cnn"]
+presets = ["tiny"]
+sizes = ["64x64"]
+latents = [128]
+precisions = ["fp32"]
+attention = ["flash"]
+modes = ["train"]
+batch = [8]
+"""
+
+
+@pytest.fixture
+def small_matrix(tmp_path):
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL_MATRIX)
+    return str(path)
+
+
+def test_quality_command_writes_table_plots_and_report(image_folder, tmp_path, small_matrix):
     parser = argparse.ArgumentParser()
     add_quality_args(parser)
     out = tmp_path / "run"
-    args = parser.parse_args(["--families", "transformer", "--presets", "tiny", "--sizes", "64x64", "--latents", "128",
+    args = parser.parse_args(["--matrix", small_matrix, "--families", "transformer", "--presets", "tiny", "--sizes", "64x64", "--latents", "128",
                               "--batch", "8", "--device", "cpu", "--budget-steps", "3", "--images", str(image_folder),
                               "--seeds", "0,1", "--out", str(out)])
     assert run_quality_command(args) == 0
@@ -319,14 +339,14 @@ def test_quality_command_writes_table_plots_and_report(image_folder, tmp_path):
     assert set(verdicts["verdict"]) <= {"holds", "does not hold", "not shown", "not judged"}
 
 
-def test_quality_command_trains_for_the_default_step_budget_when_given_none(image_folder, tmp_path, monkeypatch):
+def test_quality_command_trains_for_the_default_step_budget_when_given_none(image_folder, tmp_path, monkeypatch, small_matrix):
     from bench.quality import command
 
     monkeypatch.setattr(command, "DEFAULT_STEPS", 2)
     parser = argparse.ArgumentParser()
     add_quality_args(parser)
     out = tmp_path / "run"
-    args = parser.parse_args(["--families", "cnn", "--presets", "tiny", "--sizes", "64x64", "--latents", "128", "--batch", "8",
+    args = parser.parse_args(["--matrix", small_matrix, "--families", "cnn", "--presets", "tiny", "--sizes", "64x64", "--latents", "128", "--batch", "8",
                               "--device", "cpu", "--images", str(image_folder), "--out", str(out)])
     assert run_quality_command(args) == 0
     rows = pd.read_csv(out / "quality.csv")
@@ -361,7 +381,7 @@ def test_a_time_budget_decays_the_rate_over_its_seconds(clocked):
 
 
 def test_a_failing_case_becomes_an_error_row(photos):
-    split = make_split(photos[:1], (64, 64), train_per_image=2, heldout_per_image=1)
+    split = make_split(photos, (64, 64), train_per_image=2, heldout_per_image=1)
     case = Case("transformer", "tiny", "64x64", attention="flash", mode="train")
     bad = run_quality_case(case, split, Budget(steps=1), CPU, device_facts(CPU), lr=float("nan"))
     assert bad.row["status"] == "error" and "bad learning rate nan" in bad.row["reason"]
@@ -396,7 +416,7 @@ def clocked(monkeypatch, photos):
     monkeypatch.setattr(training, "time", clock)
     monkeypatch.setattr(training, "train_step", step)
     monkeypatch.setattr(training, "heldout_mse", evaluate)
-    split = make_split(photos[:1], (64, 64), train_per_image=4, heldout_per_image=1)
+    split = make_split(photos, (64, 64), train_per_image=4, heldout_per_image=1)
     model = build_for(Case("cnn", "tiny", "64x64", mode="train"), CPU)
 
     def run(budget: Budget):

@@ -56,11 +56,6 @@ SKIMAGE_PHOTOS = (
 )
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
-# matplotlib's sample data (mpl-data/sample_data, installed with matplotlib): a photograph, a product
-# photograph, a digital elevation model and an MRI slice. Its logos, tables and tiny grids are left out.
-MATPLOTLIB_SAMPLES = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png", "jacksboro_fault_dem.npz", "s1045.ima.gz")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-
 HOLDOUT_FRACTION = 1 / 3  # a third of the distinct images (every third by pixel hash) is held out
 MAX_UPSCALE = 2.0         # beyond this an upscaled image is mostly interpolation, hence too easy
 
@@ -154,33 +149,6 @@ def load_skimage_photos(names: Sequence[str] = SKIMAGE_PHOTOS) -> tuple[list[Sou
             images.append(SourceImage(name, to_unit_gray(loader(), name)))
         except Exception as err:  # noqa: BLE001 - a fetched image fails offline with whatever pooch raises
             failed[name] = f"{type(err).__name__}: {' '.join(str(err).split())[:160]}"
-    return images, failed
-
-
-def _read_matplotlib_sample(name: str) -> np.ndarray:
-    import gzip
-
-    import matplotlib.cbook as cbook
-
-    if name.endswith(".npz"):
-        with np.load(cbook.get_sample_data(name, asfileobj=False)) as data:
-            return np.asarray(data["elevation"], dtype=np.float32)  # metres: to_unit_gray stretches its range
-    if name.endswith(".ima.gz"):  # a raw 256x256 little-endian 16-bit MRI slice (matplotlib's own example reads it so)
-        with gzip.open(cbook.get_sample_data(name, asfileobj=False)) as f:
-            return np.frombuffer(f.read(), np.dtype("<u2")).reshape(256, 256).astype(np.float32)
-    from skimage import io
-
-    return io.imread(cbook.get_sample_data(name, asfileobj=False))
-
-
-def load_matplotlib_samples(names: Sequence[str] = MATPLOTLIB_SAMPLES) -> tuple[list[SourceImage], dict[str, str]]:
-    """matplotlib's bundled sample images that load here (offline), and ``{name: why not}`` for the rest."""
-    images, failed = [], {}
-    for name in names:
-        try:
-            images.append(SourceImage(f"matplotlib:{name}", to_unit_gray(_read_matplotlib_sample(name), name)))
-        except Exception as err:  # noqa: BLE001 - a missing sample file or an unreadable one, one message
-            failed[f"matplotlib:{name}"] = f"{type(err).__name__}: {' '.join(str(err).split())[:160]}"
     return images, failed
 
 
@@ -396,8 +364,16 @@ def load_sources(images_dir: Optional[Path | str] = None) -> tuple[list[SourceIm
     if images_dir is not None:
         images, repeated = distinct_images(load_folder(images_dir))
         return images, repeated, f"{len(images)} distinct images from {images_dir}"
+    from bench.quality.samples import read_matplotlib_samples
+
     photos, failed = load_skimage_photos()
-    samples, failed_mpl = load_matplotlib_samples()
+    raw, failed_mpl = read_matplotlib_samples()
+    samples = []
+    for name, pixels in raw:
+        try:
+            samples.append(SourceImage(name, to_unit_gray(pixels, name)))
+        except ValueError as err:
+            failed_mpl[name] = str(err)
     images, repeated = distinct_images(photos + samples)
     if len(images) < 2:
         raise ValueError("fewer than 2 of the bundled images could be loaded: "

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from bench.quality.baselines import LEARNED_MARGIN_DB
+from bench.quality.columns import QUALITY_COLUMNS  # noqa: F401 - the columns of quality.csv, re-exported
 from bench.quality.pareto import with_pareto
 from bench.quality.verdicts import (  # noqa: F401 - re-exported: the report's verdicts live there
     NOT_LEARNED, VERDICT_COLUMNS, _learned, _missing, case_margins, load_quality_claims, seed_quality_verdicts, step_mismatch,
@@ -41,63 +42,6 @@ QUALITY_CSV, CURVES_CSV, STRIPS_NPZ, META_JSON, REPORT_MD, VERDICTS_CSV, IMAGES_
 IMAGE_COLUMNS = ["predictor", "size", "seed", "image", "mse"]  # quality_images.csv: one MSE per predictor, seed and held-out image
 
 EARLY_STEPS = 100  # below this many steps a verdict is flagged as about early training
-
-# column -> (unit, meaning); one row per case in quality.csv
-QUALITY_COLUMNS: dict[str, tuple[str, str]] = {
-    "run_id": ("", "run"),
-    "case_id": ("", "family-preset-size[-zLATENT]-precision[-attention]-bBATCH"),
-    "case_key": ("", "the speed suite's key of the case trained"),
-    "family": ("", "model family"), "preset": ("", "preset"), "size": ("WxH", "crop size"),
-    "latent": ("values", "latent dimension as built (nominal)"),
-    "effective_latent": ("values", "numbers the latent can carry: min(latent, width of the vector the linear map into it reads)"),
-    "tokenizer": ("", "transformer tokenizer"),
-    "precision": ("", "precision"), "attention": ("", "attention kernel requested (does not change the result)"),
-    "batch": ("images", "training batch"),
-    "params": ("", "parameters"),
-    "budget_steps": ("steps", "step budget (empty for a time budget)"),
-    "budget_seconds": ("s", "time budget (empty for a step budget)"),
-    "steps": ("steps", "optimizer steps taken"),
-    "train_s": ("s", "training clock (evaluations excluded)"),
-    "eval_s": ("s", "time spent evaluating the curve (not in train_s)"),
-    "images_per_s": ("images/s", "training throughput during the budget"),
-    "peak_mib": ("MiB", "peak memory of two training steps: CUDA allocator peak, or a fresh process's peak RSS on a CPU"),
-    "rss_base_mib": ("MiB", "CPU: that process's RSS before the model was built (Python and torch)"),
-    "peak_source": ("", "what peak_mib measures"),
-    "heldout_mse_init": ("", "held-out MSE of the untrained model (curve crops, unclipped)"),
-    "heldout_mse_final": ("", "held-out MSE after the budget (curve crops, unclipped)"),
-    "mse": ("", "MSE pooled over held-out images (each image's crops averaged first; reconstruction clipped to [0, 1])"),
-    "psnr_db": ("dB", "headline: PSNR of the pooled MSE, 10 log10(1 / mse), data_range 1"),
-    "psnr_image_db": ("dB", "mean over held-out images of each image's own PSNR (its crops' MSE pooled)"),
-    "psnr_crop_db": ("dB", "mean over held-out crops of PSNR (dominated by near-flat crops; for reference)"),
-    "ssim": ("", "mean over held-out crops of SSIM, data_range 1"),
-    "embed_spearman_init": ("", "Spearman(window distance, latent cosine similarity), untrained; negative = good"),
-    "embed_spearman": ("", "the same after training"),
-    "embed_windows": ("windows", "windows embedded"), "embed_images": ("images", "held-out bands slid along"),
-    "n_train_crops": ("crops", "training crops"), "n_heldout_crops": ("crops", "held-out crops scored"),
-    "n_train_images": ("images", "source images the training crops come from"),
-    "n_heldout_images": ("images", "held-out source images (no pixel of them is trained on)"),
-    "baseline_train_mean_db": ("dB", "baseline on the same held-out crops: every pixel = the training crops' mean"),
-    "baseline_crop_mean_db": ("dB", "baseline: every pixel = that crop's own mean (one number per crop), pooled MSE"),
-    "baseline_crop_mean_ssim": ("", "SSIM of the crop-mean baseline"),
-    "baseline_crop_mean_curve_mse": ("", "MSE of the crop-mean baseline on the loss curve's crops (the curve's floor to beat)"),
-    "baseline_downsample_db": ("dB", "baseline: area-downsampled to at most `effective_latent` cells, bilinear back"),
-    "baseline_downsample_grid": ("WxH cells", "the downsample baseline's grid"),
-    "baseline_pca_db": ("dB", "baseline: the first `latent` principal components of training crops (capped, see components)"),
-    "baseline_pca_components": ("components", "PCA components used (at most the crops fitted on - 1)"),
-    "baseline_latent_db": ("dB", "the better of the downsample and PCA baselines at `effective_latent`, pooled MSE: what as many numbers buy trivially"),
-    "baseline_latent_kind": ("", "which baseline that is: downsample or pca"),
-    "margin_crop_mean_db": ("dB", "psnr_db - baseline_crop_mean_db"),
-    "margin_latent_db": ("dB", "psnr_db - baseline_latent_db"),
-    "learned": ("", f"true when margin_crop_mean_db >= {LEARNED_MARGIN_DB:g} dB; models that did not learn get no verdict"),
-    "seed": ("", "training seed (weights and batch order; the crops are the same for every seed)"), "lr": ("", "AdamW peak learning rate"),
-    "warmup_steps": ("steps", "linear warm-up"), "schedule": ("", "cosine (decay over the budget) or constant"),
-    "lr_final": ("", "learning rate of the last step"),
-    "device": ("", "cpu or cuda"), "device_name": ("", "device"), "torch": ("", "torch version"),
-    "threads": ("", "torch CPU threads"),
-    "status": ("", "ok, oom, unsupported, error"), "reason": ("", "why, when not ok"),
-    "timestamp": ("", "UTC, when the case finished"),
-}
-
 
 def baseline_predictor(name: str, size: str, latent: Any) -> str:
     """The ``predictor`` of a baseline in quality_images.csv: ``baseline:crop_mean:201x201:128``."""
