@@ -1,6 +1,7 @@
 """The quality scenario: real-image data and its split, the metrics, budgeted training, the report."""
 
 import argparse
+import hashlib
 import math
 
 import matplotlib.image
@@ -13,7 +14,8 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from bench.core.cases import Case
 from bench.quality.dataset import (
-    MAX_UPSCALE, SKIMAGE_PHOTOS, Rect, SourceImage, load_folder, load_skimage_photos, make_split, required_scale, to_unit_gray,
+    MAX_UPSCALE, SKIMAGE_PHOTOS, PreparedImage, Rect, SourceImage, load_folder, load_skimage_photos, load_sources, make_split, required_scale,
+    to_unit_gray,
 )
 from bench.trackers.device import device_facts
 from bench.quality.embeddings import neighbour_similarity, spearman
@@ -21,7 +23,6 @@ from bench.quality.metrics import reconstruction_metrics
 from bench.quality.command import add_quality_args, run_quality_command
 from bench.quality.run import quality_cases, run_quality_case
 from bench.quality.pareto import pareto_mask
-from bench.quality.report import seed_quality_verdicts
 from bench.core.steps import build_for
 from bench.quality.defaults import DEFAULT_LR
 from bench.quality.training import Budget, Schedule, heldout_mse, train_for_budget
@@ -67,20 +68,64 @@ def test_bundled_photographs_load_offline():
         assert 0.0 <= im.pixels.min() and im.pixels.max() <= 1.0
 
 
-@pytest.mark.parametrize("crop_hw", [(201, 201), (152, 1280), (152, 640)])
-def test_no_heldout_crop_overlaps_a_training_crop(photos, crop_hw):
-    split = make_split(photos, crop_hw, train_per_image=40, heldout_per_image=6, seed=3)
-    train, heldout = split.train.rects, split.heldout.rects
-    assert len(heldout) == 6 * len(split.images) and len(train) == 40 * len(split.images)
-    assert not [(t, h) for t in train for h in heldout if t.overlaps(h)]
-    for rect in train + heldout:
-        image = split.images[rect.image]
-        assert (rect.height, rect.width) == crop_hw
-        assert 0 <= rect.left and rect.left + rect.width <= image.pixels.shape[1]
-        if rect in heldout:
-            assert rect.top >= image.heldout_top and rect.top + rect.height <= image.pixels.shape[0]
-        else:  # the gap rows between the bands belong to neither side
-            assert rect.top >= 0 and rect.top + rect.height <= image.train_rows <= image.heldout_top - split.gap
+@pytest.fixture(scope="module")
+def all_sources():
+    images, _, _ = load_sources()
+    return images
+
+
+def _crop_image_digests(dataset) -> set:
+    """The content hash of the source image every crop of ``dataset`` was cut from, hashed here from its pixels."""
+    return {hashlib.sha256(dataset.images[r.image].pixels.tobytes()).hexdigest() for r in dataset.rects}
+
+
+@pytest.mark.parametrize("crop_hw", [(201, 201), (152, 1280), (152, 896)])
+def test_no_source_image_gives_crops_to_both_splits(all_sources, crop_hw):
+    split = make_split(all_sources, crop_hw, train_per_image=8, heldout_per_image=4, seed=3)
+    train, heldout = _crop_image_digests(split.train), _crop_image_digests(split.heldout)
+    assert train and heldout and not train & heldout
+    assert {im.name for im in split.train_images}.isdisjoint(im.name for im in split.heldout_images)
+
+
+def test_a_repeated_array_is_one_image_whatever_its_names():
+    base = [SourceImage(f"img{i}", smooth_image(210, 220, i)) for i in range(6)]
+    twins = base + [SourceImage(f"copy-of-{s.name}", s.pixels.copy()) for s in base]  # every array twice, other names
+    split = make_split(twins, (201, 201), train_per_image=2, heldout_per_image=1)
+    assert len(split.images) == 6 and set(split.dropped) == {f"copy-of-img{i}" for i in range(6)}
+    assert not _crop_image_digests(split.train) & _crop_image_digests(split.heldout)
+
+
+def test_cat_and_chelsea_are_one_array(all_sources):
+    names = {s.name for s in all_sources}
+    assert ("cat" in names) != ("chelsea" in names)
+    digests = [s.digest for s in all_sources]
+    assert len(digests) == len(set(digests))
+
+
+def test_about_a_third_of_the_images_is_held_out_and_the_choice_ignores_names_and_order():
+    sources = [SourceImage(f"img{i}", smooth_image(210, 220, i)) for i in range(9)]
+    held = {im.digest for im in make_split(sources, (201, 201), 1, 1).heldout_images}
+    renamed = [SourceImage(f"z{i}", s.pixels) for i, s in enumerate(reversed(sources))]
+    assert len(held) == 3 and held == {im.digest for im in make_split(renamed, (201, 201), 1, 1).heldout_images}
+
+
+def test_images_are_upscaled_by_at_most_two():
+    needs_two = SourceImage("needs-2x", smooth_image(100, 200, 1))      # 201x201 crops: exactly 2.01x -> dropped
+    fits = SourceImage("fits", smooth_image(101, 101, 2))               # 201/101 = 1.99x -> kept, upscaled
+    others = [SourceImage(f"big{i}", smooth_image(240, 240, 10 + i)) for i in range(5)]
+    split = make_split([needs_two, fits] + others, (201, 201), 1, 1)
+    assert "needs-2x" in split.dropped and "2.01x" in split.dropped["needs-2x"]
+    kept = {im.name: im for im in split.images}
+    assert kept["fits"].scale == pytest.approx(201 / 101) and kept["fits"].pixels.shape[0] >= 201
+    assert max(im.scale for im in split.images) <= MAX_UPSCALE == 2.0
+
+
+def test_heldout_crops_are_spread_over_each_heldout_image():
+    sources = [SourceImage(f"img{i}", smooth_image(300, 500, i)) for i in range(3)]
+    split = make_split(sources, (100, 100), train_per_image=2, heldout_per_image=4)
+    rects = split.heldout.rects
+    assert len(rects) == 4 and len({(r.top, r.left) for r in rects}) == 4
+    assert {r.top for r in rects} == {0, 200} and {r.left for r in rects} == {0, 400}  # corner to corner
 
 
 def test_rect_overlap_is_shared_pixels():
@@ -91,27 +136,16 @@ def test_rect_overlap_is_shared_pixels():
 
 
 def test_split_is_the_same_for_the_same_seed(photos):
-    one, two = make_split(photos, (152, 640), seed=7), make_split(photos, (152, 640), seed=7)
+    one, two = make_split(photos, (152, 256), seed=7), make_split(photos, (152, 256), seed=7)
     assert one.train.rects == two.train.rects and one.heldout.rects == two.heldout.rects
-    assert make_split(photos, (152, 640), seed=8).train.rects != one.train.rects
-
-
-def test_small_images_are_upscaled_until_wide_crops_fit(photos):
-    camera = next(p for p in photos if p.name == "camera")  # 512x512
-    split = make_split([camera], (152, 1280))
-    image = split.images[0]
-    assert image.scale == pytest.approx(1280 / 512)
-    assert image.pixels.shape[1] >= 1280 and image.pixels.shape[0] - image.heldout_top >= 152
-    crop = split.heldout[0]
-    assert crop.shape == (1, 152, 1280) and crop.dtype == torch.float32
-    assert 0.0 <= float(crop.min()) and float(crop.max()) <= 1.0
+    assert make_split(photos, (152, 256), seed=8).train.rects != one.train.rects
 
 
 def test_an_image_needing_too_much_upscaling_is_refused():
     tiny = SourceImage("tiny", smooth_image(40, 60, 0))
     assert required_scale((40, 60), (152, 1280)) > MAX_UPSCALE
-    with pytest.raises(ValueError, match="no image is large enough for 1280x152 crops"):
-        make_split([tiny], (152, 1280))
+    with pytest.raises(ValueError, match="large enough for 1280x152 crops"):
+        make_split([tiny, SourceImage("tiny2", smooth_image(40, 60, 1))], (152, 1280))
 
 
 def test_folder_loader_reads_grey_rgb_and_16_bit_pngs(image_folder):
@@ -122,7 +156,8 @@ def test_folder_loader_reads_grey_rgb_and_16_bit_pngs(image_folder):
         assert im.pixels.dtype == np.float32 and im.pixels.min() >= 0 and im.pixels.max() <= 1
     assert images[2].pixels.max() > 0.99  # 16-bit scaled by its dtype's range (65535), not clipped at 255
     split = make_split(images, (64, 64), train_per_image=4, heldout_per_image=1)
-    assert split.train.stack().shape == (12, 1, 64, 64)
+    assert split.train.stack().shape == (4 * len(split.train_images), 1, 64, 64)
+    assert len(split.train_images) + len(split.heldout_images) == 3 and len(split.heldout_images) == 1
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
@@ -195,8 +230,8 @@ class _AngleEmbedding(torch.nn.Module):
 
 def test_a_position_faithful_embedding_scores_minus_one():
     ramp = np.tile(np.linspace(0, 1, 400, dtype=np.float32), (200, 1))
-    split = make_split([SourceImage("ramp", ramp)], (32, 32), train_per_image=1, heldout_per_image=1)
-    check = neighbour_similarity(_AngleEmbedding(), split.images, (32, 32), CPU)
+    held_out = PreparedImage("ramp", ramp, 1.0, True, "ramp")  # a whole held-out image
+    check = neighbour_similarity(_AngleEmbedding(), [held_out], (32, 32), CPU)
     assert check.spearman < -0.99  # -1 but for rounding among pairs at equal distances
     assert check.windows == 12
 
@@ -228,7 +263,7 @@ def test_two_seconds_of_training_train_for_two_seconds_and_change_the_model(phot
 
 
 def test_evaluation_time_is_not_training_time(photos):
-    split = make_split(photos[:2], (64, 64), train_per_image=8, heldout_per_image=2)
+    split = make_split(photos, (64, 64), train_per_image=8, heldout_per_image=2)
     model = build_for(Case("cnn", "tiny", "64x64", mode="train"), CPU)
     result = train_for_budget(model, split.train, split.heldout.stack(), Budget(steps=4, eval_every=1), CPU, batch=4)
     assert [p.step for p in result.curve] == [0, 1, 2, 3, 4]
@@ -251,34 +286,40 @@ def test_pareto_front_keeps_undominated_cases():
     assert pareto_mask(pd.Series([100.0, 50.0, 80.0]), pd.Series([25.0, 20.0, 19.0]), maximise=False).tolist() == [True, True, False]
 
 
-def _row(family, preset, psnr):
-    return {"family": family, "preset": preset, "size": "201x201", "latent": 128, "precision": "fp32", "batch": 8,
-            "psnr_db": psnr, "ssim": 0.5, "status": "ok", "case_id": f"{family}-{preset}", "baseline_crop_mean_db": 17.0,
-            "learned": True}
+SMALL_MATRIX = """description = "a 64x64 quality matrix for tests"
+[[group]]
+families = ["transformer", "cnn"]
+presets = ["tiny"]
+sizes = ["64x64"]
+latents = [128]
+precisions = ["fp32"]
+attention = ["flash"]
+modes = ["train"]
+batch = [8]
+"""
 
 
-@pytest.mark.parametrize("preset, transformer_psnr, verdict", [
-    ("small", 20.6, "holds"), ("small", 20.4, "does not hold"),   # "Better": more than 0.5 dB above the CNN
-    ("tiny", 19.6, "holds"), ("tiny", 19.4, "does not hold"),     # "Good": not more than 0.5 dB below
-])
-def test_seed_quality_verdicts_follow_the_noise_rule(preset, transformer_psnr, verdict):
-    rows = pd.DataFrame([_row("cnn", preset, 20.0), _row("transformer", preset, transformer_psnr)])
-    lines = seed_quality_verdicts(rows)
-    line = lines[lines["configuration"] == f"Transformer ({preset})"].iloc[0]
-    assert line["verdict"] == verdict
-    assert line["delta_psnr_db"] == pytest.approx(transformer_psnr - 20.0)
+@pytest.fixture
+def small_matrix(tmp_path):
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL_MATRIX)
+    return str(path)
 
 
-def test_quality_command_writes_table_plots_and_report(image_folder, tmp_path):
+def test_quality_command_writes_table_plots_and_report(image_folder, tmp_path, small_matrix):
     parser = argparse.ArgumentParser()
     add_quality_args(parser)
     out = tmp_path / "run"
-    args = parser.parse_args(["--families", "transformer", "--presets", "tiny", "--sizes", "64x64", "--latents", "128",
+    args = parser.parse_args(["--matrix", small_matrix, "--families", "transformer", "--presets", "tiny", "--sizes", "64x64", "--latents", "128",
                               "--batch", "8", "--device", "cpu", "--budget-steps", "3", "--images", str(image_folder),
-                              "--out", str(out)])
+                              "--seeds", "0,1", "--out", str(out)])
     assert run_quality_command(args) == 0
     rows = pd.read_csv(out / "quality.csv")
-    assert rows["status"].tolist() == ["ok"] and rows["steps"].tolist() == [3]
+    assert rows["status"].tolist() == ["ok", "ok"] and rows["steps"].tolist() == [3, 3] and rows["seed"].tolist() == [0, 1]
+    per_image = pd.read_csv(out / "quality_images.csv")
+    mine = per_image[per_image["predictor"] == rows["case_id"].iloc[0]]
+    assert sorted(mine["seed"].unique()) == [0, 1] and mine["image"].nunique() == rows["n_heldout_images"].iloc[0] == 1
+    assert per_image["predictor"].str.startswith("baseline:crop_mean:64x64:").any()
     assert rows["psnr_db"].notna().all() and rows["peak_mib"].gt(0).all()
     for name in ("quality.md", "quality_curves.csv"):
         assert (out / name).stat().st_size > 0, name
@@ -287,7 +328,7 @@ def test_quality_command_writes_table_plots_and_report(image_folder, tmp_path):
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100, (name, image.shape)
         assert image[..., :3].std() > 0.01, f"{name} is blank"  # something was drawn on it
     curves = pd.read_csv(out / "quality_curves.csv")
-    assert curves["step"].max() == 3 and curves["heldout_mse"].notna().all()
+    assert sorted(curves["seed"].unique()) == [0, 1] and curves["step"].max() == 3 and curves["heldout_mse"].notna().all()
     report = (out / "quality.md").read_text()
     assert "The seed's Quality column, measured" in report and "Pareto" in report and "Did the models learn?" in report
     for column in ("psnr_db", "baseline_crop_mean_db", "baseline_latent_db", "margin_crop_mean_db", "learned"):
@@ -295,21 +336,22 @@ def test_quality_command_writes_table_plots_and_report(image_folder, tmp_path):
     assert rows["margin_crop_mean_db"].iloc[0] == pytest.approx(rows["psnr_db"].iloc[0] - rows["baseline_crop_mean_db"].iloc[0])
     verdicts = pd.read_csv(out / "quality_verdicts.csv")
     assert list(verdicts.columns[:4]) == ["claim", "size", "verdict", "reason"]
-    assert set(verdicts["verdict"]) <= {"holds", "does not hold", "not judged"}
+    assert set(verdicts["verdict"]) <= {"holds", "does not hold", "not shown", "not judged"}
 
 
-def test_quality_command_trains_for_the_default_step_budget_when_given_none(image_folder, tmp_path, monkeypatch):
+def test_quality_command_trains_for_the_default_step_budget_when_given_none(image_folder, tmp_path, monkeypatch, small_matrix):
     from bench.quality import command
 
     monkeypatch.setattr(command, "DEFAULT_STEPS", 2)
     parser = argparse.ArgumentParser()
     add_quality_args(parser)
     out = tmp_path / "run"
-    args = parser.parse_args(["--families", "cnn", "--presets", "tiny", "--sizes", "64x64", "--latents", "128", "--batch", "8",
+    args = parser.parse_args(["--matrix", small_matrix, "--families", "cnn", "--presets", "tiny", "--sizes", "64x64", "--latents", "128", "--batch", "8",
                               "--device", "cpu", "--images", str(image_folder), "--out", str(out)])
     assert run_quality_command(args) == 0
     rows = pd.read_csv(out / "quality.csv")
-    assert rows["steps"].tolist() == [2] and rows["budget_steps"].tolist() == [2] and rows["budget_seconds"].isna().all()
+    assert rows["steps"].tolist() == [2] * 3 and rows["budget_steps"].tolist() == [2] * 3 and rows["budget_seconds"].isna().all()
+    assert rows["seed"].tolist() == [0, 1, 2]  # three seeds unless told otherwise
 
 
 @pytest.mark.parametrize("option, value, message", [("--lr", "0", "bad learning rate 0.0"),
@@ -339,7 +381,7 @@ def test_a_time_budget_decays_the_rate_over_its_seconds(clocked):
 
 
 def test_a_failing_case_becomes_an_error_row(photos):
-    split = make_split(photos[:1], (64, 64), train_per_image=2, heldout_per_image=1)
+    split = make_split(photos, (64, 64), train_per_image=2, heldout_per_image=1)
     case = Case("transformer", "tiny", "64x64", attention="flash", mode="train")
     bad = run_quality_case(case, split, Budget(steps=1), CPU, device_facts(CPU), lr=float("nan"))
     assert bad.row["status"] == "error" and "bad learning rate nan" in bad.row["reason"]
@@ -374,7 +416,7 @@ def clocked(monkeypatch, photos):
     monkeypatch.setattr(training, "time", clock)
     monkeypatch.setattr(training, "train_step", step)
     monkeypatch.setattr(training, "heldout_mse", evaluate)
-    split = make_split(photos[:1], (64, 64), train_per_image=4, heldout_per_image=1)
+    split = make_split(photos, (64, 64), train_per_image=4, heldout_per_image=1)
     model = build_for(Case("cnn", "tiny", "64x64", mode="train"), CPU)
 
     def run(budget: Budget):
@@ -397,3 +439,43 @@ def test_a_time_budget_is_spent_on_training_however_long_evaluations_take(clocke
     result = clocked(Budget(seconds=3.0, eval_every=1))
     assert result.steps == 3 and result.train_s == pytest.approx(3.0)
     assert [p.step for p in result.curve] == [0, 1, 2, 3]
+
+
+# -- selection and provenance -------------------------------------------------------------------------
+
+def _listed(capsys, *argv):
+    parser = argparse.ArgumentParser()
+    add_quality_args(parser)
+    assert run_quality_command(parser.parse_args(["--list", "--device", "cpu", *argv])) == 0
+    return [line for line in capsys.readouterr().out.splitlines() if line.startswith(("transformer-", "cnn-"))]
+
+
+def test_sizes_and_latents_narrow_the_matrix_and_never_add_cases(capsys):
+    whole = _listed(capsys)
+    wide = _listed(capsys, "--sizes", "1280x152")
+    assert wide == [c for c in whole if "-1280x152-" in c] and all("-z128-" in c and c.endswith("-b4") for c in wide)
+    big = _listed(capsys, "--latents", "1024")
+    assert big == [c for c in whole if "-z1024-" in c] and all("-201x201-" in c for c in big)
+
+
+def test_a_size_the_matrix_does_not_have_is_a_one_line_error():
+    parser = argparse.ArgumentParser()
+    add_quality_args(parser)
+    with pytest.raises(ValueError, match=r"--sizes: 640x152 is not in matrix 'quality' \(it has: 201x201, 1280x152\)"):
+        run_quality_command(parser.parse_args(["--list", "--device", "cpu", "--sizes", "640x152"]))
+
+
+@pytest.mark.parametrize("porcelain, dirty, text", [(" M bench/x.py\n", True, "commit abc1234 + uncommitted changes"),
+                                                    ("", False, "commit abc1234")])
+def test_provenance_says_when_the_code_differs_from_its_commit(monkeypatch, porcelain, dirty, text):
+    import subprocess
+
+    from bench.runs import provenance
+
+    def fake_run(cmd, **kwargs):
+        out = "abc1234\n" if "rev-parse" in cmd else porcelain
+        return subprocess.CompletedProcess(cmd, 0, out, "")
+
+    monkeypatch.setattr(provenance.subprocess, "run", fake_run)
+    state = provenance.source_state()
+    assert state == {"commit": "abc1234", "dirty": dirty} and provenance.source_text(state) == text

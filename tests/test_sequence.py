@@ -266,12 +266,90 @@ def test_rows_give_every_run_of_consecutive_windows():
     assert seqs[1, :, 0].tolist() == [1.0, 2.0, 3.0]
 
 
-def test_the_bootstrap_resamples_whole_rows():
+def test_the_bootstrap_resamples_whole_images():
     from bench.sequence.downstream import bootstrap_interval
 
     values = np.array([1.0, 1.0, 1.0, -1.0])
     low, high = bootstrap_interval(values, np.array([0, 0, 0, 1]), seed=0)
-    assert low == pytest.approx(-1.0) and high == pytest.approx(1.0)  # two rows: either one alone, or both
+    assert low == pytest.approx(-1.0) and high == pytest.approx(1.0)  # two images: either one alone, or both
+
+
+def _result(diff, low, high, spread=0.0, baseline="ridge"):
+    from bench.sequence.downstream import DownstreamResult
+
+    return DownstreamResult("cnn", "tiny", 128, (152, 640), 64, 4, seeds=3, images=6, baseline=baseline, diff=diff,
+                            diff_low=low, diff_high=high, seed_spread=spread)
+
+
+@pytest.mark.parametrize("diff, low, high, spread, verdict", [
+    (-0.2, -0.5, +0.1, 0.05, "no difference shown"),     # the interval reaches 0 (a verdict on diff_low alone says "beats")
+    (+0.2, -0.1, +0.5, 0.05, "no difference shown"),     # the mirror image (a verdict on diff_high alone says "beats")
+    (-0.3, -0.5, -0.1, 0.05, "LSTM beats ridge"),
+    (+0.3, +0.1, +0.5, 0.05, "ridge beats the LSTM"),
+    (-0.3, -0.5, -0.1, 0.40, "no difference shown"),     # clear of 0, but within the seed spread
+    (+0.3, +0.1, +0.5, 0.40, "no difference shown"),
+    (-0.3, math.nan, -0.1, 0.05, "not scored"),
+    (-0.3, -0.5, math.nan, 0.05, "not scored"),
+])
+def test_the_downstream_verdict_needs_the_interval_past_zero_and_the_seed_spread(diff, low, high, spread, verdict):
+    assert _result(diff, low, high, spread).verdict == verdict
+
+
+def test_the_verdict_names_the_baseline_it_was_judged_against():
+    assert _result(-0.3, -0.5, -0.1, baseline="repeat-last").verdict == "LSTM beats repeat-last"
+
+
+def test_the_ridge_predictor_recovers_a_linear_step_exactly():
+    from bench.sequence.downstream import Ridge, fit_ridge
+
+    rng = np.random.default_rng(0)
+    weight = torch.from_numpy(rng.normal(size=(4, 4)) * 0.4).float()
+    z = [torch.from_numpy(rng.normal(size=4)).float()]
+    for _ in range(40):
+        z.append(z[-1] @ weight + 0.5)
+    seqs = torch.stack(z).unfold(0, 5, 1).permute(0, 2, 1)  # (36, 5, 4)
+    ridge = Ridge.fit(seqs, 1e-6)
+    assert torch.allclose(ridge.predict(seqs), seqs[:, 1:], atol=1e-3)
+    wide = Ridge.fit(seqs[:1].repeat(1, 1, 3), 1e-6)  # more dimensions (12) than pairs (4): the dual form
+    assert torch.allclose(wide.predict(seqs[:1].repeat(1, 1, 3)), seqs[:1, 1:].repeat(1, 1, 3), atol=1e-3)
+    chosen = fit_ridge(seqs, [f"img{i % 4}" for i in range(len(seqs))])
+    assert chosen.penalty == min(chosen.penalty, 1e-2) and torch.allclose(chosen.predict(seqs), seqs[:, 1:], atol=0.05)
+
+
+def test_the_autoencoder_trains_for_its_step_budget_and_rows_record_the_steps():
+    from bench.quality.dataset import SourceImage, make_split, sample_rects, CropDataset
+    from bench.sequence.downstream import train_autoencoder
+
+    rng = np.random.default_rng(0)
+    images = make_split([SourceImage(f"s{i}", rng.random((40, 60)).astype(np.float32)) for i in range(3)], (16, 32), 1, 1).images
+    crops = CropDataset(images, sample_rects(images, (16, 32), 6, heldout=False, rng=rng))
+    model = build_model("cnn", "tiny", (16, 32), latent_dim=128)
+    steps, seconds, losses, _, _ = train_autoencoder(model, crops, crops.stack()[:2], CPU, seed=0, steps=7)
+    assert steps == 7 == len(losses) and seconds > 0  # 6 crops, batch 8: seven epochs of one step each
+    with pytest.raises(ValueError, match="exactly one budget"):
+        train_autoencoder(model, crops, crops.stack()[:2], CPU, seed=0, steps=3, seconds=1.0)
+
+
+def test_a_warning_when_compared_autoencoders_trained_different_steps():
+    from bench.sequence.output import step_warning
+
+    same, other = _result(-0.3, -0.5, -0.1), _result(-0.3, -0.5, -0.1)
+    same.ae_steps = same.ae_steps_max = other.ae_steps = other.ae_steps_max = 100
+    assert step_warning([same, other]) == ""
+    other.ae_steps = 37
+    assert "37, 100" in step_warning([same, other])
+
+
+def test_training_and_heldout_rows_come_from_different_images():
+    from bench.quality.dataset import SourceImage, make_split
+    from bench.sequence.downstream import sample_rows
+
+    rng = np.random.default_rng(1)
+    images = make_split([SourceImage(f"s{i}", rng.random((50, 80)).astype(np.float32)) for i in range(6)], (16, 48), 1, 1).images
+    _, train = sample_rows(images, 16, 3, False, rng)
+    _, held = sample_rows(images, 16, 3, True, rng)
+    assert train and held and not set(train) & set(held)
+    assert set(held) == {im.name for im in images if im.heldout}
 
 
 def test_a_small_downstream_check_trains_the_lstm_and_scores_it(tmp_path):
@@ -280,22 +358,26 @@ def test_a_small_downstream_check_trains_the_lstm_and_scores_it(tmp_path):
     from bench.sequence.output import write_outputs
 
     rng = np.random.default_rng(0)
-    sources = [SourceImage(f"s{i}", rng.random((160, 200)).astype(np.float32)) for i in range(2)]
+    sources = [SourceImage(f"s{i}", rng.random((60, 100)).astype(np.float32)) for i in range(6)]
     images = make_split(sources, (16, 48), 1, 1).images
-    r = run_downstream("cnn", "tiny", 128, images, CPU, window=(16, 32), step=4, context=3, ae_seconds=0.2, lstm_steps=20,
-                       train_rows=2, heldout_rows=2)
-    assert r.lstm_steps == 20 and len(r.curve) == 11 and r.curve[-1].step == 20
-    assert all(math.isfinite(v) for v in (r.lstm_mse, r.repeat_mse, r.mean_mse, r.pixel_lstm_mse, r.pixel_floor_mse))
-    assert r.diff_low <= r.lstm_mse - r.repeat_mse <= r.diff_high or r.heldout_sequences < 3
+    r = run_downstream("cnn", "tiny", 128, images, CPU, seeds=(0, 1), window=(16, 32), step=4, context=3, ae_steps=3,
+                       lstm_steps=20, train_rows=2, heldout_rows=2)
+    assert r.lstm_steps == 20 and len(r.curve) == 11 and r.curve[-1].step == 20 and r.ae_steps == r.ae_steps_max == 3
+    assert r.seeds == 2 and r.images == 2 and r.baseline in ("repeat-last", "ridge")
+    assert all(math.isfinite(v) for v in (r.lstm_mse, r.repeat_mse, r.ridge_mse, r.mean_mse, r.pixel_lstm_mse,
+                                          r.pixel_ridge_mse, r.pixel_floor_mse, r.seed_spread))
+    assert r.diff == pytest.approx(r.lstm_mse - min(r.repeat_mse, r.ridge_mse), abs=1e-6)
     md = write_outputs(tmp_path, [r], dict(command="python -m bench downstream (test)", when="now", device="cpu",
-                                           torch=torch.__version__, commit="x", seconds=1.0, data="noise", dropped="",
-                                           ae_seconds=0.2))
-    assert "| cnn | 128 |" in md.read_text()
+                                           torch=torch.__version__, commit="x", dirty=False, seconds=1.0, data="noise",
+                                           dropped="", ae_steps=3, seeds=[0, 1]))
+    text = md.read_text()
+    assert "| cnn | 128 | 3 |" in text and "ridge" in text and "commit x" in text
     assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "curves.csv").exists()
 
 
 @pytest.mark.parametrize("argv, option", [(["--latents", "100"], "--latents"), (["--lstm-steps", "0"], "--lstm-steps"),
-                                          (["--window", "640"], "640")])
+                                          (["--window", "640"], "640"), (["--ae-steps", "0"], "--ae-steps"),
+                                          (["--seeds", "1,1"], "--seeds")])
 def test_bad_downstream_options_are_one_line_and_exit_2(argv, option, capsys):
     from bench.cli import main
 

@@ -122,3 +122,20 @@ def case_listing(cases: list[Case]) -> str:
     lines = [case.id + (f"    [skip: {case.skip}]" if case.skip else "") for case in cases]
     lines.append(f"{len(cases)} cases, {sum(1 for c in cases if c.skip)} to be recorded as unsupported")
     return "\n".join(lines)
+
+
+def narrow_cases(cases: list[Case], get_axis: Callable[[str], Optional[str]], matrix: str = "the matrix") -> list[Case]:
+    """Keep the cases whose value on every given axis is one of the option's values: the options narrow
+    the matrix (a group never gains a size or latent it does not define). A value no case has is a
+    ValueError naming the values the matrix has."""
+    for axis, field in AXES.items():
+        text = get_axis(axis)
+        if not text:
+            continue
+        wanted = parse_axis_values(axis, text)
+        have = list(dict.fromkeys(getattr(c, field) for c in cases))
+        unknown = [v for v in wanted if v not in have]
+        if unknown:
+            raise ValueError(f"--{axis}: {unknown[0]} is not in {matrix} (it has: {', '.join(map(str, have))})")
+        cases = [c for c in cases if getattr(c, field) in wanted]
+    return cases

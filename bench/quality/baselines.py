@@ -129,6 +129,7 @@ class BaselineScores:
     pca: Optional[ImageMetrics]
     pca_components: int
     latent: int
+    crop_mse: dict = None  # name ("crop_mean", "downsample", "pca") -> per held-out crop MSE (N,), for per-image statistics
 
     @property
     def latent_best(self) -> ImageMetrics:
@@ -161,16 +162,30 @@ def baseline_scores(heldout: np.ndarray, latent: int, train_mean: float, pca: Op
         if pca.mean.shape[0] != heldout[0].size:
             raise ValueError(f"the PCA was fitted on images of {pca.mean.shape[0]} pixels, the held-out crops have {heldout[0].size}")
         k = min(latent, pca.components.shape[0])
-        pca_scores = score(heldout, PCA(pca.mean, pca.components[:k], pca.fitted_on).reconstruct(heldout))
+        pca_pred = PCA(pca.mean, pca.components[:k], pca.fitted_on).reconstruct(heldout)
+        pca_scores = score(heldout, pca_pred)
+    mean_pred, down_pred = crop_mean_predictor(heldout), downsample_predictor(heldout, latent)
+    train_pred = constant_predictor(heldout, train_mean)
+    crop_mse = {"train_mean": crop_mse_of(heldout, train_pred), "crop_mean": crop_mse_of(heldout, mean_pred),
+                "downsample": crop_mse_of(heldout, down_pred)}
+    if pca is not None:
+        crop_mse["pca"] = crop_mse_of(heldout, pca_pred)
     return BaselineScores(
-        train_mean=score(heldout, constant_predictor(heldout, train_mean)),
-        crop_mean=score(heldout, crop_mean_predictor(heldout)),
-        downsample=score(heldout, downsample_predictor(heldout, latent)),
+        train_mean=score(heldout, train_pred),
+        crop_mean=score(heldout, mean_pred),
+        downsample=score(heldout, down_pred),
         downsample_grid=grid_for_numbers(heldout.shape[1:], latent),
         pca=pca_scores,
         pca_components=k,
         latent=latent,
+        crop_mse=crop_mse,
     )
+
+
+def crop_mse_of(images: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Per-image MSE of ``predicted`` against ``images``, both ``(N, H, W)``: ``(N,)`` float64."""
+    diff = np.asarray(images, dtype=np.float64) - np.asarray(predicted, dtype=np.float64)
+    return (diff ** 2).mean(axis=(1, 2))
 
 
 class BaselineCache:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from bench.core.commandline import EXIT_FAILED, EXIT_OK, Command, add_matrix_args
-from bench.quality.defaults import DEFAULT_LR, DEFAULT_MATRIX, DEFAULT_STEPS, DEFAULT_WARMUP_STEPS
+from bench.quality.defaults import DEFAULT_LR, DEFAULT_MATRIX, DEFAULT_SEEDS, DEFAULT_STEPS, DEFAULT_WARMUP_STEPS
 
 
 def add_quality_args(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +27,10 @@ def add_quality_args(parser: argparse.ArgumentParser) -> None:
                         help="train and score on the png/jpg/tif images in DIR instead of scikit-image's bundled photographs")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="run folder for quality.csv, quality.md and the plots [default: results/<run-id>-quality]")
-    parser.add_argument("--seed", type=int, default=0, help="seed for crops, weights and batch order [default: 0]")
+    parser.add_argument("--seeds", default=DEFAULT_SEEDS,
+                        help=f"training seeds (weights and batch order), comma-separated; at least 3 give a seed spread, "
+                             f"and every verdict needs one [default: {DEFAULT_SEEDS}]")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed for the training crops' positions [default: 0]")
     parser.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"AdamW peak learning rate, every family [default: {DEFAULT_LR:g}]")
     parser.add_argument("--warmup-steps", type=int, default=DEFAULT_WARMUP_STEPS,
                         help=f"linear warm-up steps, at most a fifth of a step budget [default: {DEFAULT_WARMUP_STEPS}]")
@@ -40,17 +43,20 @@ def add_quality_args(parser: argparse.ArgumentParser) -> None:
 
 def run_quality_command(args: argparse.Namespace) -> int:
     from bench.core.loop import Progress
-    from bench.core.selection import make_selection
+    from bench.core.selection import make_selection, narrow_cases
     from bench.quality.report import QualityWriter, summary_lines, write_quality_report
     from bench.quality.run import QualityData, quality_case_id, quality_cases, run_quality_case
     from bench.quality.training import Budget, Schedule
-    from bench.runs.provenance import git_commit, new_run_id, utc_now
+    from bench.runs.provenance import new_run_id, source_state, utc_now
 
     if args.report:
         print(f"report: {write_quality_report(Path(args.report))}")
         return EXIT_OK
-    plan = make_selection(args.matrix, lambda axis: getattr(args, axis), args.device)
-    cases = quality_cases(plan.cases)
+    from bench.quality.evidence import parse_seeds
+
+    seeds = parse_seeds(args.seeds)
+    plan = make_selection(args.matrix, lambda axis: None, args.device)  # the whole matrix, then narrowed (never widened)
+    cases = quality_cases(narrow_cases(plan.cases, lambda axis: getattr(args, axis), f"matrix {plan.matrix.name!r}"))
     if not cases:
         raise ValueError(f"no case of matrix {plan.matrix.name!r} matches the selection")
     if args.list:
@@ -61,28 +67,28 @@ def run_quality_command(args: argparse.Namespace) -> int:
     steps = DEFAULT_STEPS if args.budget_steps is None and args.budget_seconds is None else args.budget_steps
     budget = Budget(steps, args.budget_seconds, args.eval_every)
     schedule = Schedule(args.lr, args.warmup_steps, args.schedule)  # ValueError names a bad rate or warm-up
-    data = QualityData(Path(args.images) if args.images else None, args.seed)
+    data = QualityData(Path(args.images) if args.images else None, args.data_seed)
     for hw in dict.fromkeys(c.hw for c in cases if not c.skip):
         data.split(hw)  # every size's crops before any training: a size no image fits fails now, not mid-run
     run_id = new_run_id(plan.facts.slug) + "-quality"
     run_dir = Path(args.out) if args.out else Path("results") / run_id
     # the thread count changes speed, never results: an OMP_NUM_THREADS given to the run belongs to its command
     env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS",) if os.environ.get(k))
-    meta = {"created": utc_now(), "commit": git_commit(),
+    meta = {"created": utc_now(), **source_state(), "seeds": seeds,
             "command": " ".join(([env] if env else []) + ["python", "-m", "bench"] + sys.argv[1:]),
             "entry": "cli", "matrix": plan.matrix.name, "budget": dataclasses.asdict(budget), "lr": args.lr,
             "warmup_steps": args.warmup_steps, "schedule": schedule.describe(),
             "device": plan.facts.as_dict()}
     writer = QualityWriter(run_dir, meta)
-    print(f"ae-bench quality: {len(cases)} cases, {budget.describe()} each, on {plan.facts.name} ({plan.facts.type}); "
+    print(f"ae-bench quality: {len(cases)} cases x {len(seeds)} seeds, {budget.describe()} each, on {plan.facts.name} ({plan.facts.type}); "
           f"{data.description}; -> {run_dir}", file=sys.stderr)
     failed = False
-    meter = Progress(len(cases))
-    for case in cases:
+    meter = Progress(len(cases) * len(seeds))
+    for seed, case in ((seed, case) for seed in seeds for case in cases):  # seed by seed: a stopped run has whole seeds
         split = data.split(case.hw)
         writer.set_data(data.describe())
         start = time.perf_counter()
-        result = run_quality_case(case, split, budget, plan.device, plan.facts, run_id, args.seed, args.lr, schedule=schedule)
+        result = run_quality_case(case, split, budget, plan.device, plan.facts, run_id, seed, args.lr, schedule=schedule)
         writer.add(result)
         row = result.row
         failed |= row["status"] in ("error",)
@@ -90,7 +96,7 @@ def run_quality_command(args: argparse.Namespace) -> int:
                   f"({row['margin_crop_mean_db']:+.2f} dB vs crop mean, {row['margin_latent_db']:+.2f} dB vs latent baseline"
                   f"{'' if row['learned'] else ', NOT LEARNED'}), SSIM {row['ssim']:.3f}"
                   if row["status"] == "ok" else f"{row['status']}: {row['reason']}")
-        print(meter.step(f"{row['case_id']}: {detail} ({time.perf_counter() - start:.0f} s)"), file=sys.stderr)
+        print(meter.step(f"{row['case_id']} seed {seed}: {detail} ({time.perf_counter() - start:.0f} s)"), file=sys.stderr)
     report = writer.finish()
     print("\n".join(summary_lines(writer.rows)))
     print(f"results: {writer.csv_path}\nreport: {report}")

@@ -14,25 +14,26 @@ Pixels
     are reported for reference.)
 
 Sizes
-    A crop of ``(H, W)`` (tensor order; ``1280x152`` is ``(152, 1280)``) must fit inside both
-    bands of an image (below). An image too small for that is *upscaled*, bilinearly, by the
-    smallest factor that makes it fit (``required_scale``); larger images are used as they are,
-    never downscaled. Upscaling by f smooths the image (no detail finer than f pixels), which
-    makes it easier to reconstruct: the factor of every image is kept (:attr:`PreparedImage.scale`)
-    and reported. Images that would need more than ``max_upscale`` are dropped, with the reason.
-    Upscaling was chosen over tiling because tiles put artificial seams into a crop.
+    A crop of ``(H, W)`` (tensor order; ``1280x152`` is ``(152, 1280)``) must fit inside an image.
+    An image too small for that is *upscaled*, bilinearly, by the smallest factor that makes it fit
+    (``required_scale``); larger images are used as they are, never downscaled. Upscaling by f
+    smooths the image (no detail finer than f pixels), which makes it easier to reconstruct, so at
+    most ``MAX_UPSCALE`` (2x) is allowed: an image that would need more is dropped for that size,
+    with the reason. The factor of every image is kept (:attr:`PreparedImage.scale`) and reported.
 
-Split
-    Each image is cut spatially into two horizontal bands: the top ``1 - holdout_fraction`` for
-    training, the bottom ``holdout_fraction`` held out, with ``gap`` rows between them that belong
-    to neither. Training crops are cut only inside the training band and held-out crops only inside
-    the held-out band, so no held-out crop shares a pixel (or, with the gap, a pixel's immediate
-    neighbourhood) with any training crop. Crop positions are drawn with a seeded generator: the
-    same images, size and seed give the same crops.
+Split (held out by image)
+    Whole images are held out: no source image gives both training and held-out crops. Images are
+    first deduplicated by their pixels (``skimage.data.cat`` and ``chelsea`` are one array), then
+    ordered by the SHA-256 of their pixels and every ``round(1 / holdout_fraction)``-th is held out
+    (a choice that depends on the pixels only, not on names, seeds or the crop size's dropped
+    images). Training crops are drawn at random inside training images (seeded); held-out crops
+    are spread evenly over each held-out image. Statistics use the held-out *image* as their unit
+    (:mod:`bench.quality.evidence`): crops of one image overlap and are not independent.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -55,9 +56,8 @@ SKIMAGE_PHOTOS = (
 )
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
-HOLDOUT_FRACTION = 0.25  # bottom quarter of every image is held out
-GAP_ROWS = 8             # rows between the bands that neither side uses: neighbouring pixels are correlated
-MAX_UPSCALE = 4.0        # beyond this an upscaled image is mostly interpolation
+HOLDOUT_FRACTION = 1 / 3  # a third of the distinct images (every third by pixel hash) is held out
+MAX_UPSCALE = 2.0         # beyond this an upscaled image is mostly interpolation, hence too easy
 
 
 @dataclass
@@ -66,6 +66,16 @@ class SourceImage:
 
     name: str
     pixels: np.ndarray
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the pixels (shape included): equal arrays, equal digests, whatever the names."""
+        return content_digest(self.pixels)
+
+
+def content_digest(pixels: np.ndarray) -> str:
+    arr = np.ascontiguousarray(pixels, dtype=np.float32)
+    return hashlib.sha256(str(arr.shape).encode() + arr.tobytes()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -87,22 +97,15 @@ class Rect:
 
 @dataclass
 class PreparedImage:
-    """A source image resized for one crop size, with its two bands.
-
-    Rows ``[0, train_rows)`` are the training band, ``[heldout_top, H)`` the held-out band;
-    the rows between are the unused gap. ``scale`` is the resize factor (1.0 = original pixels).
-    """
+    """A source image resized for one crop size: ``pixels`` ``(H, W)`` float32 in [0, 1], ``scale``
+    the resize factor (1.0 = original pixels), ``heldout`` whether the whole image is held out,
+    ``digest`` the source's pixel hash (:func:`content_digest`)."""
 
     name: str
-    pixels: np.ndarray  # (H, W) float32 in [0, 1]
+    pixels: np.ndarray
     scale: float
-    train_rows: int
-    heldout_top: int
-
-    @property
-    def heldout_band(self) -> np.ndarray:
-        """The held-out band's pixels, ``(H - heldout_top, W)``."""
-        return self.pixels[self.heldout_top:]
+    heldout: bool
+    digest: str
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -149,6 +152,20 @@ def load_skimage_photos(names: Sequence[str] = SKIMAGE_PHOTOS) -> tuple[list[Sou
     return images, failed
 
 
+def distinct_images(sources: Sequence[SourceImage]) -> tuple[list[SourceImage], dict[str, str]]:
+    """``sources`` without repeated arrays (compared by :func:`content_digest`, not by name): the first
+    of each kept, in order; ``{name: "the same pixels as <first>"}`` for the others."""
+    kept, seen, dropped = [], {}, {}
+    for source in sources:
+        digest = source.digest
+        if digest in seen:
+            dropped[source.name] = f"the same pixels as {seen[digest]}"
+            continue
+        seen[digest] = source.name
+        kept.append(source)
+    return kept, dropped
+
+
 def load_folder(folder: Path | str) -> list[SourceImage]:
     """Every png/jpg/jpeg/tif/tiff image in ``folder`` (not recursive), sorted by file name."""
     from skimage import io
@@ -181,48 +198,53 @@ def _skimage_version() -> str:
 
 # -- the split ----------------------------------------------------------------------------------
 
-def required_scale(image_hw: tuple[int, int], crop_hw: tuple[int, int], holdout_fraction: float = HOLDOUT_FRACTION,
-                   gap: int = GAP_ROWS) -> float:
-    """The smallest factor (>= 1) by which an image of ``image_hw`` must grow so a ``crop_hw`` crop
-    fits in its held-out band and in its training band. Both pairs are ``(H, W)``."""
+def required_scale(image_hw: tuple[int, int], crop_hw: tuple[int, int]) -> float:
+    """The smallest factor (>= 1) by which an image of ``image_hw`` must grow so a ``crop_hw`` crop fits.
+    Both pairs are ``(H, W)``."""
     (h_img, w_img), (h, w) = image_hw, crop_hw
-    # +1 leaves room for the rounding of the band edges (floor of the held-out fraction)
-    return max(1.0, w / w_img, (h + 1) / (holdout_fraction * h_img), (h + gap + 1) / ((1 - holdout_fraction) * h_img))
+    return max(1.0, h / h_img, w / w_img)
 
 
-def prepare_image(source: SourceImage, crop_hw: tuple[int, int], holdout_fraction: float = HOLDOUT_FRACTION,
-                  gap: int = GAP_ROWS) -> PreparedImage:
-    """Resize ``source`` (if it must grow) and cut its bands for crops of ``crop_hw`` ``(H, W)``."""
+def prepare_image(source: SourceImage, crop_hw: tuple[int, int], heldout: bool) -> PreparedImage:
+    """Resize ``source`` (if it must grow) so crops of ``crop_hw`` ``(H, W)`` fit."""
     from skimage.transform import resize
 
-    scale = required_scale(source.pixels.shape, crop_hw, holdout_fraction, gap)
+    scale = required_scale(source.pixels.shape, crop_hw)
     pixels = source.pixels
     if scale > 1.0:
-        new_hw = (math.ceil(pixels.shape[0] * scale), math.ceil(pixels.shape[1] * scale))
+        new_hw = tuple(max(c, math.ceil(s * scale)) for s, c in zip(pixels.shape, crop_hw))
         pixels = resize(pixels, new_hw, order=1, mode="reflect", anti_aliasing=False, preserve_range=True).astype(np.float32)
         pixels = np.clip(pixels, 0.0, 1.0)
-    height = pixels.shape[0]
-    heldout_top = height - math.floor(holdout_fraction * height)
-    train_rows = heldout_top - gap
-    h, w = crop_hw
-    if height - heldout_top < h or train_rows < h or pixels.shape[1] < w:  # required_scale makes this unreachable
-        raise ValueError(f"{source.name}: a {w}x{h} crop does not fit its bands after resizing to "
-                         f"{pixels.shape[1]}x{pixels.shape[0]}")
-    return PreparedImage(source.name, np.ascontiguousarray(pixels), scale, train_rows, heldout_top)
+    return PreparedImage(source.name, np.ascontiguousarray(pixels), scale, heldout, source.digest)
+
+
+def heldout_digests(sources: Sequence[SourceImage], holdout_fraction: float = HOLDOUT_FRACTION) -> set[str]:
+    """The pixel hashes of the images held out: ordered by hash, every ``round(1 / fraction)``-th one
+    (the last of each run), so the choice depends on the pixels alone and never on names or seeds."""
+    every = max(2, round(1 / holdout_fraction))
+    digests = sorted({s.digest for s in sources})
+    return {d for i, d in enumerate(digests) if i % every == every - 1}
 
 
 def sample_rects(images: Sequence[PreparedImage], crop_hw: tuple[int, int], per_image: int, heldout: bool,
                  rng: np.random.Generator) -> list[Rect]:
-    """``per_image`` random crop rectangles of ``crop_hw`` ``(H, W)`` inside each image's training
-    band (``heldout=False``) or held-out band (``heldout=True``)."""
+    """Crop rectangles of ``crop_hw`` ``(H, W)`` in the images of one side (``heldout``): ``per_image``
+    random ones in each training image, or ``per_image`` spread evenly over each held-out image."""
     h, w = crop_hw
     rects = []
     for index, image in enumerate(images):
-        lo, hi = (image.heldout_top, image.pixels.shape[0] - h) if heldout else (0, image.train_rows - h)
-        for _ in range(per_image):
-            top = int(rng.integers(lo, hi + 1))
-            left = int(rng.integers(0, image.pixels.shape[1] - w + 1))
-            rects.append(Rect(index, top, left, h, w))
+        if image.heldout != heldout:
+            continue
+        free_h, free_w = image.pixels.shape[0] - h, image.pixels.shape[1] - w
+        if heldout:  # a grid of positions from corner to corner: as little overlap as the image allows
+            rows = max(1, math.ceil(math.sqrt(per_image * (free_h + 1) / max(1, free_w + 1))))
+            rows = min(rows, per_image)
+            cols = math.ceil(per_image / rows)
+            spots = [(int(round(t)), int(round(l))) for t in np.linspace(0, free_h, rows) for l in np.linspace(0, free_w, cols)]
+            rects += [Rect(index, t, l, h, w) for t, l in spots[:per_image]]
+        else:
+            rects += [Rect(index, int(rng.integers(0, free_h + 1)), int(rng.integers(0, free_w + 1)), h, w)
+                      for _ in range(per_image)]
     return rects
 
 
@@ -246,6 +268,11 @@ class CropDataset(Dataset):
         indices = range(len(self)) if indices is None else indices
         return torch.stack([self[i] for i in indices])
 
+    @property
+    def image_names(self) -> list[str]:
+        """The source image of each crop, in order (the unit the statistics resample)."""
+        return [self.images[r.image].name for r in self.rects]
+
 
 @dataclass
 class Split:
@@ -258,74 +285,102 @@ class Split:
     dropped: dict[str, str] = field(default_factory=dict)  # image name -> why it is not used
     seed: int = 0
     holdout_fraction: float = HOLDOUT_FRACTION
-    gap: int = GAP_ROWS
+    max_upscale: float = MAX_UPSCALE
     # the baselines of this split per latent (bench.quality.baselines.BaselineCache), made on first use
     baseline_cache: Optional[object] = field(default=None, repr=False, compare=False)
 
     @property
+    def train_images(self) -> list[PreparedImage]:
+        return [im for im in self.images if not im.heldout]
+
+    @property
+    def heldout_images(self) -> list[PreparedImage]:
+        return [im for im in self.images if im.heldout]
+
+    @property
     def mean(self) -> float:
-        """Mean pixel of the training bands (reported, not subtracted)."""
-        return float(np.mean(np.concatenate([im.pixels[:im.train_rows].ravel() for im in self.images])))
+        """Mean pixel of the training images (reported, not subtracted)."""
+        return float(np.mean(np.concatenate([im.pixels.ravel() for im in self.train_images])))
 
     @property
     def std(self) -> float:
-        return float(np.std(np.concatenate([im.pixels[:im.train_rows].ravel() for im in self.images])))
+        return float(np.std(np.concatenate([im.pixels.ravel() for im in self.train_images])))
 
     def describe(self) -> str:
         h, w = self.crop_hw
         scales = ", ".join(f"{im.name} x{im.scale:.2f}" for im in self.images if im.scale > 1.0) or "none"
-        return (f"{w}x{h}: {len(self.images)} images, {len(self.train)} training and {len(self.heldout)} held-out crops "
-                f"(bottom {self.holdout_fraction:.0%} of each image held out, {self.gap}-row gap, seed {self.seed}); "
-                f"upscaled: {scales}")
+        return (f"{w}x{h}: training {len(self.train_images)} images, {len(self.train)} crops; held out "
+                f"{len(self.heldout_images)} images ({', '.join(im.name for im in self.heldout_images)}), "
+                f"{len(self.heldout)} crops (whole images held out, one in {max(2, round(1 / self.holdout_fraction))} "
+                f"by pixel hash; crop seed {self.seed}); upscaled (at most {self.max_upscale:g}x): {scales}")
 
 
 def make_split(sources: Sequence[SourceImage], crop_hw: tuple[int, int], train_per_image: int = 64,
-               heldout_per_image: int = 2, seed: int = 0, holdout_fraction: float = HOLDOUT_FRACTION,
-               gap: int = GAP_ROWS, max_upscale: float = MAX_UPSCALE) -> Split:
-    """Prepare ``sources`` for crops of ``crop_hw`` ``(H, W)`` and draw the two sets of crops.
+               heldout_per_image: int = 4, seed: int = 0, holdout_fraction: float = HOLDOUT_FRACTION,
+               max_upscale: float = MAX_UPSCALE) -> Split:
+    """Deduplicate ``sources``, hold out whole images, prepare them for crops of ``crop_hw`` ``(H, W)``
+    and draw the two sets of crops.
 
-    Raises ValueError on a bad argument or when no image can be used.
+    Raises ValueError on a bad argument or when either side has no usable image.
     """
     h, w = (int(v) for v in crop_hw)
     if h < 1 or w < 1:
         raise ValueError(f"bad crop size {crop_hw!r}: expected (H, W) of positive integers")
-    if not 0.0 < holdout_fraction < 0.5:
-        raise ValueError(f"holdout_fraction must be in (0, 0.5), got {holdout_fraction}")
+    if not 0.0 < holdout_fraction <= 0.5:
+        raise ValueError(f"holdout_fraction must be in (0, 0.5], got {holdout_fraction}")
     if train_per_image < 1 or heldout_per_image < 1:
         raise ValueError(f"need at least one training and one held-out crop per image, "
                          f"got {train_per_image} and {heldout_per_image}")
-    if gap < 0:
-        raise ValueError(f"gap must be >= 0 rows, got {gap}")
     if not sources:
         raise ValueError("no source images")
-    prepared, dropped = [], {}
+    sources, dropped = distinct_images(sources)
+    held = heldout_digests(sources, holdout_fraction)  # decided before any image is dropped for size
+    prepared = []
     for source in sources:
-        scale = required_scale(source.pixels.shape, (h, w), holdout_fraction, gap)
+        scale = required_scale(source.pixels.shape, (h, w))
         if scale > max_upscale:
-            dropped[source.name] = (f"{source.pixels.shape[1]}x{source.pixels.shape[0]} would need a {scale:.1f}x upscale "
+            dropped[source.name] = (f"{source.pixels.shape[1]}x{source.pixels.shape[0]} would need a {scale:.2f}x upscale "
                                     f"for {w}x{h} crops (limit {max_upscale:g}x)")
             continue
-        prepared.append(prepare_image(source, (h, w), holdout_fraction, gap))
-    if not prepared:
-        raise ValueError(f"no image is large enough for {w}x{h} crops within a {max_upscale:g}x upscale: "
-                         + "; ".join(f"{k}: {v}" for k, v in dropped.items()))
+        prepared.append(prepare_image(source, (h, w), source.digest in held))
+    for side, heldout in (("training", False), ("held-out", True)):
+        if not any(im.heldout == heldout for im in prepared):
+            raise ValueError(f"no {side} image is large enough for {w}x{h} crops within a {max_upscale:g}x upscale "
+                             f"({len(prepared)} usable of {len(sources)} distinct images): give more or larger images "
+                             "with --images")
     rng = np.random.default_rng(seed)
     train = sample_rects(prepared, (h, w), train_per_image, heldout=False, rng=rng)
     heldout = sample_rects(prepared, (h, w), heldout_per_image, heldout=True, rng=rng)
     return Split((h, w), prepared, CropDataset(prepared, train), CropDataset(prepared, heldout), dropped, seed,
-                 holdout_fraction, gap)
+                 holdout_fraction, max_upscale)
 
 
 def load_sources(images_dir: Optional[Path | str] = None) -> tuple[list[SourceImage], dict[str, str], str]:
-    """The images a quality run uses: ``images_dir``'s, or the bundled photographs.
+    """The images a quality run uses: ``images_dir``'s, or the photographs bundled with scikit-image and
+    matplotlib (nothing is downloaded). Repeated arrays are left out (:func:`distinct_images`).
 
-    Returns the images, ``{name: why not loaded}``, and a one-line description of the source.
+    Returns the distinct images, ``{name: why not used}``, and a one-line description of the source.
     """
     if images_dir is not None:
-        images = load_folder(images_dir)
-        return images, {}, f"{len(images)} images from {images_dir}"
-    images, failed = load_skimage_photos()
-    if not images:
-        raise ValueError("none of scikit-image's bundled photographs could be loaded: "
-                         + "; ".join(f"{k}: {v}" for k, v in failed.items()) + "; give a folder with --images")
-    return images, failed, f"{len(images)} photographs bundled with scikit-image {_skimage_version()}"
+        images, repeated = distinct_images(load_folder(images_dir))
+        return images, repeated, f"{len(images)} distinct images from {images_dir}"
+    from bench.quality.samples import read_matplotlib_samples
+
+    photos, failed = load_skimage_photos()
+    raw, failed_mpl = read_matplotlib_samples()
+    samples = []
+    for name, pixels in raw:
+        try:
+            samples.append(SourceImage(name, to_unit_gray(pixels, name)))
+        except ValueError as err:
+            failed_mpl[name] = str(err)
+    images, repeated = distinct_images(photos + samples)
+    if len(images) < 2:
+        raise ValueError("fewer than 2 of the bundled images could be loaded: "
+                         + "; ".join(f"{k}: {v}" for k, v in {**failed, **failed_mpl}.items()) + "; give a folder with --images")
+    import matplotlib
+
+    return images, {**failed, **failed_mpl, **repeated}, (
+        f"{len(images)} distinct images: {sum(1 for i in images if not i.name.startswith('matplotlib:'))} bundled with "
+        f"scikit-image {_skimage_version()}, {sum(1 for i in images if i.name.startswith('matplotlib:'))} with matplotlib "
+        f"{matplotlib.__version__}")

@@ -59,18 +59,18 @@ class EmbeddingCheck:
 @torch.no_grad()
 def neighbour_similarity(model: nn.Module, images: list[PreparedImage], crop_hw: tuple[int, int], device: torch.device,
                          precision: str = "fp32", max_images: int = DEFAULT_IMAGES, windows: int = DEFAULT_WINDOWS) -> EmbeddingCheck:
-    """Slide ``crop_hw`` windows along the held-out bands of up to ``max_images`` images and
+    """Slide ``crop_hw`` windows across the held-out images (give only those) of up to ``max_images`` images and
     correlate window distance with latent cosine similarity (see the module docstring)."""
     was_training = model.training
     model.eval()
     h, w = crop_hw
     # the roomiest bands give the widest range of distances
-    plans = [(im, *window_offsets(im.heldout_band.shape, crop_hw, windows)) for im in images]
+    plans = [(im, *window_offsets(im.pixels.shape, crop_hw, windows)) for im in images]
     plans = sorted([p for p in plans if len(p[2]) >= 3], key=lambda p: -p[2][-1])[:max_images]
     result = EmbeddingCheck(float("nan"))
     try:
         for image, axis, offsets in plans:
-            band = image.heldout_band
+            band = image.pixels  # a held-out image, whole
             crops = [band[o:o + h, :w] if axis == "y" else band[:h, o:o + w] for o in offsets]
             x = torch.from_numpy(np.stack(crops)[:, None].copy()).to(device=device, dtype=prec.weight_dtype(precision))
             with prec.autocast(precision, device):

@@ -26,67 +26,26 @@ import numpy as np
 import pandas as pd
 
 from bench.quality.baselines import LEARNED_MARGIN_DB
+from bench.quality.columns import QUALITY_COLUMNS  # noqa: F401 - the columns of quality.csv, re-exported
 from bench.quality.pareto import with_pareto
 from bench.quality.verdicts import (  # noqa: F401 - re-exported: the report's verdicts live there
-    NOT_LEARNED, VERDICT_COLUMNS, _learned, _missing, load_quality_claims, seed_quality_verdicts, verdicts_table,
+    NOT_LEARNED, VERDICT_COLUMNS, _learned, _missing, case_margins, load_quality_claims, seed_quality_verdicts, step_mismatch,
+    verdicts_table,
 )
 from bench.runs.files import atomic_write_bytes, atomic_write_text
 from bench.runs.markdown import markdown_table as md_table
+from bench.runs.provenance import source_text
 
-QUALITY_CSV, CURVES_CSV, STRIPS_NPZ, META_JSON, REPORT_MD, VERDICTS_CSV = (
-    "quality.csv", "quality_curves.csv", "quality_strips.npz", "quality_meta.json", "quality.md", "quality_verdicts.csv")
+QUALITY_CSV, CURVES_CSV, STRIPS_NPZ, META_JSON, REPORT_MD, VERDICTS_CSV, IMAGES_CSV = (
+    "quality.csv", "quality_curves.csv", "quality_strips.npz", "quality_meta.json", "quality.md", "quality_verdicts.csv",
+    "quality_images.csv")
+IMAGE_COLUMNS = ["predictor", "size", "seed", "image", "mse"]  # quality_images.csv: one MSE per predictor, seed and held-out image
 
 EARLY_STEPS = 100  # below this many steps a verdict is flagged as about early training
 
-# column -> (unit, meaning); one row per case in quality.csv
-QUALITY_COLUMNS: dict[str, tuple[str, str]] = {
-    "run_id": ("", "run"),
-    "case_id": ("", "family-preset-size[-zLATENT]-precision[-attention]-bBATCH"),
-    "case_key": ("", "the speed suite's key of the case trained"),
-    "family": ("", "model family"), "preset": ("", "preset"), "size": ("WxH", "crop size"),
-    "latent": ("values", "latent dimension as built"), "tokenizer": ("", "transformer tokenizer"),
-    "precision": ("", "precision"), "attention": ("", "attention kernel requested (does not change the result)"),
-    "batch": ("images", "training batch"),
-    "params": ("", "parameters"),
-    "budget_steps": ("steps", "step budget (empty for a time budget)"),
-    "budget_seconds": ("s", "time budget (empty for a step budget)"),
-    "steps": ("steps", "optimizer steps taken"),
-    "train_s": ("s", "training clock (evaluations excluded)"),
-    "eval_s": ("s", "time spent evaluating the curve (not in train_s)"),
-    "images_per_s": ("images/s", "training throughput during the budget"),
-    "peak_mib": ("MiB", "peak memory of two training steps: CUDA allocator peak, or a fresh process's peak RSS on a CPU"),
-    "rss_base_mib": ("MiB", "CPU: that process's RSS before the model was built (Python and torch)"),
-    "peak_source": ("", "what peak_mib measures"),
-    "heldout_mse_init": ("", "held-out MSE of the untrained model (curve crops, unclipped)"),
-    "heldout_mse_final": ("", "held-out MSE after the budget (curve crops, unclipped)"),
-    "mse": ("", "mean over all held-out crops of scikit-image MSE (reconstruction clipped to [0, 1])"),
-    "psnr_db": ("dB", "mean over held-out crops of PSNR, data_range 1"),
-    "ssim": ("", "mean over held-out crops of SSIM, data_range 1"),
-    "embed_spearman_init": ("", "Spearman(window distance, latent cosine similarity), untrained; negative = good"),
-    "embed_spearman": ("", "the same after training"),
-    "embed_windows": ("windows", "windows embedded"), "embed_images": ("images", "held-out bands slid along"),
-    "n_train_crops": ("crops", "training crops"), "n_heldout_crops": ("crops", "held-out crops scored"),
-    "baseline_train_mean_db": ("dB", "baseline on the same held-out crops: every pixel = the training crops' mean"),
-    "baseline_crop_mean_db": ("dB", "baseline: every pixel = that crop's own mean (one number per crop)"),
-    "baseline_crop_mean_ssim": ("", "SSIM of the crop-mean baseline"),
-    "baseline_crop_mean_curve_mse": ("", "MSE of the crop-mean baseline on the loss curve's crops (the curve's floor to beat)"),
-    "baseline_downsample_db": ("dB", "baseline: area-downsampled to at most `latent` cells, bilinear back"),
-    "baseline_downsample_grid": ("WxH cells", "the downsample baseline's grid"),
-    "baseline_pca_db": ("dB", "baseline: the first `latent` principal components of training crops (capped, see components)"),
-    "baseline_pca_components": ("components", "PCA components used (at most the crops fitted on - 1)"),
-    "baseline_latent_db": ("dB", "the better of the downsample and PCA baselines: what `latent` numbers buy trivially"),
-    "baseline_latent_kind": ("", "which baseline that is: downsample or pca"),
-    "margin_crop_mean_db": ("dB", "psnr_db - baseline_crop_mean_db"),
-    "margin_latent_db": ("dB", "psnr_db - baseline_latent_db"),
-    "learned": ("", f"true when margin_crop_mean_db >= {LEARNED_MARGIN_DB:g} dB; models that did not learn get no verdict"),
-    "seed": ("", "seed"), "lr": ("", "AdamW peak learning rate"),
-    "warmup_steps": ("steps", "linear warm-up"), "schedule": ("", "cosine (decay over the budget) or constant"),
-    "lr_final": ("", "learning rate of the last step"),
-    "device": ("", "cpu or cuda"), "device_name": ("", "device"), "torch": ("", "torch version"),
-    "threads": ("", "torch CPU threads"),
-    "status": ("", "ok, oom, unsupported, error"), "reason": ("", "why, when not ok"),
-    "timestamp": ("", "UTC, when the case finished"),
-}
+def baseline_predictor(name: str, size: str, latent: Any) -> str:
+    """The ``predictor`` of a baseline in quality_images.csv: ``baseline:crop_mean:201x201:128``."""
+    return f"baseline:{name}:{size}:{int(float(latent)) if not _missing(latent) else 0}"
 
 
 def empty_quality_row() -> dict[str, Any]:
@@ -116,6 +75,7 @@ class QualityWriter:
         self.rows: list[dict] = []
         self.curves: list[dict] = []
         self.strips: dict[str, np.ndarray] = {}
+        self.image_rows: list[dict] = []
         self._write_meta()
 
     def set_data(self, description: dict) -> None:
@@ -129,16 +89,25 @@ class QualityWriter:
         """Append a :class:`bench.quality.run.QualityResult` and rewrite the run's files."""
         row = result.row
         self.rows.append(row)
-        self.curves += [{"case_id": row["case_id"], "step": p.step, "train_s": p.train_s, "heldout_mse": p.heldout_mse,
+        self.image_rows += [{"predictor": row["case_id"], "size": row["size"], "seed": row["seed"], "image": image, "mse": mse}
+                            for image, mse in getattr(result, "image_mse", {}).items()]
+        known = {r["predictor"] for r in self.image_rows}
+        for name, per_image in getattr(result, "baseline_image_mse", {}).items():
+            predictor = baseline_predictor(name, row["size"], row.get("effective_latent") or row["latent"])
+            if predictor not in known:  # a baseline has no seed: one set of figures per size and width
+                self.image_rows += [{"predictor": predictor, "size": row["size"], "seed": -1, "image": image, "mse": mse}
+                                    for image, mse in per_image.items()]
+        atomic_write_text(self.run_dir / IMAGES_CSV, pd.DataFrame(self.image_rows, columns=IMAGE_COLUMNS).to_csv(index=False))
+        self.curves += [{"case_id": row["case_id"], "seed": row["seed"], "step": p.step, "train_s": p.train_s, "heldout_mse": p.heldout_mse,
                          "train_mse": p.train_mse} for p in result.curve]
         if result.originals is not None:  # 8-bit grey levels: the strips are for the eye, and 8 bits keep the file small
             self.strips.setdefault(f"original/{row['size']}", to_8bit(result.originals))
-            self.strips[f"recon/{row['size']}/{row['case_id']}"] = to_8bit(result.reconstructions)
+            self.strips.setdefault(f"recon/{row['size']}/{row['case_id']}", to_8bit(result.reconstructions))  # first seed
             for label, images in getattr(result, "baseline_strips", {}).items():
                 self.strips.setdefault(f"baseline/{row['size']}/{label}", to_8bit(images))
         atomic_write_text(self.csv_path, pd.DataFrame(self.rows, columns=list(QUALITY_COLUMNS)).to_csv(index=False))
         atomic_write_text(self.run_dir / CURVES_CSV, pd.DataFrame(
-            self.curves, columns=["case_id", "step", "train_s", "heldout_mse", "train_mse"]).to_csv(index=False))
+            self.curves, columns=["case_id", "seed", "step", "train_s", "heldout_mse", "train_mse"]).to_csv(index=False))
         buf = io.BytesIO()
         np.savez_compressed(buf, **self.strips)
         atomic_write_bytes(self.run_dir / STRIPS_NPZ, buf.getvalue())
@@ -169,12 +138,12 @@ def _num(v: Any, fmt: str = ".3g") -> str:
 
 def summary_lines(rows: list[dict]) -> list[str]:
     """The console table: one line per case."""
-    head = (f"{'case':<48} {'steps':>6} {'img/s':>8} {'peak MiB':>9} {'PSNR dB':>8} {'vs mean':>8} {'vs latent':>9} "
+    head = (f"{'case':<48} {'seed':>4} {'steps':>6} {'img/s':>8} {'peak MiB':>9} {'PSNR dB':>8} {'vs mean':>8} {'vs latent':>9} "
             f"{'SSIM':>6} {'rho':>6}  status")
     lines = [head, "-" * len(head)]
     for r in rows:
         status = r["status"] if r["status"] != "ok" or r.get("learned") else "ok, not learned"
-        lines.append(f"{r['case_id']:<48} {_num(r['steps'], '.0f'):>6} {_num(r['images_per_s']):>8} {_num(r['peak_mib'], '.0f'):>9} "
+        lines.append(f"{r['case_id']:<48} {_num(r['seed'], '.0f'):>4} {_num(r['steps'], '.0f'):>6} {_num(r['images_per_s']):>8} {_num(r['peak_mib'], '.0f'):>9} "
                      f"{_num(r['psnr_db'], '.2f'):>8} {_num(r.get('margin_crop_mean_db'), '+.2f'):>8} "
                      f"{_num(r.get('margin_latent_db'), '+.2f'):>9} {_num(r['ssim'], '.3f'):>6} {_num(r['embed_spearman'], '.2f'):>6}  {status}")
     return lines
@@ -194,18 +163,18 @@ def _threads(rows: pd.DataFrame) -> str:
     return ", ".join(map(str, values)) or "?"
 
 
-def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[str, str]]) -> str:
+def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[str, str]],
+                           images: Optional[pd.DataFrame] = None) -> str:
     """quality.md: the results table, Pareto fronts, the seed's Quality column judged, embeddings, figures, method."""
     rows = with_pareto(rows)
     device = meta.get("device", {})
     provenance = f"measured on {device.get('name', '?')} ({device.get('type', '?')})"
     data = meta.get("data", {})
-    noise = load_quality_claims()["quality"]["noise_db"]
     md = ["# Reconstruction quality on real images", "",
-          f"{provenance}, torch {device.get('torch', '?')}, {meta.get('created', '')}, commit {meta.get('commit') or '?'}.  ",
+          f"{provenance}, torch {device.get('torch', '?')}, {meta.get('created', '')}, {source_text(meta)}.  ",
           f"Command: `{meta.get('command', '?')}`  ",
           f"Budget: {_budget_text(meta)}, {meta.get('schedule') or 'AdamW lr ' + str(meta.get('lr', '?'))}, "
-          f"seed {data.get('seed', '?')}, torch threads {_threads(rows)}.  ",
+          f"training seeds {', '.join(map(str, meta.get('seeds', []))) or '?'} (crop seed {data.get('seed', '?')}), torch threads {_threads(rows)}.  ",
           f"Data: {data.get('source', '?')}.", ""]
     for text in data.get("splits", {}).values():
         md.append(f"- {text}")
@@ -218,25 +187,43 @@ def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[s
            "**train mean** (every pixel = the training crops' mean), **crop mean** (every pixel = that crop's own mean: one number "
            "per crop), **downsample** (the crop area-averaged onto at most `latent` cells with its aspect, bilinear back) and "
            "**PCA** (the first `latent` principal components of up to 512 training crops). The **latent** baseline is the better "
-           "of the last two: what a latent of that size buys with no training. "
+           "of the last two: what a latent of that size buys with no training. Each is computed at the case's *effective* "
+           "latent (a linear map into a latent of 1024 from 128 values carries at most 128 numbers), and every dB here is "
+           "the PSNR of the MSE pooled over held-out images. "
            f"A model is **learned** when it beats the crop mean by at least {LEARNED_MARGIN_DB:g} dB; the others are reported "
            "but never compared.", ""]
     ok_rows = rows[rows["status"] == "ok"]
     if "baseline_crop_mean_db" in ok_rows and ok_rows["baseline_crop_mean_db"].notna().any():
-        base = ok_rows.drop_duplicates(["size", "latent"]).sort_values(["size", "latent"])
-        md.append(md_table(["size", "latent", "train mean dB", "crop mean dB", "downsample dB (grid)", "PCA dB (components)",
+        width = "effective_latent" if "effective_latent" in ok_rows and ok_rows["effective_latent"].notna().all() else "latent"
+        base = ok_rows.drop_duplicates(["size", width]).sort_values(["size", width])
+        md.append(md_table(["size", "numbers (effective latent)", "train mean dB", "crop mean dB", "downsample dB (grid)", "PCA dB (components)",
                             "latent baseline dB"],
-                           [[r["size"], _num(r["latent"], ".0f"), _num(r["baseline_train_mean_db"], ".2f"),
+                           [[r["size"], _num(r[width], ".0f"), _num(r["baseline_train_mean_db"], ".2f"),
                              _num(r["baseline_crop_mean_db"], ".2f"),
                              f"{_num(r['baseline_downsample_db'], '.2f')} ({r['baseline_downsample_grid']})",
                              f"{_num(r['baseline_pca_db'], '.2f')} ({_num(r['baseline_pca_components'], '.0f')})",
                              f"{_num(r['baseline_latent_db'], '.2f')} ({r['baseline_latent_kind']})"]
                             for _, r in base.iterrows()]))
         md.append("")
-    md.append(md_table(["case", "steps", "PSNR dB", "SSIM", "vs crop mean dB", "vs latent baseline dB", "learned"],
-                       [[r["case_id"], _num(r["steps"], ".0f"), _num(r["psnr_db"], ".2f"), _num(r["ssim"], ".3f"),
-                         _num(r.get("margin_crop_mean_db"), "+.2f"), _num(r.get("margin_latent_db"), "+.2f"),
-                         "yes" if _learned(r) else "**no**"] for _, r in ok_rows.iterrows()]))
+    md += ["Per case over its seeds: **PSNR** is the headline, the PSNR of the MSE pooled over held-out images (each image's "
+           "crops averaged first), the mean over seeds with the seed-to-seed range; **per-image PSNR** is the mean of each "
+           "image's own PSNR, beside it. Each margin over a baseline (latent baselines at the case's *effective* latent, the "
+           "numbers its latent can carry) has a 95% interval from resampling held-out images and is called better or worse "
+           "only when the interval excludes 0 and the margin exceeds the seed spread; otherwise \"not shown\".", ""]
+    margins = case_margins(rows, images)
+
+    def margin_cell(d) -> str:
+        return "—" if d is None else f"{d.estimate:+.2f} [{d.low:+.2f}, {d.high:+.2f}] ±{d.seed_spread:.2f}"
+    md.append(md_table(["case", "latent (effective)", "seeds", "steps", "images", "PSNR dB (seed range)", "per-image PSNR dB",
+                        "SSIM", "vs crop mean dB [95%] ±seed spread", "shown", "vs latent baseline dB [95%] ±seed spread",
+                        "shown"],
+                       [[m["case_id"], f"{_num(m['latent'], '.0f')} ({_num(m['effective_latent'], '.0f')})", m["seeds"],
+                         m["steps"], _num(m["images"], ".0f"), f"{_num(m['psnr_db'], '.2f')} ({_num(m['psnr_seed_range_db'], '.2f')})",
+                         _num(m["psnr_image_db"], ".2f"), _num(m["ssim"], ".3f"), margin_cell(m["vs_crop_mean"]),
+                         m["vs_crop_mean_shown"], margin_cell(m["vs_latent"]), m["vs_latent_shown"]]
+                        for m in margins.to_dict("records")]))
+    for line in step_mismatch(rows):
+        md += ["", f"**Warning: different step counts.** {line}: their comparison mixes training lengths."]
     md += ["", "## Quality next to speed and memory", "",
            "PSNR, SSIM and MSE over every held-out crop (reconstruction clipped to [0, 1], `data_range=1`); the held-out "
            "loss is the training objective (unclipped MSE) on the curve's crops, untrained → after the budget. "
@@ -244,10 +231,11 @@ def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[s
            "★ marks the Pareto front within a size (no other case has both higher PSNR and higher images/s, or lower MiB).", ""]
     lines = []
     for _, r in rows.iterrows():
+        label = f"{r['case_id']} s{_num(r['seed'], '.0f')}"
         if r["status"] != "ok":
-            lines.append([r["case_id"], r["status"], r["reason"]] + [""] * 10)
+            lines.append([label, r["status"], r["reason"]] + [""] * 10)
             continue
-        lines.append([r["case_id"], _num(r["params"], ",.0f") if not _missing(r["params"]) else "—", _num(r["steps"], ".0f"),
+        lines.append([label, _num(r["params"], ",.0f") if not _missing(r["params"]) else "—", _num(r["steps"], ".0f"),
                       _num(r["train_s"], ".1f"), _num(r["images_per_s"]) + (" ★" if r["pareto_speed"] else ""),
                       _num(r["peak_mib"], ".0f") + (" ★" if r["pareto_memory"] else ""),
                       f"{_num(r['heldout_mse_init'], '.4f')} → {_num(r['heldout_mse_final'], '.4f')}",
@@ -268,12 +256,15 @@ def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[s
 
     md += ["", "## The seed's Quality column, measured", "",
            "The seed (\"Speed Comparison (Relative to CNN)\") grades the CNN \"Good\" and the transformer presets \"Good\" "
-           f"(tiny) or \"Better\" (small, medium, + Flash). Rule: \"Better\" holds when the transformer's held-out PSNR "
-           f"exceeds the CNN's (same size, preset, latent, precision, batch and budget) by more than {noise:g} dB, the "
-           f"run-to-run noise we allow; \"Good\" holds when it is not below the CNN's by more than {noise:g} dB. "
-           "The attention kernel does not change what a model computes, so a preset row is judged whatever kernel ran. "
-           f"Only models that learned (≥ {LEARNED_MARGIN_DB:g} dB over the crop mean) are compared; a pair with a model that did "
-           "not is \"not judged\". The verdict is for this budget: a longer budget can change it. "
+           "(tiny) or \"Better\" (small, medium, + Flash). A transformer case is paired with the CNN case of the same size, "
+           "preset, latent, precision, batch and budget, over the seeds both trained. ΔPSNR is transformer - CNN on the pooled "
+           "MSE, averaged over seeds, with a 95% interval from resampling held-out images and the seed spread (the range of "
+           "the per-seed ΔPSNR). \"Better\" holds when the interval lies above 0 and ΔPSNR exceeds the seed spread, and does "
+           "not hold when the same is shown the other way; \"Good\" (not worse than the CNN) cannot be shown by an interval "
+           "that includes 0: it holds only when the transformer is shown better and does not hold when shown worse. Anything "
+           "else is \"not shown\", with the numbers. The attention kernel does not change what a model computes, so a "
+           f"preset row is judged whatever kernel ran. Only models that learned (≥ {LEARNED_MARGIN_DB:g} dB over the crop "
+           "mean, mean over seeds) are compared. The verdict is for this budget: a longer budget can change it. "
            f"Machine-readable: `{VERDICTS_CSV}`.", ""]
     fewest = ok["steps"].min() if len(ok) else None
     if fewest is not None and fewest < EARLY_STEPS:
@@ -281,12 +272,14 @@ def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[s
                "these verdicts describe the first steps of training, where a model's initialisation (and, for the CNN, "
                "BatchNorm running statistics that are still warming up) weighs more than its capacity. "
                "A longer budget is the fairer test of the claim.", ""]
-    verdicts = seed_quality_verdicts(rows)
+    verdicts = seed_quality_verdicts(rows, images=images)
     vlines = [[v["configuration"], v["seed_quality"], v["size"], v.get("case", "—"), _num(v.get("psnr_db"), ".2f"),
-               _num(v.get("cnn_psnr_db"), ".2f"), _num(v.get("delta_psnr_db"), "+.2f"), _num(v.get("ssim"), ".3f"),
-               _num(v.get("cnn_ssim"), ".3f"), v["verdict"], v.get("reason", "")] for v in verdicts.to_dict("records")]
+               _num(v.get("cnn_psnr_db"), ".2f"), _num(v.get("delta_psnr_db"), "+.2f"),
+               f"[{_num(v.get('interval_low_db'), '+.2f')}, {_num(v.get('interval_high_db'), '+.2f')}]",
+               _num(v.get("seed_spread_db"), ".2f"), _num(v.get("seeds"), ".0f"), _num(v.get("images"), ".0f"),
+               v["verdict"], v.get("reason", "")] for v in verdicts.to_dict("records")]
     md.append(md_table(["seed row", "seed's Quality", "size", "transformer case", "PSNR dB", "CNN PSNR dB", "ΔPSNR dB",
-                        "SSIM", "CNN SSIM", "verdict", "why"], vlines))
+                        "95% over images", "seed spread dB", "seeds", "held-out images", "verdict", "why"], vlines))
 
     md += ["", "## Embeddings for the LSTM: do neighbouring crops get similar latents?", "",
            "A window of the case's size slides along the held-out band of up to 4 images (the roomiest, along the band's "
@@ -303,13 +296,14 @@ def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[s
         md += [f"### {title}", "", f"![{title}]({rel})", ""]
     md += ["## Method", "",
            "- Data: single-channel float32 in [0, 1] (colour via `rgb2gray`); no mean/std subtracted, so `data_range` is 1. "
-           "Images smaller than a crop's bands are upscaled bilinearly by the smallest factor that fits (never downscaled); "
-           "upscaled images are smoother, hence easier. Each image's bottom 25 % is held out, 8 rows between the bands are "
-           "unused, and crops never cross a band: no held-out crop overlaps a training crop.",
+           "Repeated arrays are removed by their pixels (not names). Whole images are held out (one in three, chosen by "
+           "pixel hash): no held-out image gives a training crop. Images smaller than a crop are upscaled bilinearly by "
+           "the smallest factor that fits, at most 2x (never downscaled); an image needing more is not used at that size.",
            f"- Training: {meta.get('schedule', 'AdamW')} on MSE, the same recipe for every family, seeded weights, crops "
            "and batch order. The training clock runs only around training steps; evaluations pause it.",
-           "- Columns and units: `bench/quality/report.py` (`QUALITY_COLUMNS`). Files: quality.csv, quality_verdicts.csv, "
-           "quality_curves.csv, quality_strips.npz (8-bit strips), quality_meta.json.", ""]
+           "- Columns and units: `bench/quality/report.py` (`QUALITY_COLUMNS`). Files: quality.csv (a row per case and "
+           "seed), quality_images.csv (every predictor's MSE per held-out image and seed: the intervals' input), "
+           "quality_verdicts.csv, quality_curves.csv, quality_strips.npz (8-bit strips), quality_meta.json.", ""]
     return "\n".join(md)
 
 
@@ -334,8 +328,12 @@ def write_quality_report(run_dir: Path) -> Path:
             atomic_write_bytes(run_dir / name, png)
             figures.append((title, name))
 
-    save("quality_loss.png", "Held-out loss against training time and steps", qp.loss_curves(rows, curves, provenance))
-    save("quality_pareto.png", "PSNR against images/s and peak MiB", qp.pareto_figure(rows, provenance))
+    first = rows.drop_duplicates("case_id")  # the figures show each case's first seed; the tables every seed
+    if "seed" in curves and "seed" in first:
+        keys = set(zip(first["case_id"], first["seed"]))
+        curves = curves[[k in keys for k in zip(curves["case_id"], curves["seed"])]]
+    save("quality_loss.png", "Held-out loss against training time and steps (first seed)", qp.loss_curves(first, curves, provenance))
+    save("quality_pareto.png", "PSNR against images/s and peak MiB (first seed)", qp.pareto_figure(first, provenance))
     if (run_dir / STRIPS_NPZ).is_file():
         with np.load(run_dir / STRIPS_NPZ) as strips:
             labels = {r["case_id"]: qp.case_label(r) for _, r in rows.iterrows()}
@@ -352,7 +350,8 @@ def write_quality_report(run_dir: Path) -> Path:
                                from_8bit(strips[k]) for k in strips.files if k.startswith(f"recon/{size}/")})
                 save(f"quality_strip_{size}.png", f"{size}: held-out crops, baselines and reconstructions",
                      qp.reconstruction_strip(size, from_8bit(strips[key]), recons, provenance))
-    atomic_write_text(run_dir / VERDICTS_CSV, verdicts_table(seed_quality_verdicts(rows)).to_csv(index=False))
+    images = pd.read_csv(run_dir / IMAGES_CSV) if (run_dir / IMAGES_CSV).is_file() else None
+    atomic_write_text(run_dir / VERDICTS_CSV, verdicts_table(seed_quality_verdicts(rows, images=images)).to_csv(index=False))
     path = run_dir / REPORT_MD
-    atomic_write_text(path, build_quality_markdown(rows, meta, figures))
+    atomic_write_text(path, build_quality_markdown(rows, meta, figures, images))
     return path

@@ -18,6 +18,7 @@ batch. Command: ``python -m bench quality [matrix options] --budget-steps N | --
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ from bench.quality.training import EVAL_BATCH, Budget, CurvePoint, Schedule, tra
 CURVE_CROPS = 12      # held-out crops the loss curve is evaluated on (all of them are scored at the end)
 STRIP_CROPS = 3       # held-out crops shown as original / reconstruction in the report
 TRAIN_PER_IMAGE = 64  # training crops drawn per image
-HELDOUT_PER_IMAGE = 2
+HELDOUT_PER_IMAGE = 4  # spread over each held-out image (bench.quality.dataset.sample_rects)
 
 
 def quality_key(case: Case) -> tuple:
@@ -101,6 +102,34 @@ class QualityResult:
     originals: Optional[np.ndarray] = None        # (STRIP_CROPS, H, W) held-out crops
     reconstructions: Optional[np.ndarray] = None  # (STRIP_CROPS, H, W), clipped to [0, 1]
     baseline_strips: dict = dataclasses.field(default_factory=dict)  # label -> (STRIP_CROPS, H, W) of a baseline
+    image_mse: dict = dataclasses.field(default_factory=dict)  # held-out image -> the model's MSE pooled over its crops
+    baseline_image_mse: dict = dataclasses.field(default_factory=dict)  # "crop_mean"/"latent" -> {image: MSE}
+
+
+def per_image_mse(crop_mse: np.ndarray, names: list[str]) -> dict[str, float]:
+    """Per-crop MSEs ``(N,)`` pooled per source image (``names[i]`` is crop i's image): ``{image: MSE}``,
+    in the order the images first appear. Crops of one image get one figure: they are not independent."""
+    crop_mse = np.asarray(crop_mse, dtype=np.float64)
+    return {name: float(crop_mse[[i for i, n in enumerate(names) if n == name]].mean()) for name in dict.fromkeys(names)}
+
+
+def pooled_db(image_mse: dict[str, float]) -> float:
+    """PSNR (dB, data range 1) of the MSE pooled over images (each image weighs the same)."""
+    mean = float(np.mean(list(image_mse.values())))
+    return math.inf if mean == 0 else -10.0 * math.log10(mean)
+
+
+def image_mean_db(image_mse: dict[str, float]) -> float:
+    """The mean over images of each image's own PSNR (dB): shown beside the pooled figure."""
+    return float(np.mean([math.inf if v == 0 else -10.0 * math.log10(v) for v in image_mse.values()]))
+
+
+def effective_latent(model: torch.nn.Module, latent: int) -> int:
+    """How many numbers the latent can carry: a linear map into it from a narrower vector (``to_latent``
+    of ``in_features < latent``) spans at most ``in_features`` dimensions, whatever ``latent`` says."""
+    to_latent = getattr(model, "to_latent", None)
+    width = getattr(to_latent, "in_features", None) if isinstance(to_latent, torch.nn.Linear) else None
+    return int(min(latent, width)) if width else int(latent)
 
 
 def split_baselines(split: Split, latent: int) -> BaselineScores:
@@ -110,17 +139,36 @@ def split_baselines(split: Split, latent: int) -> BaselineScores:
     return split.baseline_cache.get(split.train, split.heldout.stack()[:, 0].numpy(), latent)
 
 
-def baseline_columns(base: BaselineScores, psnr_db: float) -> dict:
-    """The row's baseline columns and the model's margins over them (dB)."""
-    margin = psnr_db - base.crop_mean.psnr_db
+def baseline_image_mse(base: BaselineScores, names: list[str]) -> dict[str, dict[str, float]]:
+    """Every baseline pooled per held-out image, ``{name: {image: MSE}}`` (``names[i]``: crop i's image),
+    plus ``"latent"``: the better of downsample and PCA by the pooled MSE."""
+    out = {name: per_image_mse(mse, names) for name, mse in (base.crop_mse or {}).items()}
+    latent = [k for k in ("downsample", "pca") if k in out]
+    if latent:
+        out["latent"] = out[min(latent, key=lambda k: (np.mean(list(out[k].values())), k))]
+    return out
+
+
+def baseline_columns(base: BaselineScores, psnr_db: float, names: Optional[list[str]] = None) -> dict:
+    """The row's baseline columns and the model's margins over them (dB). With ``names`` (each held-out
+    crop's image) every baseline is the PSNR of its MSE pooled per image, like the model's ``psnr_db``;
+    without, the mean of per-crop PSNRs."""
+    pooled = {k: pooled_db(v) for k, v in baseline_image_mse(base, names).items()} if names else {}
+    per_crop = {"train_mean": base.train_mean.psnr_db, "crop_mean": base.crop_mean.psnr_db,
+                "downsample": base.downsample.psnr_db, "pca": base.pca.psnr_db if base.pca is not None else None,
+                "latent": base.latent_best.psnr_db}
+    db = {k: pooled.get(k, v) for k, v in per_crop.items()}
+    kind = base.latent_name
+    if "latent" in pooled:
+        kind = "pca" if db["pca"] is not None and db["pca"] > db["downsample"] else "downsample"
+    margin = psnr_db - db["crop_mean"]
     bh, bw = base.downsample_grid
-    return {"baseline_train_mean_db": base.train_mean.psnr_db, "baseline_crop_mean_db": base.crop_mean.psnr_db,
-            "baseline_crop_mean_ssim": base.crop_mean.ssim, "baseline_downsample_db": base.downsample.psnr_db,
-            "baseline_downsample_grid": f"{bw}x{bh}",
-            "baseline_pca_db": base.pca.psnr_db if base.pca is not None else None,
+    return {"baseline_train_mean_db": db["train_mean"], "baseline_crop_mean_db": db["crop_mean"],
+            "baseline_crop_mean_ssim": base.crop_mean.ssim, "baseline_downsample_db": db["downsample"],
+            "baseline_downsample_grid": f"{bw}x{bh}", "baseline_pca_db": db["pca"],
             "baseline_pca_components": base.pca_components,
-            "baseline_latent_db": base.latent_best.psnr_db, "baseline_latent_kind": base.latent_name,
-            "margin_crop_mean_db": margin, "margin_latent_db": psnr_db - base.latent_best.psnr_db,
+            "baseline_latent_db": db["latent"], "baseline_latent_kind": kind,
+            "margin_crop_mean_db": margin, "margin_latent_db": psnr_db - db["latent"],
             "learned": bool(margin >= LEARNED_MARGIN_DB)}
 
 
@@ -187,11 +235,12 @@ def _train_and_score(model: torch.nn.Module, case: Case, split: Split, budget: B
     row["params"] = sum(p.numel() for p in model.parameters())
     cfg = getattr(model, "config", None)
     row["latent"] = getattr(cfg, "latent_dim", case.latent) if cfg is not None else case.latent
+    row["effective_latent"] = effective_latent(model, int(row["latent"]))
     heldout = split.heldout.stack()  # (N, 1, H, W)
     curve_images = heldout[spread(len(heldout), CURVE_CROPS)]
     curve_np = curve_images[:, 0].numpy()
     row["baseline_crop_mean_curve_mse"] = float(np.mean((crop_mean_predictor(curve_np) - curve_np) ** 2))
-    before = neighbour_similarity(model, split.images, split.crop_hw, device, case.precision)
+    before = neighbour_similarity(model, split.heldout_images, split.crop_hw, device, case.precision)
 
     trained = train_for_budget(model, split.train, curve_images, budget, device, case.batch, case.precision, schedule.lr,
                                seed, on_point=on_point, schedule=schedule)
@@ -202,15 +251,23 @@ def _train_and_score(model: torch.nn.Module, case: Case, split: Split, budget: B
                lr_final=trained.last_lr)
 
     recon = reconstruct(model, heldout, device, case.precision)
-    scores = mean_metrics(batch_metrics(heldout[:, 0].numpy(), recon))
-    row.update(mse=scores.mse, psnr_db=scores.psnr_db, ssim=scores.ssim)
-    row.update(baseline_columns(split_baselines(split, int(row["latent"])), scores.psnr_db))
+    crops = batch_metrics(heldout[:, 0].numpy(), recon)
+    scores = mean_metrics(crops)
+    names = split.heldout.image_names
+    result.image_mse = per_image_mse(np.array([m.mse for m in crops]), names)
+    row.update(mse=float(np.mean(list(result.image_mse.values()))), psnr_db=pooled_db(result.image_mse),
+               psnr_image_db=image_mean_db(result.image_mse), psnr_crop_db=scores.psnr_db, ssim=scores.ssim,
+               n_train_images=len(split.train_images), n_heldout_images=len(split.heldout_images))
+    base = split_baselines(split, int(row["effective_latent"]))  # what as many numbers as the latent carries buy
+    result.baseline_image_mse = baseline_image_mse(base, names)
+    row.update(baseline_columns(base, row["psnr_db"], names))
     shown = spread(len(heldout), STRIP_CROPS)
     result.originals, result.reconstructions = heldout[shown, 0].numpy(), recon[shown]
     result.baseline_strips = {"crop mean": crop_mean_predictor(result.originals),
-                              f"downsample z{int(row['latent'])}": downsample_predictor(result.originals, int(row["latent"]))}
+                              f"downsample z{int(row['effective_latent'])}":
+                                  downsample_predictor(result.originals, int(row["effective_latent"]))}
 
-    after = neighbour_similarity(model, split.images, split.crop_hw, device, case.precision)
+    after = neighbour_similarity(model, split.heldout_images, split.crop_hw, device, case.precision)
     row.update(embed_spearman_init=before.spearman, embed_spearman=after.spearman, embed_windows=after.windows,
                embed_images=len(after.per_image))
 

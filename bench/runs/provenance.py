@@ -61,6 +61,28 @@ def git_tree_state() -> str:
     return "dirty:" + hashlib.sha256(out.stdout).hexdigest()[:16]
 
 
+def git_dirty() -> Optional[bool]:
+    """True when tracked files differ from HEAD (the run's code is not the commit's), None without git."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                             timeout=10, cwd=Path(__file__).resolve().parent)
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def source_state() -> dict:
+    """``{"commit": short hash, "dirty": bool or None}``: the code a run ran, for its provenance."""
+    return {"commit": git_commit(), "dirty": git_dirty()}
+
+
+def source_text(meta: dict) -> str:
+    """``commit abc1234`` or ``commit abc1234 + uncommitted changes`` from a run's meta (``?`` when unknown)."""
+    commit = meta.get("commit") or "?"
+    dirty = meta.get("dirty")
+    return f"commit {commit}" + (" + uncommitted changes" if dirty else "" if dirty is False else " (clean state unknown)")
+
+
 def run_meta(facts: Any, matrix: str, command: Optional[list[str]] = None, extra: Optional[dict] = None,
              calibration: Optional[dict] = None) -> dict:
     """What a run folder's ``meta.json`` holds: when, which commit, how to reproduce, on what."""

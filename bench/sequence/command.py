@@ -11,7 +11,7 @@ from pathlib import Path
 from bench.core.commandline import EXIT_OK, Command
 
 # the defaults of bench/sequence/downstream.py, repeated here so that --help needs no torch
-WINDOW, STEP, CONTEXT, AE_SECONDS, LSTM_STEPS = "640x152", 64, 8, 30.0, 300
+WINDOW, STEP, CONTEXT, AE_STEPS, LSTM_STEPS, SEEDS = "640x152", 64, 4, 200, 300, "0,1,2"
 
 
 def _args(parser: argparse.ArgumentParser) -> None:
@@ -21,13 +21,19 @@ def _args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", default=WINDOW, help=f"window size WxH [default: {WINDOW}]")
     parser.add_argument("--step", type=int, default=STEP, help=f"px between consecutive windows [default: {STEP}]")
     parser.add_argument("--context", type=int, default=CONTEXT, help=f"windows the LSTM reads before predicting [default: {CONTEXT}]")
-    parser.add_argument("--ae-seconds", type=float, default=AE_SECONDS,
-                        help=f"autoencoder training clock per family and latent, seconds [default: {AE_SECONDS:g}]")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--ae-steps", type=int, default=None,
+                        help=f"autoencoder optimizer steps per family, latent and seed [default: {AE_STEPS} when no budget is given]")
+    budget.add_argument("--ae-seconds", type=float, default=None,
+                        help="instead of steps: autoencoder training clock per family, latent and seed, seconds (each row "
+                             "records the steps it gave; the report warns when compared rows differ)")
     parser.add_argument("--lstm-steps", type=int, default=LSTM_STEPS, help=f"LSTM training steps [default: {LSTM_STEPS}]")
     parser.add_argument("--train-rows", type=int, default=16, help="training rows per image [default: 16]")
     parser.add_argument("--heldout-rows", type=int, default=8, help="held-out rows per image [default: 8]")
     parser.add_argument("--images", default=None, metavar="DIR", help="png/jpg/tif images instead of scikit-image's photographs")
-    parser.add_argument("--seed", type=int, default=0, help="seed for rows, weights and batches [default: 0]")
+    parser.add_argument("--seeds", default=SEEDS,
+                        help=f"training seeds (rows, weights and batches), comma-separated; the verdict needs the "
+                             f"difference above their spread [default: {SEEDS}]")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N [default: cpu]")
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder [default: results/<run-id>-downstream]")
 
@@ -47,13 +53,17 @@ def _run(args: argparse.Namespace) -> int:
     if bad:
         raise ValueError(f"--latents: {bad[0]} is outside 128..8192")
     window = parse_size(args.window)
-    for name in ("step", "context", "ae_seconds", "lstm_steps", "train_rows", "heldout_rows"):
-        _positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.ae_steps is None and args.ae_seconds is None:
+        args.ae_steps = AE_STEPS
+    for name in ("step", "context", "ae_steps", "ae_seconds", "lstm_steps", "train_rows", "heldout_rows"):
+        if getattr(args, name) is not None:
+            _positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    from bench.quality.evidence import parse_seeds
 
-    import torch
+    seeds = parse_seeds(args.seeds)
 
     from bench.quality.dataset import load_sources
-    from bench.runs.provenance import git_commit, new_run_id, utc_now
+    from bench.runs.provenance import new_run_id, source_state
     from bench.sequence.downstream import prepare_images, run_downstream
     from bench.sequence.output import write_outputs
     from bench.trackers.device import device_facts, resolve_device
@@ -61,28 +71,40 @@ def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     facts = device_facts(device)
     out = Path(args.out) if args.out else Path("results") / f"{new_run_id(facts.slug)}-downstream"
-    started = time.perf_counter()
+    started, source = time.perf_counter(), source_state()  # the code as it was when the run started
     sources, failed, data = load_sources(args.images)
-    images, dropped = prepare_images(sources, window, args.step, args.context, args.seed)
+    images, dropped = prepare_images(sources, window, args.step, args.context, seeds[0])
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     results = []
     for family in families:
         for latent in latents:
             log(f"{family} {args.preset} latent {latent}:")
-            results.append(run_downstream(family, args.preset, latent, images, device, args.seed, window, args.step,
-                                          args.context, args.ae_seconds, args.lstm_steps, args.train_rows,
-                                          args.heldout_rows, log))
-    command = shlex.join(["python", "-m", "bench", *(getattr(args, "argv", None) or sys.argv[1:])])
-    meta = dict(command=command, when=utc_now(), device=f"{facts.name} ({torch.get_num_threads()} threads)",
-                torch=torch.__version__, commit=git_commit(), seconds=time.perf_counter() - started, data=data,
-                dropped="; ".join(f"{k}: {v}" for k, v in {**failed, **dropped}.items()), ae_seconds=args.ae_seconds)
-    md = write_outputs(out, results, meta)
+            results.append(run_downstream(family, args.preset, latent, images, device, seeds, window, args.step,
+                                          args.context, args.ae_steps, args.ae_seconds, args.lstm_steps,
+                                          args.train_rows, args.heldout_rows, log))
+            md = write_outputs(out, results, meta(args, facts, started, source, data, failed, dropped, seeds, images))  # a stop keeps these
     print(md.read_text())
     print(f"downstream: {md}")
     return EXIT_OK
 
 
+def meta(args: argparse.Namespace, facts, started: float, source: dict, data: str, failed: dict, dropped: dict, seeds: list,
+         images) -> dict:
+    """What downstream.md says about its run: the command, the machine, the code, the data and the budget."""
+    import torch
+
+    from bench.runs.provenance import utc_now
+
+    command = shlex.join(["python", "-m", "bench", *(getattr(args, "argv", None) or sys.argv[1:])])
+    return dict(command=command, when=utc_now(), device=f"{facts.name} ({torch.get_num_threads()} threads)",
+                torch=torch.__version__, **source, seconds=time.perf_counter() - started, data=data,
+                dropped="; ".join(f"{k}: {v}" for k, v in {**failed, **dropped}.items()), ae_steps=args.ae_steps,
+                ae_seconds=args.ae_seconds, seeds=seeds,
+                heldout_images=", ".join(im.name for im in images if im.heldout),
+                train_images=", ".join(im.name for im in images if not im.heldout))
+
+
 COMMANDS = [
     Command("downstream", "train an LSTM on each family's frozen embeddings of consecutive windows to predict the next "
-                          "window's embedding; score it on held-out bands against repeat-the-last-embedding", _args, _run),
+                          "window's embedding; score it on held-out images against repeat-last and a ridge one-step predictor", _args, _run),
 ]
