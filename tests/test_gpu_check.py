@@ -1,0 +1,171 @@
+"""``bench/gpu_check.sh``, rehearsed on this CPU (``GPU_CHECK_ALLOW_CPU=1``): its refusal, its time table
+(worst case, grace included, at most 480 s, printed at start), its step order, and what comes back when
+a step is stopped at its limit or the whole check is SIGKILLed.
+
+The rehearsals are narrowed with the script's own knobs (one preset, size, family and precision; STEPS
+picks the steps) so that they stay a minute or so on a busy 2-core machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+GPU_CHECK = REPO / "bench" / "gpu_check.sh"
+MAX_S = 480  # issue 34: a 15-minute device lease holds the machine's start, the check, and a rerun
+ORDER = ["speed", "plan-1", "plan-2", "profile", "launcher", "compare"]  # GPU-only first, launcher and compare last
+NARROW = {"GPU_CHECK_ALLOW_CPU": "1", "PRESETS": "tiny", "SIZES": "201x201", "FAMILIES": "transformer", "PRECISIONS": "fp32"}
+
+
+def rehearsal_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("OUT", "STEPS", "TOTAL_S")}
+    return {**env, **NARROW, "PYTHONPATH": str(REPO), **extra}
+
+
+def step_lines(summary: str) -> dict[str, dict]:
+    """summary.log's step lines (those not starting with '#'): name -> {key: value}."""
+    lines = {}
+    for line in summary.splitlines():
+        if line and not line.startswith("#"):
+            name, rest = line.split(": ", 1)
+            lines[name] = dict(re.findall(r"(\w+)=(\S+)", rest)) | {"line": line}
+    return lines
+
+
+def archive(out: Path, step: str) -> dict[str, bytes]:
+    """The files of OUT/<step>.tar.gz: path -> bytes (raises if the archive is not whole)."""
+    with tarfile.open(out / f"{step}.tar.gz") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
+def csv_rows(files: dict[str, bytes], name: str) -> int:
+    return sum(len(list(csv.reader(io.StringIO(data.decode())))) - 1 for path, data in files.items()
+               if path.rsplit("/", 1)[-1] == name)
+
+
+# ------------------------------------------------------------------------------ the time table
+
+
+def test_the_worst_case_is_printed_at_start_and_fits_480_s(tmp_path):
+    """No step run (STEPS=none): the header's arithmetic is the script's own table, summed, and at most 480 s."""
+    done = subprocess.run(["bash", str(GPU_CHECK), str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env=rehearsal_env(STEPS="none"))
+    assert done.returncode == 0, done.stderr
+    summary = (tmp_path / "out" / "summary.log").read_text()
+    found = re.search(r"worst case: probe (\d+)\+(\d+) s \+ step limits (\d+) s \+ graces (\d+) s \+ packing (\d+) x (\d+) s "
+                      r"= (\d+) s <= (\d+) s", summary)
+    assert found, summary
+    probe, probe_grace, limits, graces, steps, pack, worst, cap = map(int, found.groups())
+    text = GPU_CHECK.read_text()
+    table = re.findall(r'^\s+"([\w-]+)\s+\$\{\w+:-(\d+)\}\s+(\d+)"$', text, re.M)
+    assert [name for name, _, _ in table] == ORDER, "what only a GPU shows first, the launcher and compare last"
+    assert limits == sum(int(limit) for _, limit, _ in table) and graces == sum(int(grace) for _, _, grace in table)
+    assert steps == len(table) and worst == probe + probe_grace + limits + graces + steps * pack
+    assert worst <= cap == MAX_S
+    assert [name for name in step_lines(summary)] == ORDER, "one line per step, in the order they run"
+    assert all(fields["status"] == "not-asked" for fields in step_lines(summary).values())
+
+
+def test_a_table_over_the_cap_is_refused_in_one_line(tmp_path):
+    done = subprocess.run(["bash", str(GPU_CHECK), str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,
+                          timeout=60, env=rehearsal_env(SPEED_S="400"))
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and "over TOTAL_S=480 s" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where torch sees no GPU")
+def test_gpu_check_refuses_in_one_line_without_cuda(tmp_path):
+    out = tmp_path / "out"
+    env = {k: v for k, v in rehearsal_env().items() if k != "GPU_CHECK_ALLOW_CPU"}
+    done = subprocess.run(["bash", str(GPU_CHECK), str(out)], cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and "CUDA is not available" in done.stderr
+    assert not out.exists(), "nothing made"
+
+
+def test_the_steps_name_real_commands():
+    """Every command the script runs exists (modules moved under bench/<package>/ once)."""
+    text = GPU_CHECK.read_text()
+    for module in set(re.findall(r"from (bench(?:\.\w+)+) import", text)):
+        assert (REPO / (module.replace(".", "/") + ".py")).is_file(), module
+    commands = set(re.findall(r"-m bench (\w[\w-]*)", text))
+    assert commands >= {"plan", "profile", "run", "compare"}
+    from bench.cli import commands as table
+
+    assert commands <= set(table())
+    assert (REPO / "bench" / "test_speed.py").is_file()
+    for needed in ("--benchmark-storage", "--ae-device", "--device", "--ae-batch"):
+        assert needed in text
+
+
+# ------------------------------------------------------------------- what a stopped check returns
+
+
+@pytest.mark.slow
+def test_a_speed_step_stopped_at_30_s_returns_rows_its_pytest_benchmark_json_and_a_report(tmp_path):
+    """MIN_TIME=5: eight cases cannot end in 30 s, so the step is stopped at its limit (SIGINT); what it
+    measured comes back: rows, pytest-benchmark's JSON of the same cases, and a report of them."""
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", str(GPU_CHECK), str(out)], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=rehearsal_env(STEPS="speed", SPEED_S="30", MIN_TIME="5"))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    speed = step_lines((out / "summary.log").read_text())["speed"]
+    assert speed["status"] in ("stopped-at-limit", "killed-after-grace") and speed["limit"] == "30+25", speed["line"]
+    files = archive(out, "speed")
+    rows = csv_rows(files, "results.csv")
+    assert rows >= 1 and int(speed["rows"]) == rows, speed["line"]
+    jsons = [json.loads(data) for path, data in files.items() if "/benchmarks/" in path and path.endswith(".json")]
+    assert len(jsons) == 1, "pytest-benchmark's JSON came back"
+    results = next(data.decode() for path, data in files.items() if path.endswith("/results.csv"))
+    ok_keys = {r["case_key"] for r in csv.DictReader(io.StringIO(results)) if r["status"] == "ok"}
+    assert ok_keys and {b["extra_info"]["case_key"] for b in jsons[0]["benchmarks"]} == ok_keys
+    report = next(data.decode() for path, data in files.items() if path.endswith("/report.md"))
+    ok_ids = {r["case_id"] for r in csv.DictReader(io.StringIO(results)) if r["status"] == "ok"}
+    assert all(case_id in report for case_id in ok_ids), "the report is of the rows measured"
+    assert "report.md" in speed["line"] and "pytest-benchmark JSON" in speed["line"]
+
+
+@pytest.mark.slow
+def test_a_check_sigkilled_at_a_random_time_returns_every_finished_step(tmp_path):
+    """The whole process group SIGKILLed (as a lent machine ends a command at its limit) at a random moment
+    after the first step ended: every step summary.log calls finished is in OUT, whole, with the rows it
+    said; nothing half-written carries a step's name."""
+    seed = random.randrange(10**6)
+    rng = random.Random(seed)
+    out = tmp_path / "out"
+    check = subprocess.Popen(["bash", str(GPU_CHECK), str(out)], cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=rehearsal_env(STEPS="plan-1,plan-2"), start_new_session=True)
+    try:
+        summary = out / "summary.log"
+        deadline = time.monotonic() + 240
+        while "plan-1: status=" not in (summary.read_text() if summary.exists() else ""):
+            assert check.poll() is None and time.monotonic() < deadline, "the first step never ended"
+            time.sleep(0.2)
+        time.sleep(rng.uniform(0, 35))  # anywhere in the second step (about 30 s here), or after it
+    finally:
+        os.killpg(check.pid, signal.SIGKILL)
+        check.wait()
+    finished = {name: f for name, f in step_lines(summary.read_text()).items() if f["status"] != "not-asked"}
+    assert "plan-1" in finished, f"seed {seed}"
+    for name, fields in finished.items():
+        files = archive(out, name)
+        assert f"{name}/{name}.log" in files, f"seed {seed}: {name}"
+        assert csv_rows(files, "plan.csv") == int(fields["rows"]) >= 1, f"seed {seed}: {fields['line']}"
+    named = {p.name for p in out.iterdir() if p.name.endswith(".tar.gz") and not p.name.startswith(".")}
+    assert named >= {f"{name}.tar.gz" for name in finished}, f"seed {seed}"
+    for extra in named - {f"{name}.tar.gz" for name in finished}:  # packed, killed before its line: whole too
+        archive(out, extra.removesuffix(".tar.gz"))
