@@ -794,3 +794,47 @@ def test_the_planners_search_takes_a_library_allocation_failure_as_does_not_fit(
     result = search_max_batch(lambda b: search.cuda_trial(case, torch.device("cuda:0"), b), budget, cap=64)
     assert result.max_batch == 8
     assert {t.batch: t.status for t in result.trials}[16] == "oom" and text in result.trial(16).reason
+
+
+# ------------------------------------------------------- peaks: warmed up, repeated until settled (issue 34)
+
+
+class WarmingGemm:
+    """A GEMM whose calls take ``ms[i]`` on a fake clock (cold first, then settling): what a peak is timed on."""
+
+    def __init__(self, ms: list[float]) -> None:
+        self.ms, self.calls, self.now = ms, 0, 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def __call__(self):
+        self.now += self.ms[min(self.calls, len(self.ms) - 1)] / 1e3
+        self.calls += 1
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda:0"])
+def test_a_peak_is_taken_after_a_warm_up_once_it_has_settled(cuda, monkeypatch, device):
+    """Cold calls of 10, 5, 3, 2, 1.5 and 1.2 ms before 1 ms a call: the peak is the 1 ms rate, on a CPU as on a
+    GPU (the old best of 3 calls without warm-up read 3 ms: a third of the peak, and every MFU three times high)."""
+    from bench.trackers import calibration
+
+    gemm = WarmingGemm([10, 5, 3, 2, 1.5, 1.2, 1.0])
+    monkeypatch.setattr(calibration, "time", SimpleNamespace(perf_counter=gemm.perf_counter))
+    monkeypatch.setattr(calibration, "gemm", lambda n, device, dtype: gemm)
+    found = calibration.gemm_peak(torch.device(device), "fp32", sizes=(1024,))
+    assert found["tflops"] == pytest.approx(2 * 1024**3 / 1e-3 / 1e12)
+    timed_ms = sorted(2 * 1024**3 / r / 1e12 * 1e3 for r in found["tflops_by_n"]["1024"])
+    assert 10 not in [round(t, 6) for t in timed_ms], "the warm-up call is not timed"
+    assert timed_ms[:calibration.SETTLE_WINDOW + 1] == pytest.approx([1.0] * (calibration.SETTLE_WINDOW + 1)), \
+        "timed until the best no longer improves"
+    assert found["repeats"] < calibration.PEAK_MAX_REPEATS
+
+
+def test_a_peak_that_never_settles_stops_at_the_most_repetitions(monkeypatch):
+    from bench.trackers import calibration
+
+    gemm = WarmingGemm([100 / (1.5 ** i) for i in range(50)])  # each call 1.5x faster than the last
+    monkeypatch.setattr(calibration, "time", SimpleNamespace(perf_counter=gemm.perf_counter))
+    times = calibration.settled_times(gemm, CPU)
+    assert len(times) == calibration.PEAK_MAX_REPEATS and gemm.calls == calibration.PEAK_MAX_REPEATS + 1
