@@ -173,6 +173,17 @@ class FakePynvml:
     def nvmlDeviceGetMemoryInfo(self, handle):
         return SimpleNamespace(used=self.used, total=141 * GIB, free=141 * GIB - self.used)
 
+    gpus, display = 1, 0  # GPUs NVML lists; whether the GPU drives a display (NVML_FEATURE_ENABLED = 1)
+
+    def nvmlDeviceGetCount(self):
+        return self.gpus
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        return ("handle", uuid)
+
+    def nvmlDeviceGetDisplayActive(self, handle):
+        return self.display
+
 
 @pytest.fixture
 def nvml(monkeypatch, cuda) -> tuple[NVML, FakePynvml]:
@@ -664,9 +675,13 @@ def test_the_context_is_used_memory_minus_the_allocators_reserve(cuda, nvml):
     fake.procs = [proc(os.getpid(), 1000)]
     found, how = context_after_steps(torch.device("cuda:0"))
     assert found == 400 * MIB and "NVML" in how  # 1000 MiB used by the process - 600 MiB reserved
-    fake.procs = [proc(1, 10), proc(2, 10)]  # no per-process figure: the whole device's used memory
+    fake.procs = [proc(1, 10), proc(2, 10)]  # no per-process figure: the device's used memory less what it held before
+    session._baselines[0] = (3000.0, "stub")
     found, how = context_after_steps(torch.device("cuda:0"))
-    assert found == cuda.total - cuda.free - cuda.reserved_now and "cudaMemGetInfo" in how
+    assert found == cuda.total - cuda.free - 3000 * MIB - cuda.reserved_now and "3000 MiB in use before this process" in how
+    session._baselines[0] = (None, "CUDA initialised first")  # nothing to take off: other processes count too
+    found, how = context_after_steps(torch.device("cuda:0"))
+    assert found == cuda.total - cuda.free - cuda.reserved_now and "other processes on the GPU count too" in how
 
 
 # -------------------------------------------------------------- compare refuses two timers (item 3)
@@ -838,3 +853,80 @@ def test_a_peak_that_never_settles_stops_at_the_most_repetitions(monkeypatch):
     monkeypatch.setattr(calibration, "time", SimpleNamespace(perf_counter=gemm.perf_counter))
     times = calibration.settled_times(gemm, CPU)
     assert len(times) == calibration.PEAK_MAX_REPEATS and gemm.calls == calibration.PEAK_MAX_REPEATS + 1
+
+
+# --------------------------- NVML: a process it cannot name; a desktop card's display, measured (issue 34)
+
+
+def test_an_unmatched_process_is_the_reserved_peak_plus_a_measured_context_and_says_so(cuda, nvml):
+    """MIG / several containers: NVML lists two processes, neither this PID. The GPU held 3000 MiB before this
+    process (display, others), 4000 MiB after its pass with 600 MiB reserved: context 400 MiB; the row's
+    figure is the 512 MiB reserved peak + 400 MiB, and its source column says it is that fallback."""
+    from bench.trackers.memory import memory_pass
+
+    session, fake = nvml
+    fake.used = 3000 * MIB
+    assert session.record_baseline(0)[0] == 3000
+    fake.used, fake.procs = 4000 * MIB, [proc(1, 10), proc(2, 10)]
+    stats = memory_pass(lambda: None, torch.device("cuda:0"), iters=1)
+    assert stats.nvml_process_peak_mib == pytest.approx(512 + (4000 - 3000 - 600))
+    assert stats.nvml_process_source.startswith("fallback: allocator reserved peak + measured context 400 MiB")
+    assert "2 compute processes" in stats.nvml_process_source
+
+
+def test_a_matched_process_is_nvmls_own_figure(cuda, nvml):
+    from bench.trackers.memory import memory_pass
+
+    session, fake = nvml
+    fake.procs = [proc(os.getpid(), 1000)]
+    stats = memory_pass(lambda: None, torch.device("cuda:0"), iters=1)
+    assert stats.nvml_process_peak_mib == 1000 and stats.nvml_process_source == "nvml: this process"
+
+
+def test_without_a_baseline_from_before_cuda_the_figure_stays_empty_and_says_why(cuda, nvml, monkeypatch):
+    from bench.trackers.memory import memory_pass
+
+    session, fake = nvml
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    fake.procs = [proc(1, 10), proc(2, 10)]
+    stats = memory_pass(lambda: None, torch.device("cuda:0"), iters=1)
+    assert stats.nvml_process_peak_mib is None
+    assert stats.nvml_process_source.startswith("empty:") and "CUDA was initialised in this process" in stats.nvml_process_source
+
+
+def test_the_baseline_finds_the_gpu_through_cuda_visible_devices_without_torch(nvml, monkeypatch):
+    session, fake = nvml
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-1234")
+    assert session.record_baseline(0) == (fake.used / MIB, "NVML device memory in use before this process initialised "
+                                                          "CUDA (CUDA_VISIBLE_DEVICES entry GPU-1234)")
+    assert session.record_baseline(1)[0] is None, "no cuda:1 is visible"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    fake.gpus = 2  # two GPUs, CUDA's own order: which NVML device is cuda:2 is not known without CUDA
+    assert session.record_baseline(2)[0] is None and "CUDA_DEVICE_ORDER=PCI_BUS_ID" in session.record_baseline(2)[1]
+
+
+def plan_env_on(cuda, monkeypatch, total_gib: float):
+    from bench.plan import budget as budget_module
+
+    cuda.total = int(total_gib * GIB)
+    monkeypatch.setattr(budget_module, "measure_context_bytes", lambda device: (400 * MIB, "measured (stub)"))
+    facts = DeviceFacts(type="cuda", name="NVIDIA GeForce RTX 4060", index=0, capability="8.9", total_memory_mib=total_gib * 1024)
+    return budget_module.make_env(torch.device("cuda:0"), facts, "8GiB", None)
+
+
+def test_planned_on_a_desktop_card_its_displays_use_is_measured_not_assumed(cuda, nvml, monkeypatch):
+    session, fake = nvml
+    fake.used, fake.display = 700 * MIB, 1
+    env = plan_env_on(cuda, monkeypatch, 8)
+    assert env.source == "measured" and env.budget.display_reserve == 700 * MIB
+    assert env.budget.display_source.startswith("measured: NVML device memory in use before this process")
+    assert "this card drives a display" in env.budget.display_source
+    assert "(measured: NVML" in "\n".join(env.budget.describe())
+
+
+def test_emulated_on_a_larger_gpu_the_target_cards_display_stays_assumed(cuda, nvml, monkeypatch):
+    session, fake = nvml
+    fake.used, fake.display = 700 * MIB, 1
+    env = plan_env_on(cuda, monkeypatch, 141)
+    assert env.source == "emulated" and env.budget.display_reserve == 256 * MIB
+    assert "target card" in env.budget.display_source

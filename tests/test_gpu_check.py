@@ -116,27 +116,48 @@ def test_the_steps_name_real_commands():
 
 
 @pytest.mark.slow
-def test_a_speed_step_stopped_at_30_s_returns_rows_its_pytest_benchmark_json_and_a_report(tmp_path):
-    """MIN_TIME=5: eight cases cannot end in 30 s, so the step is stopped at its limit (SIGINT); what it
-    measured comes back: rows, pytest-benchmark's JSON of the same cases, and a report of them."""
+def test_a_speed_step_stopped_mid_sweep_returns_rows_its_pytest_benchmark_json_and_a_report(tmp_path):
+    """The check is stopped (SIGINT, as Ctrl-C; the step gets the SIGINT its time limit sends) once the speed
+    step has a row on disk: what it measured comes back, rows, pytest-benchmark's JSON of the same cases and a
+    report of them. Waits on the row, not on a clock, so a busy machine changes nothing."""
     out = tmp_path / "out"
-    done = subprocess.run(["bash", str(GPU_CHECK), str(out)], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env=rehearsal_env(STEPS="speed", SPEED_S="30", MIN_TIME="5"))
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    check = subprocess.Popen(["bash", str(GPU_CHECK), str(out)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=rehearsal_env(STEPS="speed", MIN_TIME="0.05", PRECISIONS="fp32,amp-bf16", TMPDIR=str(tmp_path)))
+    try:
+        deadline = time.monotonic() + 400
+        while not any(csv_rows({str(p): p.read_bytes()}, "results.csv") for p in tmp_path.glob("gpu-check.*/speed/*/results.csv")):
+            assert check.poll() is None and time.monotonic() < deadline, "no row within 400 s"
+            time.sleep(0.2)
+        check.send_signal(signal.SIGINT)
+        assert check.wait(timeout=120) == 130
+    finally:
+        check.kill()
     speed = step_lines((out / "summary.log").read_text())["speed"]
-    assert speed["status"] in ("stopped-at-limit", "killed-after-grace") and speed["limit"] == "30+25", speed["line"]
+    assert speed["status"] == "stopped-by-signal", speed["line"]
     files = archive(out, "speed")
-    rows = csv_rows(files, "results.csv")
-    assert rows >= 1 and int(speed["rows"]) == rows, speed["line"]
+    results = next(data.decode() for path, data in files.items() if path.endswith("/results.csv"))
+    records = list(csv.DictReader(io.StringIO(results)))
+    assert 1 <= len(records) < 16 and int(speed["rows"]) == len(records), "stopped mid-sweep, every row kept"
     jsons = [json.loads(data) for path, data in files.items() if "/benchmarks/" in path and path.endswith(".json")]
     assert len(jsons) == 1, "pytest-benchmark's JSON came back"
-    results = next(data.decode() for path, data in files.items() if path.endswith("/results.csv"))
-    ok_keys = {r["case_key"] for r in csv.DictReader(io.StringIO(results)) if r["status"] == "ok"}
-    assert ok_keys and {b["extra_info"]["case_key"] for b in jsons[0]["benchmarks"]} == ok_keys
+    ok = [r for r in records if r["status"] == "ok"]
+    assert {b["extra_info"]["case_key"] for b in jsons[0]["benchmarks"]} == {r["case_key"] for r in ok}
     report = next(data.decode() for path, data in files.items() if path.endswith("/report.md"))
-    ok_ids = {r["case_id"] for r in csv.DictReader(io.StringIO(results)) if r["status"] == "ok"}
-    assert all(case_id in report for case_id in ok_ids), "the report is of the rows measured"
+    assert all(r["case_id"] in report for r in ok), "the report is of the rows measured"
     assert "report.md" in speed["line"] and "pytest-benchmark JSON" in speed["line"]
+
+
+@pytest.mark.slow
+def test_a_step_at_its_time_limit_is_stopped_and_packed_within_its_grace(tmp_path):
+    out = tmp_path / "out"
+    started = time.monotonic()
+    done = subprocess.run(["bash", str(GPU_CHECK), str(out)], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=rehearsal_env(STEPS="speed", SPEED_S="10"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    speed = step_lines((out / "summary.log").read_text())["speed"]
+    assert speed["status"] in ("stopped-at-limit", "killed-after-grace") and speed["limit"] == "10+25", speed["line"]
+    assert int(speed["seconds"]) <= 10 + 25 + 1 and "speed/speed.log" in archive(out, "speed")
+    assert time.monotonic() - started < 10 + 25 + 60, "the probe and the packing are short"
 
 
 @pytest.mark.slow
