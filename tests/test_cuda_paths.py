@@ -930,3 +930,21 @@ def test_emulated_on_a_larger_gpu_the_target_cards_display_stays_assumed(cuda, n
     env = plan_env_on(cuda, monkeypatch, 141)
     assert env.source == "emulated" and env.budget.display_reserve == 256 * MIB
     assert "target card" in env.budget.display_source
+
+
+def test_a_profile_runs_with_its_gpu_current(cuda, monkeypatch, tmp_path):
+    """``profile --device cuda:1``: the case runs with cuda:1 current (its events, streams and memory snapshot)."""
+    from bench.core.runner import Outcome
+    from bench.profile import profiler
+
+    current_while_running = []
+
+    def run_case(case, device, body, skip=None):
+        current_while_running.append(cuda.current)
+        return Outcome("error", "stub: the step is not run here")
+
+    monkeypatch.setattr(profiler, "run_case", run_case)
+    result = profiler.profile_case(Case(preset="tiny", attention="eager", mode="train", size="201x201"),
+                                   torch.device("cuda:1"), H200, tmp_path)
+    assert current_while_running == [1] and ("device", 1) in cuda.log and result.status == "error"
+    assert cuda.current == 0, "the previous device is current again after"
