@@ -948,3 +948,58 @@ def test_a_profile_runs_with_its_gpu_current(cuda, monkeypatch, tmp_path):
                                    torch.device("cuda:1"), H200, tmp_path)
     assert current_while_running == [1] and ("device", 1) in cuda.log and result.status == "error"
     assert cuda.current == 0, "the previous device is current again after"
+
+
+def test_a_slow_peak_stops_at_its_time_budget_after_the_fewest_repetitions(monkeypatch):
+    from bench.trackers import calibration
+
+    gemm = WarmingGemm([3000, 2500, 2000, 1500, 1000])  # ms a call: bf16 on a CPU without bf16 units
+    monkeypatch.setattr(calibration, "time", SimpleNamespace(perf_counter=gemm.perf_counter))
+    assert len(calibration.settled_times(gemm, CPU)) == calibration.PEAK_GEMM_REPEATS
+
+
+# ------------------------------- the emulated plan: whose throughput picked the batch, and the card's range (issue 34)
+
+
+def emulated_env(target: str | None, gpu_name: str = "NVIDIA H100 80GB HBM3"):
+    from bench.plan.budget import EMULATED, PlanEnv, find_gpu
+
+    facts = DeviceFacts(type="cuda", name=gpu_name, index=0, capability="9.0", total_memory_mib=81559)
+    budget = Budget(8 * GIB, display_reserve=256 * MIB, context_bytes=300 * MIB)
+    entry = find_gpu(target) if target else None
+    return PlanEnv(budget, entry["name"] if entry else "8.00 GiB card", torch.device("cuda:0"), facts, source=EMULATED,
+                   target_entry=entry)
+
+
+def test_an_emulated_plan_row_says_whose_throughput_picked_the_batch_and_the_cards_range(monkeypatch):
+    """Emulated on an H100 (132 SMs) for an RTX 4060 (24 SMs): the H100's curve picks 64 (the smallest batch
+    within 5% of its best images/s); the 4060, with fewer SMs, reaches its best at a batch no larger and about
+    in proportion: 64 x 24 / 132 = 11, so 11-64."""
+    from bench.plan import planner as plan
+
+    card = card_with_context(500, 20, 6 * GIB, lambda b: 300, [])
+    monkeypatch.setattr(plan, "cuda_trial", lambda case, device, batch: card(batch))
+    monkeypatch.setattr(plan, "cuda_throughput", lambda case, device, batch: float(min(batch, 64)))  # saturates at 64
+    row, _ = plan.plan_case(Case(preset="tiny", attention="eager", mode="train"), emulated_env("rtx4060"))
+    assert row["recommended_batch"] == 64 and row["recommended_range"] == f"{64 * 24 // 132}-64" == "11-64"
+    assert row["recommended_from"].startswith("emulated: the NVIDIA H100 80GB HBM3's images/s, not the NVIDIA GeForce RTX 4060's")
+    assert "SM ratio 24/132" in row["recommended_from"]
+
+
+def test_without_the_cards_sm_count_an_emulated_plan_claims_no_range():
+    from bench.plan.planner import picked_on
+
+    said, span = picked_on(emulated_env(None), 32)
+    assert span == "" and "no range: 8.00 GiB card has no SM count" in said and said.startswith("emulated: the NVIDIA H100")
+    said, span = picked_on(emulated_env("rtx4060", gpu_name="NVIDIA H100 PCIe"), 32)  # not in the table
+    assert span == "" and "no range: NVIDIA H100 PCIe has no SM count" in said
+
+
+def test_the_first_screen_says_whose_throughput_picked_the_batch():
+    from bench.report.answer import _memory_source
+
+    row = pd.Series({"source": "emulated", "device": "NVIDIA H100 80GB HBM3 held to 8.00 GiB",
+                     "recommended_from": "emulated: the NVIDIA H100 80GB HBM3's images/s, not the NVIDIA GeForce RTX 4060's"})
+    assert _memory_source(row) == ("emulated on NVIDIA H100 80GB HBM3 held to 8.00 GiB; batch emulated: the NVIDIA H100 80GB "
+                                   "HBM3's images/s, not the NVIDIA GeForce RTX 4060's")
+    assert _memory_source(pd.Series({"source": "emulated", "device": "X"})) == "emulated on X", "an older plan"

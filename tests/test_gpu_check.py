@@ -122,7 +122,7 @@ def test_a_speed_step_stopped_mid_sweep_returns_rows_its_pytest_benchmark_json_a
     report of them. Waits on the row, not on a clock, so a busy machine changes nothing."""
     out = tmp_path / "out"
     check = subprocess.Popen(["bash", str(GPU_CHECK), str(out)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env=rehearsal_env(STEPS="speed", MIN_TIME="0.05", PRECISIONS="fp32,amp-bf16", TMPDIR=str(tmp_path)))
+                             env=rehearsal_env(STEPS="speed", MIN_TIME="0.05", TMPDIR=str(tmp_path)))
     try:
         deadline = time.monotonic() + 400
         while not any(csv_rows({str(p): p.read_bytes()}, "results.csv") for p in tmp_path.glob("gpu-check.*/speed/*/results.csv")):
@@ -137,7 +137,7 @@ def test_a_speed_step_stopped_mid_sweep_returns_rows_its_pytest_benchmark_json_a
     files = archive(out, "speed")
     results = next(data.decode() for path, data in files.items() if path.endswith("/results.csv"))
     records = list(csv.DictReader(io.StringIO(results)))
-    assert 1 <= len(records) < 16 and int(speed["rows"]) == len(records), "stopped mid-sweep, every row kept"
+    assert 1 <= len(records) < 8 and int(speed["rows"]) == len(records), "stopped mid-sweep, every row kept"
     jsons = [json.loads(data) for path, data in files.items() if "/benchmarks/" in path and path.endswith(".json")]
     assert len(jsons) == 1, "pytest-benchmark's JSON came back"
     ok = [r for r in records if r["status"] == "ok"]

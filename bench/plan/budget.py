@@ -230,6 +230,7 @@ class PlanEnv:
     cap: int = DEFAULT_MAX_BATCH
     model_target: str = "cuda"
     check_fit: bool = True             # trace once more at the predicted maximum (fit_error_pct)
+    target_entry: Optional[dict] = None  # the planned card's data/gpus.toml entry (--gpu), None for a bare budget
     log: Callable[[str], None] = lambda text: print(text, file=sys.stderr)
 
     @property
@@ -291,4 +292,4 @@ def make_env(device: torch.device, facts: DeviceFacts, budget_text: Optional[str
     if budget.allocator_limit <= 0:
         raise ValueError(f"the budget {format_bytes(card)} leaves nothing to PyTorch: the CUDA context "
                          f"({context_bytes / MIB:.0f} MiB) and the display reserve ({budget.display_reserve / MIB:.0f} MiB) take it all")
-    return PlanEnv(budget, target, device, facts, source, cap)
+    return PlanEnv(budget, target, device, facts, source, cap, target_entry=entry)

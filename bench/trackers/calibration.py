@@ -50,6 +50,7 @@ PEAK_GEMM_REPEATS = 3
 SETTLE_WINDOW = 3
 SETTLE_WITHIN = 0.02
 PEAK_MAX_REPEATS = 12
+PEAK_SETTLE_S = 2.0  # past the first PEAK_GEMM_REPEATS calls, no more once this many seconds were timed (a slow dtype)
 # warm-up before the timed calls: one call, and on a GPU calls for this long (its clocks rise from idle)
 PEAK_WARMUP_S = {"cuda": 0.3, "cpu": 0.0}
 CPU_FP16_N = 256            # CPU fp16 GEMM is very slow; a small one still tells its rate
@@ -75,10 +76,12 @@ def time_op(fn: Callable[[], object], device: torch.device, repeats: int, warmup
 
 
 def settled_times(fn: Callable[[], object], device: torch.device, min_repeats: int = PEAK_GEMM_REPEATS,
-                  max_repeats: int = PEAK_MAX_REPEATS, window: int = SETTLE_WINDOW, within: float = SETTLE_WITHIN) -> list[float]:
+                  max_repeats: int = PEAK_MAX_REPEATS, window: int = SETTLE_WINDOW, within: float = SETTLE_WITHIN,
+                  max_s: float = PEAK_SETTLE_S) -> list[float]:
     """Seconds of each timed call of ``fn`` for a peak, the same rule on every device: a warm-up (one call,
     and on a GPU ``PEAK_WARMUP_S`` of calls), then calls until the last ``window`` no longer beat the best
-    before them by more than ``within``, at least ``min_repeats`` and at most ``max_repeats`` of them."""
+    before them by more than ``within``: at least ``min_repeats``, at most ``max_repeats``, and no more
+    past ``min_repeats`` once ``max_s`` seconds were timed (a dtype a CPU runs 1000x slower)."""
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     warm_until = time.perf_counter() + PEAK_WARMUP_S.get(device.type, 0.0)
     fn()
@@ -89,6 +92,8 @@ def settled_times(fn: Callable[[], object], device: torch.device, min_repeats: i
     times: list[float] = []
     while len(times) < max(1, max_repeats):
         times += time_op(fn, device, 1, warmup=False)
+        if len(times) >= min_repeats and sum(times) >= max_s:
+            break
         if len(times) >= max(min_repeats, window + 1) and min(times[-window:]) >= (1 - within) * min(times[:-window]):
             break
     return times
