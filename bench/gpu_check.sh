@@ -43,8 +43,8 @@ export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PYTHON=${PYTHON:-python3}
 
 # The time table: name, limit (s), grace (s) after the limit's SIGINT before SIGKILL. The speed step's
-# grace is its stopped session's shutdown (the JSON and the report; 3-6 s on 2 busy CPU cores, see the
-# README) several times over. PACK_S: packing a step's folder. MAX_S: the most the check may take.
+# grace is its stopped session's shutdown, the JSON and the report (8.5 s on 2 busy CPU cores: README, "First
+# run on a GPU"), three times over. PACK_S: packing a step's folder. MAX_S: the most the check may take.
 PROBE_S=20 PROBE_GRACE_S=5 PACK_S=2 MAX_S=480
 TABLE=(
     "speed    ${SPEED_S:-140}    25"
