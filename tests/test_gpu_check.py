@@ -8,6 +8,7 @@ picks the steps) so that they stay a minute or so on a busy 2-core machine.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -19,6 +20,7 @@ import subprocess
 import tarfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -190,3 +192,53 @@ def test_a_check_sigkilled_at_a_random_time_returns_every_finished_step(tmp_path
     assert named >= {f"{name}.tar.gz" for name in finished}, f"seed {seed}"
     for extra in named - {f"{name}.tar.gz" for name in finished}:  # packed, killed before its line: whole too
         archive(out, extra.removesuffix(".tar.gz"))
+
+
+# ------------------------------------------- a stopped pytest session: its files before the slow parts
+
+
+class FakeRun:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.run_dir = Path("run-dir")
+        self.launcher = SimpleNamespace(name="in-process")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+    def settle(self) -> list[str]:
+        self.calls.append("settle")
+        return []
+
+
+def finish_session(monkeypatch, exitstatus) -> list[str]:
+    """The speed face's session end (bench/conftest.py's hooks) on a stub run: what it did, in order."""
+    import bench.conftest as face
+    import bench.core.session as session_module
+    import bench.plan.answer as answer
+
+    run = FakeRun()
+    ae = face.AeSession(SimpleNamespace(getoption=lambda name: None), SimpleNamespace(facts=SimpleNamespace(name="cpu", type="cpu"),
+                                                                                     matrix=SimpleNamespace(name="default")))
+    ae.run = run
+    config = SimpleNamespace(stash={face._SESSION_KEY: ae}, getoption=lambda name: None)
+    monkeypatch.setattr(session_module, "end_run", lambda r, settle=True: run.calls.append(f"end_run(settle={settle})") or [])
+    monkeypatch.setattr(answer, "plan_for_run", lambda *a, **k: run.calls.append("plan") or [])
+    hook = face.pytest_sessionfinish(SimpleNamespace(config=config), exitstatus)
+    next(hook)
+    run.calls.append("pytest-benchmark saves its JSON")  # its own hook runs inside this wrapper
+    with contextlib.suppress(StopIteration):
+        next(hook)
+    reporter = SimpleNamespace(section=lambda *a, **k: None, write_line=lambda line: None)
+    face.pytest_terminal_summary(reporter, exitstatus, config)
+    return run.calls
+
+
+def test_a_stopped_session_writes_its_json_and_report_before_anything_slow(monkeypatch):
+    assert finish_session(monkeypatch, pytest.ExitCode.INTERRUPTED) == [
+        "close", "pytest-benchmark saves its JSON", "end_run(settle=False)"], "no end peaks, no plan: the report first"
+
+
+def test_a_session_that_ran_to_its_end_settles_its_peaks_and_plans_before_the_report(monkeypatch):
+    assert finish_session(monkeypatch, pytest.ExitCode.OK) == [
+        "close", "settle", "pytest-benchmark saves its JSON", "plan", "end_run(settle=True)"]
