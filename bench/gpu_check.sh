@@ -45,14 +45,14 @@ PYTHON=${PYTHON:-python3}
 # The time table: name, limit (s), grace (s) after the limit's SIGINT before SIGKILL. The speed step's
 # grace is its stopped session's shutdown, the JSON and the report (8.5 s on 2 busy CPU cores: README, "First
 # run on a GPU"), three times over. PACK_S: packing a step's folder. MAX_S: the most the check may take.
-PROBE_S=20 PROBE_GRACE_S=5 PACK_S=2 MAX_S=480
+PROBE_S=30 PROBE_GRACE_S=5 PACK_S=2 MAX_S=480
 TABLE=(
     "speed    ${SPEED_S:-140}    25"
     "plan-1   ${PLAN_1_S:-40}    10"
     "plan-2   ${PLAN_2_S:-40}    10"
     "profile  ${PROFILE_S:-30}   10"
-    "launcher ${LAUNCHER_S:-55}  15"
-    "compare  ${COMPARE_S:-50}   15"
+    "launcher ${LAUNCHER_S:-50}  15"
+    "compare  ${COMPARE_S:-45}   15"
 )
 limits=0 graces=0
 for entry in "${TABLE[@]}"; do

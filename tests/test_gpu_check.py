@@ -87,6 +87,9 @@ def test_a_table_over_the_cap_is_refused_in_one_line(tmp_path):
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.strip().splitlines()) == 1 and "over TOTAL_S=480 s" in done.stderr
     assert not (tmp_path / "out").exists()
+    allowed = subprocess.run(["bash", str(GPU_CHECK), str(tmp_path / "mine")], cwd=REPO, capture_output=True, text=True,
+                             timeout=60, env=rehearsal_env(SPEED_S="400", TOTAL_S="900", STEPS="none"))
+    assert allowed.returncode == 0 and "= 737 s > (over the 480 s a lent machine's rerun needs) 480 s" in allowed.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where torch sees no GPU")
