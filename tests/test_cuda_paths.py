@@ -5,9 +5,11 @@ What each test stands for (issue 15's items, issue 23's list): CUDA-event timing
 GPU (``cuda:N``), the allocator and NVML peaks of the memory pass, energy / SM clock / throttling
 read around the timed loop, NVML per-process memory inside a container, calibration that leaves
 nothing on the GPU, the GPU table's anchored names, one copy of the CUDA attention rules, the
-plan's CUDA context measured per trial, compare refusing two timers, the report's ``auto`` line,
-and the plan's OOM rules (``bench/gpu_check.sh``: tests/test_gpu_check.py). What only a GPU can show is in
-``bench/gpu_check.sh``.
+plan's CUDA context measured per trial, compare refusing two timers, the report's ``auto`` line; and
+issue 34's: cuBLAS/cuDNN allocation failures as OOM (the planner's "does not fit"), peaks warmed up and
+settled, NVML's fallback for a process it cannot name and the display measured on a desktop card, the
+profile under ``cuda_scope``, and whose throughput picked an emulated plan's batch. ``bench/gpu_check.sh``
+has its own tests (tests/test_gpu_check.py); what only a GPU can show is in that script.
 """
 
 from __future__ import annotations
