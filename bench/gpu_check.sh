@@ -30,8 +30,8 @@
 # Each step's folder (its log included) is packed into OUT/<step>.tar.gz the moment the step ends,
 # so a check stopped at any point, even by SIGKILL, still returns every step finished before. OUT
 # holds at most 8 files: summary.log (a few lines of facts, then one line per step: status, rows,
-# seconds, files) and one archive per step. Knobs: <STEP>_S (SPEED_S, PLAN_1_S, ...) sets a step's
-# limit, STEPS=speed,profile runs only those steps, TOTAL_S caps the whole check.
+# seconds, files) and one archive per step. Knobs: <STEP>_S (SPEED_S, PLAN_1_S, ..., PROBE_S) sets a
+# step's limit, STEPS=speed,profile runs only those steps, TOTAL_S caps the whole check.
 set -uo pipefail
 
 OUT=${1:-${OUT:-}}
@@ -45,7 +45,7 @@ PYTHON=${PYTHON:-python3}
 # The time table: name, limit (s), grace (s) after the limit's SIGINT before SIGKILL. The speed step's
 # grace is its stopped session's shutdown, the JSON and the report (8.5 s on 2 busy CPU cores: README, "First
 # run on a GPU"), three times over. PACK_S: packing a step's folder. MAX_S: the most the check may take.
-PROBE_S=30 PROBE_GRACE_S=5 PACK_S=2 MAX_S=480
+PROBE_S=${PROBE_S:-30} PROBE_GRACE_S=5 PACK_S=2 MAX_S=480  # PROBE_S: the device probe (torch import, CUDA init)
 TABLE=(
     "speed    ${SPEED_S:-140}    25"
     "plan-1   ${PLAN_1_S:-40}    10"
