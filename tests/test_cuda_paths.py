@@ -982,10 +982,16 @@ def test_an_emulated_plan_row_says_whose_throughput_picked_the_batch_and_the_car
     card = card_with_context(500, 20, 6 * GIB, lambda b: 300, [])
     monkeypatch.setattr(plan, "cuda_trial", lambda case, device, batch: card(batch))
     monkeypatch.setattr(plan, "cuda_throughput", lambda case, device, batch: float(min(batch, 64)))  # saturates at 64
-    row, _ = plan.plan_case(Case(preset="tiny", attention="eager", mode="train"), emulated_env("rtx4060"))
+    env = emulated_env("rtx4060")
+    row, _ = plan.plan_case(Case(preset="tiny", attention="eager", mode="train"), env)
     assert row["recommended_batch"] == 64 and row["recommended_range"] == f"{64 * 24 // 132}-64" == "11-64"
     assert row["recommended_from"].startswith("emulated: the NVIDIA H100 80GB HBM3's images/s, not the NVIDIA GeForce RTX 4060's")
     assert "SM ratio 24/132" in row["recommended_from"]
+    from bench.plan.output import PlanResult, add_frames, plan_markdown
+
+    add_frames(row)
+    markdown = plan_markdown(PlanResult([row], {}, env))
+    assert "| 64 (card: 11-64) |" in markdown and f"Whose throughput picked the recommended batch: {row['recommended_from']}" in markdown
 
 
 def test_without_the_cards_sm_count_an_emulated_plan_claims_no_range():
