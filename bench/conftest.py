@@ -64,6 +64,7 @@ class AeSession:
         self.run = None  # opened on the first case, so --collect-only leaves no folder
         self.progress = None
         self.selfchecks: list[dict] = []
+        self.stopped = False  # the session was interrupted (Ctrl-C, a time limit's SIGINT): its end skips the slow parts
 
     @property
     def run_dir(self) -> Optional[Path]:
@@ -248,7 +249,9 @@ def pytest_sessionfinish(session, exitstatus):
     ae = session.config.stash.get(_SESSION_KEY, None)
     if ae is not None and ae.run is not None:
         ae.run.close()
-        ae.run.settle()
+        ae.stopped = exitstatus == pytest.ExitCode.INTERRUPTED
+        if not ae.stopped:  # a stopped session has seconds left before SIGKILL: the JSON and the report come first
+            ae.run.settle()
     yield
 
 
@@ -262,6 +265,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     facts = session.selection.facts
     terminalreporter.write_line(f"device: {facts.name} ({facts.type}), matrix: {session.selection.matrix.name}, "
                                 f"launcher: {session.run.launcher.name}")
+    if session.stopped:  # the report from the rows as they are, before the slow parts (a plan, the end peaks)
+        from bench.core.commandline import rerun_command
+
+        terminalreporter.write_line(f"ae-bench: the session was stopped: no plan for the report's first screen (make one with "
+                                    f"`python -m bench plan --results PLAN_DIR ...`, then "
+                                    f"`{rerun_command(['report', str(session.run_dir), '--with', 'PLAN_DIR'])}`)")
+        for line in end_run(session.run, settle=False):
+            terminalreporter.write_line(line)
+        return
     from bench.plan.answer import plan_for_run  # before the report, which answers from it
 
     for line in plan_for_run(session.run, session.selection, config.getoption("--ae-plan-for"),

@@ -139,7 +139,7 @@ def test_start_and_end_peaks_settle_on_the_figure_a_busy_minute_cannot_fake(star
 
 def test_the_peaks_are_the_best_of_repetitions_at_several_sizes():
     found = calibration.gemm_peak(CPU, "fp32", sizes=(64, 128), repeats=2)
-    assert set(found["tflops_by_n"]) == {"64", "128"} and all(len(r) == 2 for r in found["tflops_by_n"].values())
+    assert set(found["tflops_by_n"]) == {"64", "128"} and all(len(r) >= 2 for r in found["tflops_by_n"].values())
     assert found["tflops"] == max(max(r) for r in found["tflops_by_n"].values()) > 0
     assert 0 <= found["spread_pct"] < 100
     assert calibration.gemm_peak(CPU, "tf32", sizes=(64,), repeats=1)["tflops_by_n"].keys() == {"64"}  # fp32 on a CPU

@@ -131,12 +131,26 @@ def failure(err: BaseException) -> Outcome:
     return Outcome(ERROR, f"{type(err).__name__}: {one_line(err)} [{where(err)}]", frames)
 
 
+# What a failed allocation says when it is not the caching allocator's own torch.OutOfMemoryError:
+# the CUDA runtime ("CUDA error: out of memory"), a CPU allocator, and the libraries that allocate
+# their own workspaces outside the allocator (cuBLAS handles and workspaces, cuDNN, cuFFT, cuSOLVER,
+# cuSPARSE). On a full card one of these can come before the allocator's own OOM: it means "does not
+# fit", the same as an OOM, and must not stop the planner's search as an error.
+OOM_MESSAGES = (
+    "out of memory", "can't allocate memory",
+    "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED", "CUFFT_ALLOC_FAILED", "CUSOLVER_STATUS_ALLOC_FAILED",
+    "CUSPARSE_STATUS_ALLOC_FAILED", "CUDNN_STATUS_NOT_ENOUGH_WORKSPACE",
+    # the cuBLAS handle is made lazily, at a step's first GEMM: on a full card its creation fails so
+    "CUBLAS_STATUS_NOT_INITIALIZED when calling `cublasCreate(handle)`",
+)
+
+
 def is_oom(err: BaseException) -> bool:
-    if isinstance(err, torch.cuda.OutOfMemoryError):
+    """Whether ``err`` says memory ran out: by type (``torch.OutOfMemoryError``, ``MemoryError``) or, for
+    the RuntimeErrors that CUDA libraries raise (``torch.AcceleratorError`` is one), by message."""
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
         return True
-    text = str(err)
-    return isinstance(err, (RuntimeError, MemoryError)) and (
-        "out of memory" in text or "can't allocate memory" in text or isinstance(err, MemoryError))
+    return isinstance(err, RuntimeError) and any(text in str(err) for text in OOM_MESSAGES)
 
 
 def one_line(err: BaseException, limit: int = REASON_LIMIT) -> str:

@@ -137,13 +137,19 @@ def _start_peaks(selection: Selection) -> dict:
     return measured
 
 
-def end_run(run: Run) -> list[str]:
-    """Close the run: the console summary, where the rows are, and the report written from them."""
+def end_run(run: Run, settle: bool = True) -> list[str]:
+    """Close the run: the console summary, where the rows are, and the report written from them.
+
+    ``settle=False`` (a stopped session, whose time before SIGKILL is short): the peaks are not measured
+    again (seconds on a CPU); the rows keep the start figures' MFU, and a line says so."""
     from bench.core.commandline import rerun_command
     from bench.core.console import summary_table
     from bench.report.build import write_report
 
-    peak_lines = run.settle()  # before the summary: a corrected peak changes the rows' MFU
+    if settle:
+        peak_lines = run.settle()  # before the summary: a corrected peak changes the rows' MFU
+    else:
+        peak_lines = [NOT_SETTLED] if run.start_peaks and run.start_peaks.get("peaks") and run.peak_notes is None else []
     lines = [summary_table(run.rows), f"results: {run.writer.csv_path}"] + peak_lines
     try:
         lines.append(f"report: {write_report(run.run_dir)}")
@@ -152,6 +158,10 @@ def end_run(run: Run) -> list[str]:
     if run.lock is not None:
         run.lock.release()
     return lines
+
+
+NOT_SETTLED = ("GEMM peaks not measured again: the run was stopped; MFU is taken against the start figures "
+               "(meta.json peaks.start)")
 
 
 def _settle_peaks(run: Run) -> list[str]:

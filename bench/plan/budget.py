@@ -55,6 +55,7 @@ class Budget:
     context_source: str = f"default: {DEFAULT_CONTEXT_MIB} MiB (CUDA context with lazy loading + cuBLAS workspaces)"
     margin: float = DEFAULT_MARGIN
     alloc_overhead: float = ALLOC_OVERHEAD
+    display_source: str = "assumed (--display-reserve)"
 
     def __post_init__(self) -> None:
         if self.card_bytes <= 0:
@@ -95,7 +96,7 @@ class Budget:
         """The accounting, one line each, for plan.md."""
         return [
             f"  card budget                               {self.card_bytes / MIB:8.0f} MiB  ({format_bytes(self.card_bytes)})",
-            f"- display reserve                           {self.display_reserve / MIB:8.0f} MiB",
+            f"- display reserve                           {self.display_reserve / MIB:8.0f} MiB  ({self.display_source})",
             f"- CUDA context and library workspaces       {self.context_bytes / MIB:8.0f} MiB  ({self.context_source})",
             f"= allocator limit                           {self.allocator_limit / MIB:8.0f} MiB",
             f"x (1 - {self.margin:.0%} margin) = usable reserved peak  {self.usable / MIB:8.0f} MiB  (a batch fits when the allocator's "
@@ -176,8 +177,30 @@ def context_after_steps(device: torch.device) -> tuple[Optional[int], str]:
     if used is not None:
         return int(used * MIB - reserved), f"measured with NVML on {torch.cuda.get_device_name(index)} (process memory - allocator reserve)"
     free, total = torch.cuda.mem_get_info(device)
+    baseline, _ = nvml.record_baseline(index)
+    if baseline is not None:  # the display and the other processes as they were before this one: left out
+        return int(total - free - baseline * MIB - reserved), (
+            f"measured with cudaMemGetInfo on {torch.cuda.get_device_name(index)} (device used - {baseline:.0f} MiB in use "
+            f"before this process - allocator reserve; NVML could not name this process: {nvml.process_note or 'no NVML'})")
     return int(total - free - reserved), (f"measured with cudaMemGetInfo on {torch.cuda.get_device_name(index)} "
                                           "(device used - allocator reserve; other processes on the GPU count too)")
+
+
+def measured_display(device: torch.device, assumed: int, assumed_source: str) -> tuple[int, str]:
+    """On the planned card itself: what the display and other applications hold, measured (NVML device
+    memory in use before this process initialised CUDA) instead of the assumed reserve; the assumption
+    where NVML could not read it, with why."""
+    from bench.trackers.nvml import NVML
+
+    nvml = NVML.get()
+    index = device.index if device.index is not None else 0
+    used, how = nvml.record_baseline(index)
+    if used is None:
+        return assumed, f"{assumed_source}; not measured: {how}"
+    handle = nvml.handle(index)
+    drives = nvml.display_active(handle) if handle is not None else None
+    what = {True: "this card drives a display", False: "no display on this card", None: "display unknown"}[drives]
+    return int(used * MIB), f"measured: {how}; {what}"
 
 
 TARGET_CAPABILITY = (8, 9)      # the cards planned for without a GPU: Ada (RTX 40xx)
@@ -209,6 +232,7 @@ class PlanEnv:
     model_target: str = "cuda"
     check_fit: bool = True             # trace once more at the predicted maximum (fit_error_pct)
     capability: tuple = TARGET_CAPABILITY  # the card's compute capability (data/gpus.toml): which kernels it runs
+    target_entry: Optional[dict] = None  # the planned card's data/gpus.toml entry (--gpu), None for a bare budget
     log: Callable[[str], None] = lambda text: print(text, file=sys.stderr)
 
     @property
@@ -261,11 +285,16 @@ def make_env(device: torch.device, facts: DeviceFacts, budget_text: Optional[str
                 context_source += "; a large GPU's context can exceed a small card's, so the emulation errs on the safe side"
     if context:
         context_bytes, context_source = parse_bytes(context, "--context"), "given with --context"
-    budget = Budget(card, parse_bytes(display_reserve, "--display-reserve"), context_bytes, context_source, margin)
+    display_bytes, display_source = parse_bytes(display_reserve, "--display-reserve"), "assumed (--display-reserve)"
+    if source == MEASURED and display_reserve == DEFAULT_DISPLAY_RESERVE:  # the card itself: what else it holds is measured
+        display_bytes, display_source = measured_display(device, display_bytes, display_source)
+    elif source == EMULATED:
+        display_source = "assumed for the target card's desktop (--display-reserve); this GPU's own use is not the target's"
+    budget = Budget(card, display_bytes, context_bytes, context_source, margin, display_source=display_source)
     if budget.allocator_limit <= 0:
         raise ValueError(f"the budget {format_bytes(card)} leaves nothing to PyTorch: the CUDA context "
                          f"({context_bytes / MIB:.0f} MiB) and the display reserve ({budget.display_reserve / MIB:.0f} MiB) take it all")
-    env = PlanEnv(budget, target, device, facts, source, cap)
+    env = PlanEnv(budget, target, device, facts, source, cap, target_entry=entry)
     if entry is not None and entry.get("capability"):
         env.capability = tuple(int(x) for x in str(entry["capability"]).split("."))
     return env

@@ -22,7 +22,9 @@ def _plan_args(parser: argparse.ArgumentParser) -> None:
                                                     "rtx4070laptop (the 8 GB 4070), rtx4070 (12 GB), ...; names the target and "
                                                     "gives the budget when --budget is not given")
     parser.add_argument("--display-reserve", default=DEFAULT_DISPLAY_RESERVE,
-                        help="memory a desktop takes on a card that drives the monitor [default: 256MiB; 0 for a headless card]")
+                        help="memory a desktop takes on a card that drives the monitor [default: 256MiB; 0 for a headless card; "
+                             "planned on the card itself, the default is replaced by what NVML measures in use before the plan "
+                             "starts]")
     parser.add_argument("--context", default=None,
                         help=f"CUDA context and library workspaces to assume [default: measured with NVML on a GPU, "
                              f"{DEFAULT_CONTEXT_MIB}MiB when predicting]")

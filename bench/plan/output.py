@@ -22,7 +22,8 @@ PLAN_COLUMNS = (
     "status", "source", "device", "target",
     "budget_mib", "display_reserve_mib", "context_mib", "context_source", "margin", "usable_mib",
     "max_batch", "max_frames", "max_card_mib", "max_reserved_mib", "max_tensors_mib",
-    "recommended_batch", "recommended_frames", "recommended_rule", "rec_card_mib", "rec_reserved_mib", "rec_tensors_mib",
+    "recommended_batch", "recommended_frames", "recommended_rule", "recommended_from", "recommended_range",
+    "rec_card_mib", "rec_reserved_mib", "rec_tensors_mib",
     "images_per_s_max", "images_per_s_recommended",
     "fixed_mib", "per_image_mib", *[f"{c}_mib" for c in CATEGORIES],
     "predicted_max_batch", "prediction_error_pct", "prediction_tensors_error_pct", "fit_error_pct", "trials", "notes", "reason",
@@ -121,6 +122,11 @@ def add_frames(row: dict) -> None:
                 row[frames] = row[batch] * row["seq_len"]
 
 
+def _range_cell(row: dict) -> str:
+    """`` (card: 4-16)``: an emulated row's range for the planned card's own pick, where one is known."""
+    return f" (card: {row['recommended_range']})" if row.get("recommended_range") else ""
+
+
 def _batch_cell(row: dict, which: str) -> str:
     batch = row["max_batch" if which == "max" else "recommended_batch"]
     frames = row.get("max_frames" if which == "max" else "recommended_frames")
@@ -154,8 +160,12 @@ def plan_markdown(result: PlanResult, seed_rows: Optional[list[dict]] = None) ->
         if r["status"] not in ("ok",):
             note = f"**{r['status']}**: {note}"
         out.append(f"| {case_label} {' '.join(extras)} | {r['mode']} | {_batch_cell(r, 'max')} | {_fmt(r['max_card_mib'])} | "
-                   f"{_batch_cell(r, 'rec')} | {_fmt(r['rec_card_mib'])} | {_fmt(r['fixed_mib'], 1)} | "
+                   f"{_batch_cell(r, 'rec')}{_range_cell(r)} | {_fmt(r['rec_card_mib'])} | {_fmt(r['fixed_mib'], 1)} | "
                    f"{_fmt(r['per_image_mib'], 2)} | {r['source']} | {note.replace('|', '/')} |")
+    picked = sorted({str(r.get("recommended_from")) for r in result.rows if str(r.get("recommended_from") or "").startswith("emulated")})
+    if picked:  # the batch a larger GPU's curve picked is not the planned card's pick: say whose it is
+        out += ["", "Whose throughput picked the recommended batch: " + "; ".join(picked) + " (bench/plan/planner.py:picked_on "
+                    "states the rule)."]
     if any(r.get("seq_len") for r in result.rows):
         out += ["", "Sequence rows (frames -> Embedding -> LSTM): a batch is sequences of T frames, so their max and "
                     "recommended batches are in sequences, with the frames they hold; \"MiB per image\" is per sequence."]

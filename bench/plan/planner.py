@@ -37,6 +37,7 @@ from bench.plan.search import (
     RECOMMEND_WITHIN, SearchError, TimingError, cuda_throughput, cuda_trial, held_to_budget, recommend_measured,
     recommend_predicted, search_max_batch,
 )
+from bench.trackers.device import lookup_gpu
 from bench.units import MIB
 
 
@@ -146,7 +147,7 @@ def _fill_predicted(row: dict, model: MemoryModel, budget: Budget, max_batch: in
     for prefix, batch in (("max", max_batch), ("rec", rec)):
         card, reserved, tensors = predicted_figures(model, budget, batch)
         row.update({f"{prefix}_card_mib": _mib(card), f"{prefix}_reserved_mib": _mib(reserved), f"{prefix}_tensors_mib": _mib(tensors)})
-    row.update(max_batch=max_batch, recommended_batch=rec,
+    row.update(max_batch=max_batch, recommended_batch=rec, recommended_from="no throughput: memory only",
                recommended_rule="predicted: largest power of two under the predicted maximum (memory only)")
     if max_batch >= env.cap:
         row["reason"] = f"capped: the model allows at least {env.cap} (the search limit)"
@@ -175,6 +176,7 @@ def _fill_measured(row: dict, case: Case, model: Optional[MemoryModel], env: Pla
         except TimingError as err:  # a batch that fit the search but not the timing run is left out
             env.log(f"  batch {batch}: not timed ({err})")
     rec = recommend_measured(throughput) if throughput else search.max_batch
+    row["recommended_from"], row["recommended_range"] = picked_on(env, rec)
     row.update(max_batch=search.max_batch, recommended_batch=rec, reason=search.reason,
                recommended_rule=f"{env.source}: smallest batch within {RECOMMEND_WITHIN:.0%} of the best images/s",
                images_per_s_max=round(throughput.get(search.max_batch, float("nan")), 1),
@@ -193,6 +195,27 @@ def _fill_measured(row: dict, case: Case, model: Optional[MemoryModel], env: Pla
             row["prediction_error_pct"] = round(100 * (budget.predicted_reserved(tensors) / at_max.reserved_bytes - 1), 2)
         if at_max.allocated_bytes:
             row["prediction_tensors_error_pct"] = round(100 * (tensors / at_max.allocated_bytes - 1), 2)
+
+
+def picked_on(env: PlanEnv, rec: int) -> tuple[str, str]:
+    """Whose throughput curve picked the recommended batch (``recommended_from``), and, emulated, the batches
+    the planned card's own pick should lie between (``recommended_range``, "lo-hi"; empty when not known).
+
+    Emulated on a larger GPU, the curve is that GPU's, whose context and workspaces also stood in for the
+    card's. The stated rule: a batch is large enough once it gives every SM work, so a card with fewer SMs
+    reaches its best images/s at a batch no larger, and about in proportion to its SMs: the planned card's
+    pick lies between ``rec x its SMs / this GPU's SMs`` (at least 1) and ``rec``. Both GPUs must be in
+    data/gpus.toml with their SM counts; otherwise no range is claimed."""
+    if env.source != EMULATED:
+        return f"measured on {env.facts.name}, the planned card", ""
+    here = lookup_gpu(env.facts.name) or {}
+    card = env.target_entry or {}
+    picked = f"emulated: the {env.facts.name}'s images/s, not the {card.get('name') or env.target}'s"
+    if not here.get("sms") or not card.get("sms"):
+        missing = env.facts.name if not here.get("sms") else (card.get("name") or env.target)
+        return picked + f"; no range: {missing} has no SM count in data/gpus.toml", ""
+    low = max(1, rec * card["sms"] // here["sms"])
+    return picked + f"; the {card['name']}'s own pick lies in {low}-{rec} (SM ratio {card['sms']}/{here['sms']})", f"{low}-{rec}"
 
 
 def run_plan(cases: list[Case], env: PlanEnv, progress: bool = True) -> PlanResult:

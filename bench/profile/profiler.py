@@ -44,7 +44,7 @@ from torch.profiler import ProfilerActivity, profile, record_function, schedule
 
 from bench.profile.attribution import MIB, STEP_LABEL, attention_kernel, attribute, category_table, labelled, memory_ops, top_ops
 from bench.core.cases import Case
-from bench.trackers.device import DeviceFacts, peak_for
+from bench.trackers.device import DeviceFacts, cuda_scope, peak_for
 from bench.trackers.flops import count_step_flops
 from bench.trackers.latency import summarize, time_steps
 from bench.core.measure import Settings
@@ -137,7 +137,8 @@ def profile_case(case: Case, device: torch.device, facts: DeviceFacts, out_dir: 
     def body(run: CaseRun) -> None:
         found["tables"] = _profile_prepared(case, run.prepare(), facts, folder, steps, warmup, summary)
 
-    outcome = run_case(case, device, body)
+    with cuda_scope(device):  # cuda:N current while it runs: the profiler's CUDA events, streams and snapshot are that GPU's
+        outcome = run_case(case, device, body)
     summary.update(status=outcome.status)
     if not outcome.ok:
         summary["reason"] = outcome.reason

@@ -284,7 +284,8 @@ def _memory_source(plan_row: pd.Series) -> str:
     """``predicted by the memory model``, or the GPU it was measured on (an emulation says "held to 8 GiB")."""
     if plan_row["source"] == "predicted":
         return "predicted (memory model)"
-    return f"{plan_row['source']} on {plan_row['device']}"
+    picked = plan_row.get("recommended_from")  # whose throughput picked the batch (bench/plan/planner.py:picked_on)
+    return f"{plan_row['source']} on {plan_row['device']}" + (f"; batch {picked}" if isinstance(picked, str) and picked else "")
 
 
 def _same_card(device_name: str, target: str) -> bool:

@@ -39,7 +39,8 @@ PEAK_SOURCES = {"cuda": ("nvml_process_peak_mib", "reserved_peak_mib", "alloc_pe
                 "cpu": ("tensor_peak_mib", "rss_peak_mib")}
 PEAK_LABELS = {"tensor_peak_mib": "live tensors (device-independent)", "rss_peak_mib": "process RSS",
                "nvml_process_peak_mib": "NVML per-process", "reserved_peak_mib": "allocator reserved",
-               "alloc_peak_mib": "allocator allocated"}
+               "alloc_peak_mib": "allocator allocated",
+               "nvml_process_fallback": "allocator reserved + measured context (NVML could not name the process)"}
 MIN_CLEAN_PAIRS = 3  # a speed verdict or ratio summary needs this many pairs with neither side noisy
 
 
@@ -93,6 +94,8 @@ def with_peak(rows: pd.DataFrame) -> pd.DataFrame:
         for column in PEAK_SOURCES.get(row["device"], PEAK_SOURCES["cpu"]):
             if not pd.isna(row[column]):
                 value, source = float(row[column]), column
+                if column == "nvml_process_peak_mib" and str(row.get("nvml_process_source", "")).startswith("fallback"):
+                    source = "nvml_process_fallback"  # not NVML's own figure: the row says so (runs/schema.py)
                 break
         peaks.append(value)
         sources.append(source)

@@ -93,6 +93,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("alloc_peak_mib", "MiB", "torch allocator peak allocated during the memory pass (CUDA)"),
     Column("reserved_peak_mib", "MiB", "torch allocator peak reserved during the memory pass (CUDA)"),
     Column("nvml_process_peak_mib", "MiB", "NVML peak of this process's GPU memory, CUDA context included"),
+    Column("nvml_process_source", "", "how nvml_process_peak_mib was found: 'nvml: this process' (matched by PID), 'nvml: the "
+           "only compute process' (a container's PIDs), 'fallback: allocator reserved peak + measured context' (NVML lists "
+           "the GPU's processes but cannot say which is this one: MIG, several containers), or why it is empty"),
     Column("nvml_device_peak_mib", "MiB", "NVML peak of the whole GPU's used memory"),
     Column("rss_peak_mib", "MiB", "peak resident memory of the process during the memory pass (secondary: it includes "
            "the interpreter, torch and what earlier cases left)"),

@@ -10,7 +10,8 @@ Both time the same two operations, a square GEMM (compute-bound) and a device-to
 - :func:`measured_gemm_tflops` / :func:`measured_copy_gbs`: the best of a few runs at large
   sizes, the practical peak a roofline or an MFU is taken against (``bench.trackers.device``).
 - :func:`measure_peaks`: what a run records at its start and its end (``bench.core.session``):
-  each precision's GEMM peak as the best of several repetitions at several sizes (a CPU's fp32
+  each precision's GEMM peak as the best at several sizes, each timed after a warm-up until it settles
+  (:func:`settled_times`, one rule for a CPU and a GPU, the copy peak's too) (a CPU's fp32
   peak needs 2048; its bf16 peak is highest near 1024), every rate measured, their spread, and the
   timer's floor (an empty timed call). A busy minute lowers a peak; it never raises one, so
   :func:`compare_peaks` keeps the higher of the start and the end when they disagree by more
@@ -39,9 +40,19 @@ REPEATS = 7
 # the copy peak: large enough to reach the device's bandwidth, best of PEAK_REPEATS
 PEAK_COPY_MIB = 256
 PEAK_REPEATS = 4
-# a run's peaks (measure_peaks): best of PEAK_GEMM_REPEATS at each of these sizes
+# a run's peaks (measure_peaks): the best at each of these sizes, of at least PEAK_GEMM_REPEATS timed
+# calls after a warm-up, repeated until settled (settled_times)
 PEAK_GEMM_SIZES = {"cuda": (4096, 8192), "cpu": (512, 1024, 2048)}
 PEAK_GEMM_REPEATS = 3
+# Settled: the best of the last SETTLE_WINDOW calls is within SETTLE_WITHIN of the best before them (a
+# cold cache, a GPU still at idle clocks or a lazily loaded kernel make the first calls slow; a peak
+# taken from them reads low and every MFU high), or PEAK_MAX_REPEATS calls were timed.
+SETTLE_WINDOW = 3
+SETTLE_WITHIN = 0.02
+PEAK_MAX_REPEATS = 12
+PEAK_SETTLE_S = 2.0  # past the first PEAK_GEMM_REPEATS calls, no more once this many seconds were timed (a slow dtype)
+# warm-up before the timed calls: one call, and on a GPU calls for this long (its clocks rise from idle)
+PEAK_WARMUP_S = {"cuda": 0.3, "cpu": 0.0}
 CPU_FP16_N = 256            # CPU fp16 GEMM is very slow; a small one still tells its rate
 BUSY_DISAGREEMENT = 0.20    # start and end peaks further apart than this: the machine was busy
 TIMER_FLOOR_REPEATS = 50
@@ -61,6 +72,30 @@ def time_op(fn: Callable[[], object], device: torch.device, repeats: int, warmup
         fn()
         sync()
         times.append(time.perf_counter() - start)
+    return times
+
+
+def settled_times(fn: Callable[[], object], device: torch.device, min_repeats: int = PEAK_GEMM_REPEATS,
+                  max_repeats: int = PEAK_MAX_REPEATS, window: int = SETTLE_WINDOW, within: float = SETTLE_WITHIN,
+                  max_s: float = PEAK_SETTLE_S) -> list[float]:
+    """Seconds of each timed call of ``fn`` for a peak, the same rule on every device: a warm-up (one call,
+    and on a GPU ``PEAK_WARMUP_S`` of calls), then calls until the last ``window`` no longer beat the best
+    before them by more than ``within``: at least ``min_repeats``, at most ``max_repeats``, and no more
+    past ``min_repeats`` once ``max_s`` seconds were timed (a dtype a CPU runs 1000x slower)."""
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    warm_until = time.perf_counter() + PEAK_WARMUP_S.get(device.type, 0.0)
+    fn()
+    sync()
+    while time.perf_counter() < warm_until:
+        fn()
+        sync()
+    times: list[float] = []
+    while len(times) < max(1, max_repeats):
+        times += time_op(fn, device, 1, warmup=False)
+        if len(times) >= min_repeats and sum(times) >= max_s:
+            break
+        if len(times) >= max(min_repeats, window + 1) and min(times[-window:]) >= (1 - within) * min(times[:-window]):
+            break
     return times
 
 
@@ -138,7 +173,8 @@ def peak_dtype(device_type: str, dtype: str) -> str:
 
 
 def gemm_peak(device: torch.device, dtype: str, sizes: tuple[int, ...] = (), repeats: int = PEAK_GEMM_REPEATS) -> dict:
-    """Best of ``repeats`` square GEMMs at each of ``sizes``: TFLOP/s, every rate measured, and their spread."""
+    """The best square GEMM at each of ``sizes``, timed after a warm-up until settled (:func:`settled_times`,
+    at least ``repeats`` calls): TFLOP/s, every rate measured, and the spread of the best size's rates."""
     dtype = peak_dtype(device.type, dtype)
     if not sizes:
         sizes = (CPU_FP16_N,) if device.type == "cpu" and dtype == "fp16" else PEAK_GEMM_SIZES.get(device.type, (1024,))
@@ -148,14 +184,14 @@ def gemm_peak(device: torch.device, dtype: str, sizes: tuple[int, ...] = (), rep
     try:
         for n in sizes:
             step = gemm(n, device, DTYPES[dtype])
-            rates[n] = [2 * n**3 / s / 1e12 for s in time_op(step, device, repeats, warmup=False)]
+            rates[n] = [2 * n**3 / s / 1e12 for s in settled_times(step, device, repeats)]
             del step
     finally:
         torch.backends.cuda.matmul.allow_tf32 = prev
         release(device)
     best_n = max(rates, key=lambda n: max(rates[n]))
     best = max(rates[best_n])
-    return {"tflops": best, "n": best_n, "repeats": repeats, "tflops_by_n": {str(n): r for n, r in rates.items()},
+    return {"tflops": best, "n": best_n, "repeats": len(rates[best_n]), "tflops_by_n": {str(n): r for n, r in rates.items()},
             "spread_pct": 100 * (best - min(rates[best_n])) / best}
 
 
@@ -249,9 +285,10 @@ def compare_peaks(start: dict, end: dict, achieved: dict[str, tuple[float, str]]
 
 @functools.lru_cache(maxsize=None)
 def measured_copy_gbs(device_type: str, mib: int = PEAK_COPY_MIB) -> float:
-    """Best of a few large device-to-device copies, bytes read + written per second (GB/s)."""
+    """The best large device-to-device copy, timed as the GEMM peak is (:func:`settled_times`): bytes read +
+    written per second (GB/s)."""
     device = torch.device("cuda" if device_type == "cuda" else "cpu")
-    best = min(time_op(copy(mib, device), device, PEAK_REPEATS, warmup=False))
+    best = min(settled_times(copy(mib, device), device, PEAK_REPEATS))
     release(device)
     return 2 * mib * 2**20 / best / 1e9
 

@@ -99,6 +99,7 @@ def cuda_scope(device: torch.device) -> contextlib.AbstractContextManager:
 def device_facts(device: torch.device) -> DeviceFacts:
     if device.type == "cuda":
         index = device.index or 0
+        NVML.get().record_baseline(index)  # before torch initialises CUDA here: what the GPU held without this process
         props = torch.cuda.get_device_properties(index)
         facts = DeviceFacts(
             type="cuda", name=props.name, index=index, total_memory_mib=props.total_memory / 2**20,

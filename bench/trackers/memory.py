@@ -32,6 +32,7 @@ class MemoryStats:
     alloc_peak_mib: Optional[float] = None
     reserved_peak_mib: Optional[float] = None
     nvml_process_peak_mib: Optional[float] = None
+    nvml_process_source: str = ""
     nvml_device_peak_mib: Optional[float] = None
     rss_peak_mib: Optional[float] = None
     tensor_peak_mib: Optional[float] = None
@@ -57,10 +58,34 @@ def memory_pass(step: Callable[[], object], device: torch.device, iters: int = 2
         stats.alloc_peak_mib = torch.cuda.max_memory_allocated(device) / MIB
         stats.reserved_peak_mib = torch.cuda.max_memory_reserved(device) / MIB
         stats.tensor_peak_mib = stats.alloc_peak_mib
+        if sampler.handle is not None and stats.nvml_process_peak_mib is not None:
+            stats.nvml_process_source = f"nvml: {sampler.process_note}" if sampler.process_note else "nvml: this process"
+        elif sampler.handle is not None:
+            stats.nvml_process_peak_mib, stats.nvml_process_source = process_fallback(sampler, device, stats.reserved_peak_mib)
     elif device.type == "cpu" and model is not None and not torch._C._autograd._profiler_enabled():
         # (inside a profile of its own, e.g. under `python -m bench profile`, the row goes without this figure)
         stats.tensor_peak_mib = cpu_tensor_peak(step, model, optimizer, inputs).peak_bytes / MIB
     return stats
+
+
+def process_fallback(sampler: MemorySampler, device: torch.device, reserved_peak_mib: float) -> tuple[Optional[float], str]:
+    """This process's GPU memory where NVML cannot name its process (MIG, several containers on one GPU):
+    the allocator's reserved peak plus a measured context, in MiB, and a source that says so.
+
+    context = NVML device used now - the device's use before this process initialised CUDA
+    (``NVML.record_baseline``) - the allocator's reserve now: the CUDA context, loaded kernels and library
+    workspaces, with the display and other processes left out (assumed steady over the case)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    why = sampler.process_note or "NVML gave no figure for this process"
+    baseline, how = sampler.nvml.record_baseline(index)
+    used = sampler.nvml.device_used_mib(sampler.handle)
+    if baseline is None or used is None:
+        return None, f"empty: {why}; no fallback: {how}"
+    context = used - baseline - torch.cuda.memory_reserved(device) / MIB
+    if context < 0:  # another process freed memory since the baseline: the difference is not this process's
+        return None, f"empty: {why}; no fallback: the GPU holds {-context:.0f} MiB less than before this process started"
+    return reserved_peak_mib + context, (f"fallback: allocator reserved peak + measured context {context:.0f} MiB (NVML device "
+                                         f"used - {baseline:.0f} MiB in use before this process - allocator reserve); {why}")
 
 
 @dataclass

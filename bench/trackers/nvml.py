@@ -35,6 +35,8 @@ class NVML:
         self.process_note = ""  # how the last per-process figure was found, or why there was none
         self._told: set[str] = set()
         self._nv = None
+        # per CUDA index: (MiB the GPU had in use before this process initialised CUDA, or None, and how or why not)
+        self._baselines: dict[int, tuple[Optional[float], str]] = {}
         try:
             import pynvml  # provided by the nvidia-ml-py package
         except ImportError:
@@ -82,6 +84,51 @@ class NVML:
             if handle is not None:
                 return handle
         return self._call("nvmlDeviceGetHandleByIndex", cuda_index)
+
+    def record_baseline(self, cuda_index: int = 0) -> tuple[Optional[float], str]:
+        """The GPU's used memory before this process initialised CUDA (the display, other applications and
+        processes): what a context measured later is taken against, and what a desktop card's display uses.
+
+        Read once per process and GPU, and only while torch has not initialised CUDA here (its handle is
+        then found without torch: ``CUDA_VISIBLE_DEVICES`` by index or UUID, or NVML's index where CUDA's
+        order is known to match it). Later calls return the first answer; ``None`` with the reason when
+        it could not be read before CUDA started.
+        """
+        if cuda_index in self._baselines:
+            return self._baselines[cuda_index]
+        import torch
+
+        if not self.available:
+            found: tuple[Optional[float], str] = (None, self.reason)
+        elif torch.cuda.is_initialized():
+            found = (None, "CUDA was initialised in this process before NVML could read the GPU without it")
+        else:
+            handle, how = self._handle_without_torch(cuda_index)
+            used = self.device_used_mib(handle) if handle is not None else None
+            found = (used, f"NVML device memory in use before this process initialised CUDA ({how})") if used is not None \
+                else (None, f"the GPU's used memory could not be read before CUDA started ({how})")
+        self._baselines[cuda_index] = found
+        return found
+
+    def _handle_without_torch(self, cuda_index: int) -> tuple[object, str]:
+        visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+        if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+            if cuda_index >= len(visible):
+                return None, f"CUDA_VISIBLE_DEVICES lists no cuda:{cuda_index}"
+            entry = visible[cuda_index]
+            if entry.isdigit():
+                return self._call("nvmlDeviceGetHandleByIndex", int(entry)), f"CUDA_VISIBLE_DEVICES entry {entry}"
+            return self._call("nvmlDeviceGetHandleByUUID", entry), f"CUDA_VISIBLE_DEVICES entry {entry}"
+        count = self._call("nvmlDeviceGetCount")
+        if count == 1 or os.environ.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID":
+            return self._call("nvmlDeviceGetHandleByIndex", cuda_index), "NVML index = CUDA index"
+        return None, (f"{count} GPUs and CUDA's fastest-first order: which NVML device is cuda:{cuda_index} is not "
+                      "known without CUDA (set CUDA_DEVICE_ORDER=PCI_BUS_ID)")
+
+    def display_active(self, handle) -> Optional[bool]:
+        """Whether the GPU drives a display (a monitor attached and initialised), per NVML; None when unknown."""
+        value = self._call("nvmlDeviceGetDisplayActive", handle)
+        return None if value is None else bool(value)
 
     def driver_version(self) -> str:
         value = self._call("nvmlSystemGetDriverVersion")
