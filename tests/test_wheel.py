@@ -10,6 +10,7 @@ its path: the run imports the installed copy (checked).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -21,6 +22,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE_IN_WHEEL = "bench/report/report_template.md"
+BUILD_INPUT = ("pyproject.toml", "README.md", "report_template.md", "bench", "ae_models")
 
 
 def run(argv: list, cwd: Path, env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -48,11 +50,33 @@ def fresh_venv_seeing_this_one(folder: Path) -> Path:
     return python
 
 
+def build_input(folder: Path) -> Path:
+    """What a build reads, copied from the checkout (links kept as links): a build in the checkout itself
+    could pick up a stale ``build/lib`` from an earlier one and hide a file the package data leaves out."""
+    folder.mkdir()
+    for name in BUILD_INPUT:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, folder / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / name, folder / name, follow_symlinks=False)
+    return folder
+
+
+def test_the_top_level_template_is_a_link_to_the_packages_one():
+    """One source of truth: the report reads the package's file, and the layout's top-level file is that file."""
+    from bench.report.defaults import DEFAULT_TEMPLATE
+
+    assert DEFAULT_TEMPLATE == REPO / TEMPLATE_IN_WHEEL
+    assert (REPO / "report_template.md").is_symlink()
+    assert (REPO / "report_template.md").resolve() == DEFAULT_TEMPLATE.resolve()
+
+
 @pytest.mark.slow
 def test_a_wheel_installed_outside_the_repository_writes_a_complete_report(tmp_path):
     env = outside_env()
     wheels = tmp_path / "wheels"
-    run([sys.executable, "-m", "pip", "wheel", REPO, "--no-deps", "-q", "-w", wheels], REPO, env)
+    source = build_input(tmp_path / "source")
+    run([sys.executable, "-m", "pip", "wheel", source, "--no-deps", "-q", "-w", wheels], source, env)
     (wheel,) = wheels.glob("ae_bench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert TEMPLATE_IN_WHEEL in names, "the wheel carries no report template"
