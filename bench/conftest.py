@@ -77,7 +77,7 @@ class AeSession:
     def measure(self, case):
         self.ensure_run()
         measurement = self.run.measure(case)
-        self._say(self.progress.line(measurement.row))
+        self._say(self.progress.line(measurement.row, case))
         return measurement
 
     def record_selfcheck(self, figures: dict) -> None:
@@ -101,7 +101,7 @@ class AeSession:
             option = self.config.getoption
             self.run = start_run(self.selection, Path(option("--ae-results")), "pytest", ["pytest"] + sys.argv[1:],
                                  option("--ae-launcher"), option("--ae-case-timeout"))
-            self.progress = Progress(len(self.selection.cases))
+            self.progress = Progress(len(self.selection.cases), self.selection.cases)
             self._say(f"ae-bench: {len(self.selection.cases)} cases of matrix {self.selection.matrix.name!r} on "
                       f"{self.selection.facts.name} ({self.selection.facts.type}), {self.run.launcher.name}; "
                       f"rows -> {self.run.writer.csv_path}")

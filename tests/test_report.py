@@ -37,9 +37,10 @@ from bench.runs.seed_claims import load_claims
 from bench.trackers.device import device_facts
 
 REPO = Path(__file__).resolve().parent.parent
-# the committed CPU reference run (the newest, once it is made again)
-REFERENCE_RUN = max((p for p in (REPO / "results").glob("2*-cpu-*") if (p / "results.csv").is_file()),
-                    default=REPO / "results" / "20261128-162441-cpu-2c-intel-r-xeon-r-processor")
+# The committed CPU reference run, named: never the newest folder of results/, which after the README's
+# first command is the user's own run (a narrowed or resumed one fails these checks). A new reference
+# run is committed together with this line.
+REFERENCE_RUN = REPO / "results" / "20261130-000938-cpu-2c-intel-r-xeon-r-processor"
 SECTIONS = ("## 1. What to run on", "## 2. How sure are we", "## 3. Trade-offs", "## 4. Transformer vs CNN",
             "## 5. The seed's claims, checked", "## 6. Reconstruction quality", "## 7. Run facts")
 

@@ -130,7 +130,7 @@ def _ab_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", dest="keyword", default=None, help=KEYWORD_HELP)
     parser.add_argument("--rounds", type=int, default=6,
                         help="rounds of A and B per case, alternated A B, B A, ... (each measurement a fresh process); the "
-                             "verdict's interval is the paired ratios' order statistics, which need at least 6 rounds at 95% "
+                             "verdict's interval is the paired ratios' order statistics, which need at least 6 rounds at 95%% "
                              "[default: 6]")
     parser.add_argument("--min-time", type=float, default=None, help=MIN_TIME_HELP + " (seconds)")
     parser.add_argument("--time-threshold", default=None,

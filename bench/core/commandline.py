@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from bench.core.cases import available_matrices  # torch-free: the matrix files' names
+
 # 0 done; 1 a case failed (run) or a regression (compare); 2 bad input (one line naming it); 3 an I/O
 # error (a full disk, a read-only folder) or an internal error; 130 interrupted (Ctrl-C, SIGTERM, SIGHUP)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_IO, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -38,7 +40,9 @@ AXIS_HELP = {
     "encoders": "sequence-train: frozen (the encoder takes no gradient), finetune (it trains with the LSTM)",
 }
 
-MATRIX_HELP = "named matrix (auto, smoke, quick, default, example) or a .toml path; auto = default on a GPU, quick on a CPU"
+# every matrix file of bench/matrices, so a new matrix is listed without editing this line
+MATRIX_HELP = (f"named matrix (auto, {', '.join(available_matrices())}) or a .toml path; auto = default on a GPU, "
+               "quick on a CPU")
 RESULTS_HELP = "folder that receives one sub-folder per run (results.csv, samples.jsonl, meta.json) [default: results]"
 DEVICE_HELP = "device to measure on: auto, cpu, cuda, cuda:N [default: auto]"
 MIN_TIME_HELP = "override the matrix's minimum timed seconds per case"

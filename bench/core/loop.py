@@ -18,9 +18,10 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING, Callable, Optional, TextIO
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, TextIO
 
 from bench.core.cases import Case
+from bench.core.cost import case_cost_parts, eta_seconds
 from bench.core.console import progress_text
 from bench.core.measure import Measurement
 
@@ -70,7 +71,7 @@ def sweep(run: "Run", cases: list[Case], progress: Optional[TextIO] = sys.stderr
           on_row: Optional[Callable[[Measurement], None]] = None) -> list[dict]:
     """Measure ``cases`` one after another through ``run`` (its launcher, writer and folder)."""
     rows: list[dict] = []
-    meter = Progress(len(cases))
+    meter = Progress(len(cases), cases)
     in_main_thread = _is_main_thread()
     previous = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS} if in_main_thread else {}
     for sig in previous:
@@ -91,7 +92,7 @@ def sweep(run: "Run", cases: list[Case], progress: Optional[TextIO] = sys.stderr
             if on_row is not None:
                 on_row(measurement)
             if progress is not None:
-                progress.write(meter.line(measurement.row) + "\n")
+                progress.write(meter.line(measurement.row, case) + "\n")
                 progress.flush()
     except KeyboardInterrupt:
         run.close()
@@ -107,21 +108,45 @@ class Progress:
 
     Every command's case loop prints it (run, pytest, profile, quality, plan, plan-check), each with
     its own detail text: ``print(meter.step(f"{case.id}: ..."), file=sys.stderr)`` after each case.
+    Given the cases (``cases``, in any order) and each finished case (``step(..., case=...)``), the
+    estimate of what is left is the remaining cases' expected cost (``bench/core/cost.py``: a fixed part
+    and the work) at the seconds per unit of each that the finished cases took; otherwise the mean
+    seconds per case so far x cases left. A case the device skips (recorded as unsupported at once)
+    counts for nothing either way.
     """
 
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.start = total, 0, time.monotonic()
+    def __init__(self, total: int, cases: Optional[Sequence[Case]] = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.total, self.done, self.clock = total, 0, clock
+        self.start = self.last = clock()
+        measured = [case_cost_parts(c) for c in cases or () if not c.skip]
+        self.cost_left = [sum(f for f, _ in measured), sum(w for _, w in measured)] if cases else None  # [fixed, work]
+        self.costs_done: list[tuple[float, float]] = []  # (fixed, work) of each case counted with its Case
+        self.seconds_done: list[float] = []  # and the seconds it took (the first: from the meter's start)
 
-    def step(self, detail: str) -> str:
-        """Count one more case done and return its line, ``detail`` after the count and the times."""
+    def step(self, detail: str, case: Optional[Case] = None) -> str:
+        """Count one more case done (``case``, when given, for its expected cost) and return its line,
+        ``detail`` after the count and the times."""
         self.done += 1
-        elapsed = time.monotonic() - self.start
-        eta = elapsed / self.done * max(0, self.total - self.done)
-        return f"[{self.done}/{self.total} {elapsed:5.0f}s elapsed, ~{eta:.0f}s left] {detail}"
+        now = self.clock()
+        if case is not None and self.cost_left is not None and not case.skip:
+            fixed, work = case_cost_parts(case)
+            self.costs_done.append((fixed, work))
+            self.seconds_done.append(now - self.last)
+            self.cost_left = [max(0.0, self.cost_left[0] - fixed), max(0.0, self.cost_left[1] - work)]
+        self.last = now
+        elapsed = now - self.start
+        return f"[{self.done}/{self.total} {elapsed:5.0f}s elapsed, ~{self.eta(elapsed):.0f}s left] {detail}"
 
-    def line(self, row: dict) -> str:
+    def eta(self, elapsed: float) -> float:
+        """Seconds left: by expected cost when the cases' costs are known, else by the mean case so far."""
+        if self.costs_done:
+            return eta_seconds(self.costs_done, self.seconds_done, tuple(self.cost_left))
+        return elapsed / max(1, self.done) * max(0, self.total - self.done)
+
+    def line(self, row: dict, case: Optional[Case] = None) -> str:
         """The line of a speed row (its images/s and median, or its status and reason)."""
-        return self.step(progress_text(row))
+        return self.step(progress_text(row), case)
 
 
 def _is_main_thread() -> bool:

@@ -34,7 +34,7 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bench.core.selection import case_listing, listed_cases, selection_from_args
+    from bench.core.selection import case_listing, check_args, listed_cases, selection_from_args
 
     argv = getattr(args, "argv", None) or sys.argv[1:]  # the command line as given (bench.cli.main records it)
     if args.case_timeout is not None:
@@ -46,6 +46,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.list:
         print(case_listing(listed_cases(args)))
         return EXIT_OK
+    check_args(args)  # a bad matrix or axis value is refused before torch loads (resolve_card's import loads it)
     from bench.plan.answer import resolve_card
 
     resolve_card(args.plan_for)  # a bad card is refused before the sweep, not after it

@@ -41,6 +41,7 @@ def make_selection(matrix: str, get_axis: Callable[[str], Optional[str]], device
                    shard_option: str = "--shard", processes: Optional[int] = None) -> Selection:
     """Resolve the device, load and narrow the matrix, and expand it (then take part K/N of it with
     ``shard``). Raises ValueError on bad input."""
+    check_selection_args(matrix, get_axis, min_time_s, processes)  # a typo answered at once, before torch loads
     from bench.core.measure import Settings
     from bench.trackers.device import device_facts, resolve_device
 
@@ -53,6 +54,19 @@ def make_selection(matrix: str, get_axis: Callable[[str], Optional[str]], device
     if check_processes(processes) is not None:
         settings.processes = processes
     return Selection(torch_device, facts, loaded, cases, settings, part, whole)
+
+
+def check_selection_args(matrix: str, get_axis: Callable[[str], Optional[str]], min_time_s: Optional[float] = None,
+                         processes: Optional[int] = None) -> None:
+    """The checks of a selection's options that need no device, hence no torch: the matrix exists and
+    parses, every axis value parses, ``--min-time`` and ``--processes`` are in range. Raises ValueError
+    naming the bad value, so ``--matrix nosuch`` or ``--sizes 201x`` is refused in a fraction of a second
+    instead of after torch's import (seconds on a busy CPU)."""
+    loaded = load_matrix(matrix)  # "auto" names a matrix on every device; the device's own choice is loaded later
+    overrides = {axis: parse_axis_values(axis, get_axis(axis)) for axis in AXES if get_axis(axis)}
+    expand(loaded, overrides)  # builds every Case, which checks each value (precision, mode, ...); no device: no torch
+    check_min_time(min_time_s)
+    check_processes(processes)
 
 
 def check_processes(processes: Optional[int], option: str = "--processes") -> Optional[int]:
@@ -89,6 +103,12 @@ def _cases(matrix: str, get_axis: Callable[[str], Optional[str]], facts, keyword
         cases = take_shard(cases, shard, shard_option)
         part = f"{shard.strip()} ({len(cases)} of {len(whole)} cases)"
     return loaded, cases, part, whole
+
+
+def check_args(args) -> None:
+    """:func:`check_selection_args` on a command's parsed ``add_matrix_args`` options (no torch)."""
+    check_selection_args(args.matrix, lambda axis: getattr(args, axis), getattr(args, "min_time", None),
+                         getattr(args, "processes", None))
 
 
 def selection_from_args(args) -> Selection:

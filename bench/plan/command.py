@@ -36,6 +36,9 @@ def _plan_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from bench.core.selection import check_args
+
+    check_args(args)  # a mistyped selection is refused before the imports below load torch
     from bench.plan.budget import make_env
     from bench.plan.output import load_seed_batch_claims, write_plan
     from bench.plan.planner import configurations, run_plan

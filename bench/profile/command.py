@@ -19,6 +19,9 @@ def _profile_args(parser) -> None:
 
 
 def _profile(args) -> int:
+    from bench.core.selection import check_args
+
+    check_args(args)  # a mistyped selection is refused before the imports below load torch
     from bench.core.loop import Progress
     from bench.core.selection import case_listing, selection_from_args
     from bench.profile.profiler import profile_case, warmup_steps

@@ -19,7 +19,7 @@ def _report_args(parser) -> None:
                         help="a plan, quality or profile folder whose summary the report includes and links (repeat for "
                              "several); a plan given here is the one the first screen answers from [default: the run "
                              "folder's own plan, and quality runs beside it of the same commit and device]")
-    parser.add_argument("--template", default=None, help="Jinja2 template [default: report_template.md at the repository top]")
+    parser.add_argument("--template", default=None, help="Jinja2 template [default: the package's bench/report/report_template.md, which report_template.md at the repository top links to]")
     parser.add_argument("--out", default=None,
                         help="folder for report.md, the tables and plots [default: the results folder; for a JSON file, "
                              "<name>-report next to it]")

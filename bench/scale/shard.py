@@ -6,9 +6,8 @@ options each take one part, the parts are disjoint and together they are the mat
 a device cannot run (``skip``) costs the same as any other here, because another shard's device
 may run it, and the split must be the same everywhere.
 
-The cost is a cheap estimate, not a measurement: a fixed part per case (build, warm-up, the
-minimum timed seconds, the memory pass) plus the work of one step, pixels x batch x width²
-(the preset's embedding width, or the CNN's channels) x the mode (train ~3x infer). Cases are
+The cost is a cheap estimate, not a measurement (``bench/core/cost.py``: a fixed part per case plus
+the work of one step, pixels x batch x width² x the mode). Cases are
 assigned greedily, the most expensive first (ties by key), each to the least-loaded shard
 (ties to the lowest index): longest-processing-time-first list scheduling, which keeps every
 shard within one case's cost of the mean.
@@ -20,21 +19,12 @@ import heapq
 import re
 from typing import Sequence
 
-from ae_models.catalog import CNN_PRESETS, PRESETS, is_transformer
-from ae_models.sizes import parse_size
-
 from bench.core.cases import Case
+from bench.core.cost import case_cost  # the one cost estimate: the split here, the ETA of a run's progress line
 
 MAX_SHARDS = 4096
 SHARD_HELP = ("run only part K of N of the selected cases (1 <= K <= N): a deterministic split by case key, balanced by "
               "expected cost, so N jobs or GPUs each take one part; merge their runs with `python -m bench merge`")
-
-_MODE_FACTOR = {"infer": 1.0, "train": 3.0, "embed": 0.5}
-_PLUGIN_WIDTH = 256  # a package.module:factory family: its size is unknown here
-_REFERENCE = 201 * 201 * 8 * 128 ** 2  # a tiny transformer at 201x201, batch 8, infer: one unit of work
-_FIXED = 1.0  # the part of a case that does not grow with its size (build, warm-up, min-time, memory pass)
-_COMPILE = 8.0  # torch.compile's first step, in the same units
-
 
 def parse_shard(text: str, option: str = "--shard") -> tuple[int, int]:
     """``"2/4"`` -> ``(2, 4)``; ValueError in one line naming the option otherwise."""
@@ -47,20 +37,6 @@ def parse_shard(text: str, option: str = "--shard") -> tuple[int, int]:
     if not 1 <= k <= n:
         raise ValueError(f"{option}: bad shard {text!r}: K must be 1..{n} (parts are numbered from 1), e.g. 1/{n}")
     return k, n
-
-
-def case_cost(case: Case) -> float:
-    """The expected cost of ``case`` in units of a tiny 201x201 batch-8 inference: deterministic, device-free."""
-    h, w = parse_size(case.size)
-    if ":" in case.family:
-        width = _PLUGIN_WIDTH
-    elif is_transformer(case.family):
-        width = int(PRESETS[case.preset]["embed_dim"])
-    else:
-        width = 20 * int(CNN_PRESETS[case.preset]["base_channels"])  # convolutions at full resolution: tiny ~ a width of 160
-    mode = _MODE_FACTOR.get(case.mode, 1.0) * (1.3 if case.checkpointing and case.mode == "train" else 1.0)
-    work = h * w * case.batch * width ** 2 * mode / _REFERENCE
-    return _FIXED + work + (_COMPILE if case.compile != "off" else 0.0)
 
 
 def assign(cases: Sequence[Case], n: int) -> list[list[Case]]:
