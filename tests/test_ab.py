@@ -139,6 +139,35 @@ def test_the_order_statistic_interval_covers_the_median_as_often_as_it_says(n):
     assert coverage >= 0.95 and abs(hit.mean() - coverage) < 0.01
 
 
+def test_paired_change_bounds_six_rounds_by_the_smallest_and_largest_ratio():
+    """Six rounds at 95%: k = 1 (1 - 2/64 = 96.9%), so the interval is the smallest to the largest paired ratio.
+    The tighter second-smallest to second-largest (78%) would call these ratios `slower`."""
+    a = [10.0, 20.0, 5.0, 8.0, 12.0, 40.0]  # the machine's speed differs by round: only B / A matters
+    ratios = [1.0, 1.12, 1.13, 1.15, 1.16, 1.3]
+    change = paired_change(a, [x * r for x, r in zip(a, reversed(ratios))], 0.10)
+    assert (change.low, change.high) == pytest.approx((1.0, 1.3))
+    assert change.verdict == "noisy" and change.ratio == pytest.approx((1.13 + 1.15) / 2)
+
+
+def test_paired_change_bounds_twelve_rounds_by_the_third_ratio_from_each_end():
+    """Twelve rounds: P(Bin(12, 1/2) <= 2) = 79/4096, so k = 3 covers 96.1%; k = 4 would cover 85.4%."""
+    ratios = [0.90, 1.01, 1.02, 1.12, 1.13, 1.14, 1.15, 1.16, 1.17, 1.19, 1.25, 1.40]
+    change = paired_change([10.0] * 12, [10.0 * r for r in ratios], 0.10)
+    assert (change.low, change.high) == pytest.approx((1.02, 1.19)) and change.verdict == "noisy"
+    assert change.n_baseline == change.n_candidate == 12
+
+
+@pytest.mark.parametrize("n", [6, 9])
+def test_paired_change_covers_the_true_ratio_as_often_as_it_says(n):
+    """The coverage simulation run through ``paired_change`` itself: 3000 draws of n rounds whose B / A ratios are
+    lognormal around exactly 1.2; the printed interval must hold 1.2 at least 95% of the time (minus sampling error)."""
+    rng = np.random.default_rng(100 + n)
+    a = rng.uniform(5.0, 50.0, (3000, n))  # each round's own speed
+    b = a * 1.2 * rng.lognormal(0.0, 0.2, (3000, n))
+    hits = sum(c.low <= 1.2 <= c.high for c in (paired_change(list(x), list(y), 0.10) for x, y in zip(a, b)))
+    assert hits / 3000 >= 0.95 - 3 * (0.05 * 0.95 / 3000) ** 0.5
+
+
 def test_a_child_of_an_older_checkout_drops_empty_new_fields_and_refuses_set_ones():
     from bench.core.cases import Case
 
