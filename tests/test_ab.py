@@ -168,6 +168,45 @@ def test_paired_change_covers_the_true_ratio_as_often_as_it_says(n):
     assert hits / 3000 >= 0.95 - 3 * (0.05 * 0.95 / 3000) ** 0.5
 
 
+def _ab_of(monkeypatch, b_over_a, **options):
+    """``run_ab`` on two cases with a stand-in for the child launcher: A's process median is 10 ms every round,
+    B's is ``b_over_a[batch][round]`` times that (the two cases: batch 1 and 2). Returns the Comparison."""
+    from types import SimpleNamespace
+
+    from bench.compare import ab
+    from bench.compare.rules import Rules
+    from bench.core.cases import Case
+
+    class Launcher:
+        def __init__(self, device, timeout_s, code_root):
+            self.side = "A" if code_root == "a" else "B"
+            self.rounds: dict[str, int] = {}
+
+        def run(self, case, device, facts, settings, tag):
+            r = self.rounds[case.key] = self.rounds.get(case.key, -1) + 1
+            median_s = 0.010 * (b_over_a[case.batch][r] if self.side == "B" else 1.0)
+            return Measurement({"status": "ok", "case_key": case.key, "reason": ""}, [median_s] * 5)
+
+    monkeypatch.setattr(ab, "Subprocess", Launcher)
+    cases = [Case(family="cnn", preset="tiny", size="201x201", mode="infer", batch=b) for b in (1, 2)]
+    facts = SimpleNamespace(type="cpu", name="cpu", torch="2.13.0", slug="cpu")
+    selection = SimpleNamespace(device="cpu", settings=None, facts=facts)
+    return ab.run_ab(cases, selection, ("a", "b"), ("A", "B"), 6, Rules(), 60.0, **options)
+
+
+def test_ab_whose_rounds_scatter_is_inconclusive_not_a_pass(monkeypatch):
+    from bench.core.commandline import EXIT_INCONCLUSIVE
+
+    scattered = [0.9, 1.0, 1.3, 1.4, 1.5, 1.6]  # a 1.35x median whose interval reaches across +10%: noisy
+    result = _ab_of(monkeypatch, {1: scattered, 2: scattered})
+    assert [c.verdict for c in result.cases] == ["noisy", "noisy"] and result.exit_status == EXIT_INCONCLUSIVE
+    assert result.headline().startswith("INCONCLUSIVE: 0 of 2")
+    assert _ab_of(monkeypatch, {1: scattered, 2: scattered}, allow_inconclusive=True).exit_status == 0
+    steady = _ab_of(monkeypatch, {1: scattered, 2: [1.0] * 6})  # one of two judged: the default 50% met
+    assert steady.exit_status == 0 and sorted(c.verdict for c in steady.cases) == ["noisy", "same"]
+    assert _ab_of(monkeypatch, {1: scattered, 2: [1.0] * 6}, min_judged=0.6).exit_status == EXIT_INCONCLUSIVE
+
+
 def test_a_child_of_an_older_checkout_drops_empty_new_fields_and_refuses_set_ones():
     from bench.core.cases import Case
 
