@@ -91,7 +91,18 @@ def test_a_build_to_build_difference_is_no_change_over_processes():
     over = st.compare_times(base, cand, baseline_process=base_p, candidate_process=cand_p)
     assert over.verdict == "noisy" and over.low < 1.1 < over.high
     flagged = st.compare_times(base, cand, baseline_process=base_p, candidate_process=cand_p, bimodal="the medians split")
-    assert flagged.verdict in ("bimodal", "noisy")
+    assert flagged.verdict == "bimodal" and "the medians split" in flagged.reason
+
+
+def test_a_bimodal_flag_turns_a_would_be_change_into_bimodal_and_leaves_same_alone():
+    """A run flagged bimodal cannot support a change: a confident +30% over processes becomes `bimodal` (it does not
+    fail); a change within the band stays `same` (the flag says nothing against it)."""
+    base, base_p = _two_speeds(10.0, 10.0, [0, 0, 0])
+    slow, slow_p = _two_speeds(13.0, 13.0, [0, 0, 0])
+    flagged = st.compare_times(base, slow, baseline_process=base_p, candidate_process=slow_p, bimodal="split")
+    assert flagged.verdict == "bimodal" and flagged.low > 1.1  # the interval alone would say slower
+    same, same_p = _two_speeds(10.1, 10.1, [0, 0, 0])
+    assert st.compare_times(base, same, baseline_process=base_p, candidate_process=same_p, bimodal="split").verdict == "same"
 
 
 def test_a_real_change_survives_the_hierarchical_interval():
