@@ -1,0 +1,163 @@
+"""Mutation testing of the modules that decide what a user sees: ``python -m bench.selfcheck.mutation [MODULE ...]``.
+
+A planted bug (a flipped comparison, an off-by-one, a dropped ``+ 1``) that no test notices is a decision the tests
+do not hold. mutmut (2.x: ``pip install -e '.[mutation]'``) plants them one at a time in each module below and runs
+only the tests that cover that module (:data:`TARGETS`), so a module takes minutes, not the whole suite's quarter
+hour per mutant. Each module gets its own mutmut cache (``.mutmut-cache`` is mutmut's fixed name, moved aside to
+``.mutation/<module>.sqlite`` afterwards), and the summary, per module killed / survived / equivalent with every
+surviving mutant's diff, is written to ``results/mutation.md`` (``--out``). A survivor is either killed by a new test
+or listed in :data:`EQUIVALENT` with the reason no test can tell it apart.
+
+mutmut edits the source file in place while a mutant is tested and puts it back afterwards: run it on a clean
+working tree, and never commit while it runs (``git diff`` shows a mutant left behind by a killed run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PYTEST = f"{sys.executable} -m pytest -x -q -p no:cacheprovider -p no:randomly"
+
+# module -> the tests that cover it (files, then a -k expression): what each mutant is judged by; most important first
+TARGETS: dict[str, tuple[str, str]] = {
+    "bench/compare/ab.py": ("tests/test_ab.py", "paired or rounds or median or inconclusive or coverage"),
+    "bench/scale/shard.py": ("tests/test_scale.py", "shard or split or expensive"),
+    "bench/core/processes.py": ("tests/test_ab.py", "process or bimodal"),
+    "bench/runs/writer.py": ("tests/test_writer_repair.py tests/test_validity.py", "repair or cut or refused_row or whole"),
+    "bench/compare/stats.py": ("tests/test_compare.py tests/test_ab.py", "not real_run"),
+    "bench/compare/verdicts.py": ("tests/test_compare.py", "not real_run"),
+}
+
+# (module, the mutated line as mutmut writes it, stripped) -> why no test can tell the mutant from the original
+EQUIVALENT: dict[tuple[str, str], str] = {}
+
+STATUS = {"ok_killed": "killed", "bad_survived": "survived", "bad_timeout": "timeout", "ok_suspicious": "suspicious",
+          "untested": "untested", "skipped": "skipped"}
+
+
+@dataclass
+class ModuleResult:
+    module: str
+    tests: str
+    counts: dict[str, int] = field(default_factory=dict)
+    survivors: list[tuple[int, str, str]] = field(default_factory=list)  # (mutant id, diff, equivalence reason or "")
+
+    @property
+    def equivalent(self) -> int:
+        return sum(1 for _, _, why in self.survivors if why)
+
+    @property
+    def survived(self) -> int:
+        return len(self.survivors) - self.equivalent
+
+    @property
+    def killed_share(self) -> float:
+        killed = self.counts.get("killed", 0) + self.counts.get("timeout", 0)
+        judged = killed + self.survived
+        return killed / judged if judged else float("nan")
+
+
+def runner(module: str) -> str:
+    """The test command mutmut runs for each mutant of ``module``."""
+    files, keyword = TARGETS[module]
+    return f"{PYTEST} {files}" + (f" -k '{keyword}'" if keyword else "")
+
+
+def run_module(module: str, cache_dir: Path) -> ModuleResult:
+    """mutmut on ``module`` with its narrowed tests; the results read back from its cache."""
+    cache = REPO / ".mutmut-cache"
+    saved = cache_dir / (module.replace("/", ".") + ".sqlite")
+    if saved.exists():  # resume an interrupted module where it stopped
+        shutil.copy2(saved, cache)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = ["mutmut", "run", "--paths-to-mutate", module, "--runner", runner(module), "--tests-dir", "tests",
+           "--simple-output", "--no-progress", "-m", "10", "-b", "120"]
+    print(f"mutation: {module}: {runner(module)}", file=sys.stderr, flush=True)
+    subprocess.run(cmd, cwd=REPO, env=env)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(cache), saved)
+    return read_results(module, saved)
+
+
+def read_results(module: str, cache: Path) -> ModuleResult:
+    """Counts per status and every survivor's diff (``mutmut show``-like: the line before and after)."""
+    result = ModuleResult(module, runner(module))
+    shutil.copy2(cache, REPO / ".mutmut-cache")  # where `mutmut show` reads it
+    with sqlite3.connect(cache) as db:
+        rows = db.execute("SELECT Mutant.id, Mutant.status, Line.line, Line.line_number, Mutant.`index` FROM Mutant "
+                          "JOIN Line ON Mutant.line = Line.id JOIN SourceFile ON Line.sourcefile = SourceFile.id "
+                          "WHERE SourceFile.filename = ?", (module,)).fetchall()
+    for mutant_id, status, line, number, _ in rows:
+        name = STATUS.get(status, status)
+        result.counts[name] = result.counts.get(name, 0) + 1
+        if name == "survived":
+            shown = subprocess.run(["mutmut", "show", str(mutant_id)], cwd=REPO, capture_output=True, text=True).stdout
+            mutated = next((l[1:].strip() for l in shown.splitlines() if l.startswith("+") and not l.startswith("+++")), "")
+            result.survivors.append((mutant_id, f"line {number + 1}: {shown.strip()}", EQUIVALENT.get((module, mutated), "")))
+    (REPO / ".mutmut-cache").unlink()
+    return result
+
+
+def summary(results: list[ModuleResult], command: str) -> str:
+    lines = ["# Mutation testing of the decision modules", "",
+             f"Made by `{command}` (mutmut {mutmut_version()}, each mutant judged by the module's narrowed tests, "
+             "listed below; `OMP_NUM_THREADS=1`).", "",
+             "| module | tests run per mutant | mutants | killed | survived | equivalent | timeout | killed share of non-equivalent |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        total = sum(r.counts.values())
+        lines.append(f"| `{r.module}` | `{r.tests.replace(PYTEST, 'pytest -x')}` | {total} | {r.counts.get('killed', 0)} | "
+                     f"{r.survived} | {r.equivalent} | {r.counts.get('timeout', 0)} | {r.killed_share:.0%} |")
+    for r in results:
+        if r.survivors:
+            lines += ["", f"## Surviving mutants of `{r.module}`", ""]
+            for mutant_id, diff, why in r.survivors:
+                lines += [f"Mutant {mutant_id}: " + (f"**equivalent**: {why}" if why else "**survived**"), "", "```diff",
+                          diff, "```", ""]
+    return "\n".join(lines) + "\n"
+
+
+def mutmut_version() -> str:
+    done = subprocess.run(["mutmut", "version"], capture_output=True, text=True)
+    return done.stdout.strip() or "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.selfcheck.mutation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", help=f"modules to mutate [default: all of {', '.join(TARGETS)}]")
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "mutation.md",
+                        help="the summary (markdown) [default: results/mutation.md]")
+    parser.add_argument("--cache-dir", type=Path, default=REPO / ".mutation",
+                        help="one mutmut cache per module, kept to resume and to report [default: .mutation]")
+    parser.add_argument("--report-only", action="store_true", help="write the summary from the kept caches, run nothing")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.modules if m not in TARGETS]
+    if unknown:
+        parser.error(f"no test selection for {', '.join(unknown)}; add it to TARGETS in {Path(__file__).name}")
+    if shutil.which("mutmut") is None:
+        parser.error("mutmut is not installed: pip install -e '.[mutation]'")
+    modules = args.modules or list(TARGETS)
+    results = []
+    for module in modules:
+        saved = args.cache_dir / (module.replace("/", ".") + ".sqlite")
+        if args.report_only:
+            if saved.exists():
+                results.append(read_results(module, saved))
+        else:
+            results.append(run_module(module, args.cache_dir))
+    command = "python -m bench.selfcheck.mutation" + (" " + " ".join(args.modules) if args.modules else "")
+    args.out.write_text(summary(results, command))
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
