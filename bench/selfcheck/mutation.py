@@ -26,14 +26,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PYTEST = f"{sys.executable} -m pytest -x -q -p no:cacheprovider -p no:randomly"
 
-# module -> the tests that cover it (files, then a -k expression): what each mutant is judged by; most important first
-TARGETS: dict[str, tuple[str, str]] = {
-    "bench/compare/ab.py": ("tests/test_ab.py", "paired or rounds or median or inconclusive or coverage"),
-    "bench/scale/shard.py": ("tests/test_scale.py", "shard or split or expensive"),
-    "bench/core/processes.py": ("tests/test_ab.py", "process or bimodal"),
-    "bench/runs/writer.py": ("tests/test_writer_repair.py tests/test_validity.py", "repair or cut or refused_row or whole"),
-    "bench/compare/stats.py": ("tests/test_compare.py tests/test_ab.py", "not real_run"),
-    "bench/compare/verdicts.py": ("tests/test_compare.py", "not real_run"),
+# module -> (the decision functions mutated, the tests that judge each mutant: files, then a -k expression); most
+# important first. Only the named functions are mutated (a patch file of their lines, mutmut's --use-patch-file): the
+# code around them (argument parsing, messages) is not a decision, and each mutant costs a pytest start with torch.
+TARGETS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "bench/compare/ab.py": (("median_ranks", "min_rounds", "check_rounds", "paired_change"),
+                            "tests/test_ab.py", "paired or rounds or median or cnns"),
+    "bench/scale/shard.py": (("assign",), "tests/test_scale.py", "most_expensive"),
+    "bench/runs/writer.py": (("_drop_partial_last_line",), "tests/test_writer_repair.py", ""),
+    "bench/core/processes.py": (("is_bimodal",), "tests/test_ab.py", "bimodal"),
+    "bench/compare/verdicts.py": (("Comparison.judged", "Comparison.inconclusive", "Comparison.exit_status"),
+                                  "tests/test_compare.py", "inconclusive or judged or noisy_case"),
+    "bench/compare/stats.py": (("time_verdict", "compare_times"), "tests/test_compare.py tests/test_ab.py",
+                               "(noisy or slower or same or verdict or spread or bimodal or samples) and not real"),
 }
 
 # (module, the mutated line as mutmut writes it, stripped) -> why no test can tell the mutant from the original
@@ -67,8 +72,38 @@ class ModuleResult:
 
 def runner(module: str) -> str:
     """The test command mutmut runs for each mutant of ``module``."""
-    files, keyword = TARGETS[module]
+    _, files, keyword = TARGETS[module]
     return f"{PYTEST} {files}" + (f" -k '{keyword}'" if keyword else "")
+
+
+def function_lines(module: str, names: tuple[str, ...]) -> list[tuple[int, int]]:
+    """(first, last) source line (1-based) of each named function or ``Class.method`` of ``module``."""
+    import ast
+
+    tree = ast.parse((REPO / module).read_text())
+    found: dict[str, tuple[int, int]] = {}
+    for node in tree.body:
+        members = node.body if isinstance(node, ast.ClassDef) else [node]
+        prefix = f"{node.name}." if isinstance(node, ast.ClassDef) else ""
+        for member in members:
+            if isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found[prefix + member.name] = (member.lineno, member.end_lineno or member.lineno)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise SystemExit(f"mutation: {module} has no function {', '.join(missing)} (TARGETS is out of date)")
+    return [found[n] for n in names]
+
+
+def write_patch(module: str, path: Path) -> Path:
+    """A unified diff that 'adds' the lines of the module's decision functions: what mutmut may mutate."""
+    lines = (REPO / module).read_text().splitlines()
+    out = [f"--- a/{module}", f"+++ b/{module}"]
+    for first, last in function_lines(module, TARGETS[module][0]):
+        out.append(f"@@ -0,0 +{first},{last - first + 1} @@")
+        out += ["+" + line for line in lines[first - 1:last]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(out) + "\n")
+    return path
 
 
 def run_module(module: str, cache_dir: Path) -> ModuleResult:
@@ -78,7 +113,9 @@ def run_module(module: str, cache_dir: Path) -> ModuleResult:
     if saved.exists():  # resume an interrupted module where it stopped
         shutil.copy2(saved, cache)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = ["mutmut", "run", "--paths-to-mutate", module, "--runner", runner(module), "--tests-dir", "tests",
+    patch = write_patch(module, cache_dir / (module.replace("/", ".") + ".patch"))
+    cmd = ["mutmut", "run", "--paths-to-mutate", module, "--use-patch-file", str(patch), "--runner", runner(module),
+           "--tests-dir", "tests",
            "--simple-output", "--no-progress", "-m", "10", "-b", "120"]
     print(f"mutation: {module}: {runner(module)}", file=sys.stderr, flush=True)
     subprocess.run(cmd, cwd=REPO, env=env)
@@ -89,7 +126,7 @@ def run_module(module: str, cache_dir: Path) -> ModuleResult:
 
 def read_results(module: str, cache: Path) -> ModuleResult:
     """Counts per status and every survivor's diff (``mutmut show``-like: the line before and after)."""
-    result = ModuleResult(module, runner(module))
+    result = ModuleResult(module, runner(module) + f" (mutating {', '.join(TARGETS[module][0])})")
     shutil.copy2(cache, REPO / ".mutmut-cache")  # where `mutmut show` reads it
     with sqlite3.connect(cache) as db:
         rows = db.execute("SELECT Mutant.id, Mutant.status, Line.line, Line.line_number, Mutant.`index` FROM Mutant "
@@ -110,7 +147,7 @@ def summary(results: list[ModuleResult], command: str) -> str:
     lines = ["# Mutation testing of the decision modules", "",
              f"Made by `{command}` (mutmut {mutmut_version()}, each mutant judged by the module's narrowed tests, "
              "listed below; `OMP_NUM_THREADS=1`).", "",
-             "| module | tests run per mutant | mutants | killed | survived | equivalent | timeout | killed share of non-equivalent |",
+             "| module | functions mutated; tests run per mutant | mutants | killed | survived | equivalent | timeout | killed share of non-equivalent |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         total = sum(r.counts.values())
