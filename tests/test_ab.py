@@ -125,6 +125,9 @@ def test_paired_rounds_cancel_drift_that_hits_both_sides():
 
 def test_too_few_rounds_to_bound_the_median_is_noisy_even_for_a_doubling():
     assert MIN_ROUNDS == 6  # at 95%: 5 rounds' smallest-to-largest interval covers the median 93.75% of the time
+    # what the refusal reports: 1 - 2 (1/2)^n, the smallest-to-largest interval's coverage of n rounds
+    assert median_ranks(5) == (0, pytest.approx(1 - 2 / 32)) and median_ranks(3) == (0, pytest.approx(0.75))
+    assert "covers it 94% of the time" in paired_change([10.0] * 5, [20.0] * 5, 0.10).reason
     five = paired_change([10.0] * 5, [20.0] * 5, 0.10)
     assert five.verdict == "noisy" and "at least 6 are needed" in five.reason
     assert paired_change([10.0] * 6, [20.0] * 6, 0.10).verdict == "slower"

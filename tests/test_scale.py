@@ -101,6 +101,16 @@ def test_the_split_puts_the_most_expensive_cases_first(monkeypatch, costs, n, lo
     assert sorted(got, reverse=True) == loads
 
 
+def test_the_split_refuses_a_case_twice(monkeypatch):
+    from types import SimpleNamespace
+
+    from bench.scale import shard
+
+    monkeypatch.setattr(shard, "case_cost", lambda case: 1.0)
+    with pytest.raises(ValueError, match="the selection holds a case twice: a split by case key needs unique keys"):
+        assign([SimpleNamespace(key="a"), SimpleNamespace(key="b"), SimpleNamespace(key="a")], 2)
+
+
 def test_shard_through_the_selection_and_its_errors():
     whole = make_selection("smoke", lambda axis: None, "cpu")
     parts = [make_selection("smoke", lambda axis: None, "cpu", shard=f"{k}/3") for k in (1, 2, 3)]
