@@ -192,6 +192,30 @@ def test_the_verdict_is_where_the_interval_lies_against_the_threshold_band(ratio
     assert st.time_verdict(ratio, low, high, 0.10)[0] == verdict
 
 
+UP, DOWN = 1 + 0.10, 1 / (1 + 0.10)  # the band's edges, computed as the rule computes them
+
+
+@pytest.mark.parametrize("ratio, low, high, verdict", [
+    (1.20, UP, 1.30, "noisy"),      # an interval that touches +10% is not wholly above it
+    (0.80, 0.70, DOWN, "noisy"),    # ... nor wholly below -9.1%
+    (1.00, DOWN, UP, "same"),       # the band includes its edges
+    (1.05, UP, UP, "same"),
+    (0.95, DOWN, DOWN, "same"),
+])
+def test_the_band_edges_belong_to_same_never_to_a_change(ratio, low, high, verdict):
+    assert st.time_verdict(ratio, low, high, 0.10)[0] == verdict
+
+
+@pytest.mark.parametrize("ratio, low, high, reason", [
+    (1.30, 1.25, 1.35, "median +30.0% (+25.0% .. +35.0%): slower by more than 10%"),
+    (0.80, 0.75, 0.85, "median -20.0% (-25.0% .. -15.0%): faster by more than 9%"),
+    (1.05, 1.02, 1.08, "median +5.0% (+2.0% .. +8.0%): within +-10%"),
+    (1.00, 0.85, 1.20, "median +0.0% (-15.0% .. +20.0%): the interval reaches across +-10%, cannot tell"),
+])
+def test_the_verdicts_reason_states_the_median_and_its_interval(ratio, low, high, reason):
+    assert st.time_verdict(ratio, low, high, 0.10)[1] == reason
+
+
 def test_the_interval_is_reproducible_with_the_fixed_seed():
     base, cand = steady(10.0, cv=0.05), steady(11.0, cv=0.05, seed=1)
     assert st.median_ratio_interval(base, cand) == st.median_ratio_interval(base, cand)

@@ -152,12 +152,14 @@ def summary(results: list[ModuleResult], command: str) -> str:
     lines = ["# Mutation testing of the decision modules", "",
              f"Made by `{command}` (mutmut {mutmut_version()}, each mutant judged by the module's narrowed tests, "
              "listed below; `OMP_NUM_THREADS=1`).", "",
-             "| module | functions mutated; tests run per mutant | mutants | killed | survived | equivalent | timeout | killed share of non-equivalent |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| module | functions mutated; tests run per mutant | mutants | killed | timeout (killed) | survived | "
+             "equivalent | not yet tested | killed share of the tested non-equivalent |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         total = sum(r.counts.values())
         lines.append(f"| `{r.module}` | `{r.tests.replace(PYTEST, 'pytest -x')}` | {total} | {r.counts.get('killed', 0)} | "
-                     f"{r.survived} | {r.equivalent} | {r.counts.get('timeout', 0)} | {r.killed_share:.0%} |")
+                     f"{r.counts.get('timeout', 0)} | {r.survived} | {r.equivalent} | {r.counts.get('untested', 0)} | "
+                     f"{r.killed_share:.0%} |")
     for r in results:
         if r.survivors:
             lines += ["", f"## Surviving mutants of `{r.module}`", ""]
