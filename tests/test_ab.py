@@ -128,6 +128,16 @@ def test_too_few_rounds_to_bound_the_median_is_noisy_even_for_a_doubling():
     # what the refusal reports: 1 - 2 (1/2)^n, the smallest-to-largest interval's coverage of n rounds
     assert median_ranks(5) == (0, pytest.approx(1 - 2 / 32)) and median_ranks(3) == (0, pytest.approx(0.75))
     assert "covers it 94% of the time" in paired_change([10.0] * 5, [20.0] * 5, 0.10).reason
+
+
+@pytest.mark.parametrize("n, confidence, k, coverage", [
+    (4, 0.30, 2, 1 - 2 * 5 / 16),     # the innermost pair: k reaches n / 2 when the confidence is low
+    (6, 0.50, 2, 1 - 2 * 7 / 64),
+    (12, 0.95, 3, 1 - 2 * 79 / 4096),
+    (20, 0.99, 4, 1 - 2 * 1351 / 2**20),  # P(Bin(20, 1/2) <= 3) = (1 + 20 + 190 + 1140) / 2^20
+])
+def test_median_ranks_takes_the_largest_k_whose_coverage_reaches_the_confidence(n, confidence, k, coverage):
+    assert median_ranks(n, confidence) == (k, pytest.approx(coverage))
     five = paired_change([10.0] * 5, [20.0] * 5, 0.10)
     assert five.verdict == "noisy" and "at least 6 are needed" in five.reason
     assert paired_change([10.0] * 6, [20.0] * 6, 0.10).verdict == "slower"

@@ -42,10 +42,13 @@ def test_a_cut_last_line_is_dropped_to_the_byte_in_both_files(tmp_path):
     assert (tmp_path / SAMPLES_JSONL).read_bytes() == samples_whole
 
 
-def test_a_folder_of_whole_lines_is_left_byte_for_byte(tmp_path):
+def test_a_folder_of_whole_lines_is_left_byte_for_byte_and_not_rewritten(tmp_path):
     csv_whole, samples_whole = _folder_with_two_cases(tmp_path)
+    inodes = [(tmp_path / name).stat().st_ino for name in (RESULTS_CSV, SAMPLES_JSONL)]
     RunWriter(tmp_path)
     assert ((tmp_path / RESULTS_CSV).read_bytes(), (tmp_path / SAMPLES_JSONL).read_bytes()) == (csv_whole, samples_whole)
+    # not even replaced by a copy of itself (an atomic rewrite is a new file): a whole folder needs no repair
+    assert [(tmp_path / name).stat().st_ino for name in (RESULTS_CSV, SAMPLES_JSONL)] == inodes
 
 
 def test_after_the_repair_and_an_append_every_line_parses_and_every_ok_row_has_samples(tmp_path):
