@@ -120,7 +120,7 @@ def run_module(module: str, cache_dir: Path) -> ModuleResult:
     patch = write_patch(module, cache_dir / (module.replace("/", ".") + ".patch"))
     cmd = ["mutmut", "run", "--paths-to-mutate", module, "--use-patch-file", str(patch), "--runner", runner(module),
            "--tests-dir", "tests",
-           "--simple-output", "--no-progress", "-m", "10", "-b", "120"]
+           "--simple-output", "--no-progress", "-m", "4", "-b", "60"]
     print(f"mutation: {module}: {runner(module)}", file=sys.stderr, flush=True)
     subprocess.run(cmd, cwd=REPO, env=env)
     cache_dir.mkdir(parents=True, exist_ok=True)
