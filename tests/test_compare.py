@@ -145,6 +145,13 @@ def test_a_real_run_slowed_by_a_known_factor_gets_that_verdict(real_run, tmp_pat
 # ------------------------------------------------------------------- statistics, constructed
 
 
+def test_samples_that_are_not_finite_are_left_out_on_both_sides():
+    """A NaN or inf sample (a timer that failed) is no time: dropped before the medians, counted out of n."""
+    nan, inf = float("nan"), float("inf")
+    change = st.compare_times([5.0] * 20 + [nan, inf], [5.0] * 20 + [nan, None])
+    assert (change.verdict, change.ratio, change.n_baseline, change.n_candidate) == ("same", 1.0, 20, 20)
+
+
 def test_identical_samples_are_same_with_a_zero_width_interval():
     change = st.compare_times([5.0] * 20, [5.0] * 20)
     assert (change.verdict, change.ratio, change.low, change.high) == ("same", 1.0, 1.0, 1.0)
