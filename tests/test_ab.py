@@ -62,6 +62,18 @@ def test_bimodal_rule(medians, within, expected):
     assert is_bimodal(medians, within) is expected
 
 
+@pytest.mark.parametrize("medians, within, expected", [
+    ([10, 16], [0.01, 0.01], True),       # two processes are enough to see two speeds
+    ([10], [0.01], False),                # one process: nothing to compare
+    ([0.5, 0.8], [0.01, 0.01], True),     # sub-millisecond processes are judged like any other
+    ([0.0, 16.0], [0.01, 0.01], False),   # a zero median (no time) is no speed, never a division
+    ([10, 16], [], True),                 # no within-process spread known: the 10% gap alone decides
+    ([10, 16], [0.2, 0.2], False),        # a gap of exactly 3x the within-process spread (0.6 = 3 x 0.2) is not beyond it
+])
+def test_bimodal_rule_at_its_edges(medians, within, expected):
+    assert is_bimodal(medians, within) is expected
+
+
 def test_processes_is_a_timing_setting_refused_when_bad():
     with pytest.raises(ValueError, match=r"\[timing\] processes = 0"):
         Settings.from_dict({"processes": 0})

@@ -46,6 +46,9 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("bench/compare/ab.py", "for rank in range(1, n // 2 + 2):"):
         "one more rank is never reached: at rank n // 2 + 1 the tail P(Bin(n, 1/2) <= n // 2) is at least 1/2, so the "
         "coverage 1 - 2 tail is at most 0 and the loop has broken (confidence is above 0)",
+    ("bench/core/processes.py", "return bool(between >= BIMODAL_MIN and"):
+        "max / min - 1 is never exactly 0.1 in floating point (1.1 is not representable: the nearest quotients give "
+        "0.09999999999999987 and 0.10000000000000009), so > and >= agree on every input",
     ("bench/scale/shard.py", "heap = [(1.0, i) for i in range(n)]"):
         "every part starts with the same load, 1.0 instead of 0.0: each comparison of two loads is unchanged, so is "
         "every assignment",
