@@ -167,7 +167,7 @@ def read_results(module: str, cache: Path) -> ModuleResult:
 
 def summary(results: list[ModuleResult], command: str) -> str:
     lines = ["# Mutation testing of the decision modules", "",
-             f"Made by `{command}` (mutmut {mutmut_version()}, each mutant judged by the module's narrowed tests, "
+             f"Made by `{command}` ({mutmut_version()}, each mutant judged by the module's narrowed tests, "
              "listed below; `OMP_NUM_THREADS=1`).", "",
              "| module | functions mutated; tests run per mutant | mutants | killed | timeout (killed) | survived | "
              "equivalent | not yet tested | killed share of the tested non-equivalent |",
