@@ -78,6 +78,24 @@ def hangs(input_size, preset, **overrides):
     return _Hangs()
 
 
+class _MarksThenHangs(_Hangs):
+    """Touches the file named by ``AE_TEST_HANG_MARKER`` when its step starts, then hangs: a test waits for that event
+    (every earlier case's row is on disk by then) instead of racing a sweep against a clock."""
+
+    def forward(self, x):
+        import os
+        from pathlib import Path
+
+        Path(os.environ["AE_TEST_HANG_MARKER"]).touch()
+        return super().forward(x)
+
+    Embedding = forward
+
+
+def marks_then_hangs(input_size, preset, **overrides):
+    return _MarksThenHangs()
+
+
 def killed(input_size, preset, **overrides):
     return _KillsItself()
 

@@ -62,6 +62,18 @@ def test_bimodal_rule(medians, within, expected):
     assert is_bimodal(medians, within) is expected
 
 
+@pytest.mark.parametrize("medians, within, expected", [
+    ([10, 16], [0.01, 0.01], True),       # two processes are enough to see two speeds
+    ([10], [0.01], False),                # one process: nothing to compare
+    ([0.5, 0.8], [0.01, 0.01], True),     # sub-millisecond processes are judged like any other
+    ([0.0, 16.0], [0.01, 0.01], False),   # a zero median (no time) is no speed, never a division
+    ([10, 16], [], True),                 # no within-process spread known: the 10% gap alone decides
+    ([10, 16], [0.2, 0.2], False),        # a gap of exactly 3x the within-process spread (0.6 = 3 x 0.2) is not beyond it
+])
+def test_bimodal_rule_at_its_edges(medians, within, expected):
+    assert is_bimodal(medians, within) is expected
+
+
 def test_processes_is_a_timing_setting_refused_when_bad():
     with pytest.raises(ValueError, match=r"\[timing\] processes = 0"):
         Settings.from_dict({"processes": 0})
@@ -91,7 +103,18 @@ def test_a_build_to_build_difference_is_no_change_over_processes():
     over = st.compare_times(base, cand, baseline_process=base_p, candidate_process=cand_p)
     assert over.verdict == "noisy" and over.low < 1.1 < over.high
     flagged = st.compare_times(base, cand, baseline_process=base_p, candidate_process=cand_p, bimodal="the medians split")
-    assert flagged.verdict in ("bimodal", "noisy")
+    assert flagged.verdict == "bimodal" and "the medians split" in flagged.reason
+
+
+def test_a_bimodal_flag_turns_a_would_be_change_into_bimodal_and_leaves_same_alone():
+    """A run flagged bimodal cannot support a change: a confident +30% over processes becomes `bimodal` (it does not
+    fail); a change within the band stays `same` (the flag says nothing against it)."""
+    base, base_p = _two_speeds(10.0, 10.0, [0, 0, 0])
+    slow, slow_p = _two_speeds(13.0, 13.0, [0, 0, 0])
+    flagged = st.compare_times(base, slow, baseline_process=base_p, candidate_process=slow_p, bimodal="split")
+    assert flagged.verdict == "bimodal" and flagged.low > 1.1  # the interval alone would say slower
+    same, same_p = _two_speeds(10.1, 10.1, [0, 0, 0])
+    assert st.compare_times(base, same, baseline_process=base_p, candidate_process=same_p, bimodal="split").verdict == "same"
 
 
 def test_a_real_change_survives_the_hierarchical_interval():
@@ -114,6 +137,19 @@ def test_paired_rounds_cancel_drift_that_hits_both_sides():
 
 def test_too_few_rounds_to_bound_the_median_is_noisy_even_for_a_doubling():
     assert MIN_ROUNDS == 6  # at 95%: 5 rounds' smallest-to-largest interval covers the median 93.75% of the time
+    # what the refusal reports: 1 - 2 (1/2)^n, the smallest-to-largest interval's coverage of n rounds
+    assert median_ranks(5) == (0, pytest.approx(1 - 2 / 32)) and median_ranks(3) == (0, pytest.approx(0.75))
+    assert "covers it 94% of the time" in paired_change([10.0] * 5, [20.0] * 5, 0.10).reason
+
+
+@pytest.mark.parametrize("n, confidence, k, coverage", [
+    (4, 0.30, 2, 1 - 2 * 5 / 16),     # the innermost pair: k reaches n / 2 when the confidence is low
+    (6, 0.50, 2, 1 - 2 * 7 / 64),
+    (12, 0.95, 3, 1 - 2 * 79 / 4096),
+    (20, 0.99, 4, 1 - 2 * 1351 / 2**20),  # P(Bin(20, 1/2) <= 3) = (1 + 20 + 190 + 1140) / 2^20
+])
+def test_median_ranks_takes_the_largest_k_whose_coverage_reaches_the_confidence(n, confidence, k, coverage):
+    assert median_ranks(n, confidence) == (k, pytest.approx(coverage))
     five = paired_change([10.0] * 5, [20.0] * 5, 0.10)
     assert five.verdict == "noisy" and "at least 6 are needed" in five.reason
     assert paired_change([10.0] * 6, [20.0] * 6, 0.10).verdict == "slower"
@@ -139,6 +175,74 @@ def test_the_order_statistic_interval_covers_the_median_as_often_as_it_says(n):
     assert coverage >= 0.95 and abs(hit.mean() - coverage) < 0.01
 
 
+def test_paired_change_bounds_six_rounds_by_the_smallest_and_largest_ratio():
+    """Six rounds at 95%: k = 1 (1 - 2/64 = 96.9%), so the interval is the smallest to the largest paired ratio.
+    The tighter second-smallest to second-largest (78%) would call these ratios `slower`."""
+    a = [10.0, 20.0, 5.0, 8.0, 12.0, 40.0]  # the machine's speed differs by round: only B / A matters
+    ratios = [1.0, 1.12, 1.13, 1.15, 1.16, 1.3]
+    change = paired_change(a, [x * r for x, r in zip(a, reversed(ratios))], 0.10)
+    assert (change.low, change.high) == pytest.approx((1.0, 1.3))
+    assert change.verdict == "noisy" and change.ratio == pytest.approx((1.13 + 1.15) / 2)
+
+
+def test_paired_change_bounds_twelve_rounds_by_the_third_ratio_from_each_end():
+    """Twelve rounds: P(Bin(12, 1/2) <= 2) = 79/4096, so k = 3 covers 96.1%; k = 4 would cover 85.4%."""
+    ratios = [0.90, 1.01, 1.02, 1.12, 1.13, 1.14, 1.15, 1.16, 1.17, 1.19, 1.25, 1.40]
+    change = paired_change([10.0] * 12, [10.0 * r for r in ratios], 0.10)
+    assert (change.low, change.high) == pytest.approx((1.02, 1.19)) and change.verdict == "noisy"
+    assert change.n_baseline == change.n_candidate == 12
+
+
+@pytest.mark.parametrize("n", [6, 9])
+def test_paired_change_covers_the_true_ratio_as_often_as_it_says(n):
+    """The coverage simulation run through ``paired_change`` itself: 3000 draws of n rounds whose B / A ratios are
+    lognormal around exactly 1.2; the printed interval must hold 1.2 at least 95% of the time (minus sampling error)."""
+    rng = np.random.default_rng(100 + n)
+    a = rng.uniform(5.0, 50.0, (3000, n))  # each round's own speed
+    b = a * 1.2 * rng.lognormal(0.0, 0.2, (3000, n))
+    hits = sum(c.low <= 1.2 <= c.high for c in (paired_change(list(x), list(y), 0.10) for x, y in zip(a, b)))
+    assert hits / 3000 >= 0.95 - 3 * (0.05 * 0.95 / 3000) ** 0.5
+
+
+def _ab_of(monkeypatch, b_over_a, **options):
+    """``run_ab`` on two cases with a stand-in for the child launcher: A's process median is 10 ms every round,
+    B's is ``b_over_a[batch][round]`` times that (the two cases: batch 1 and 2). Returns the Comparison."""
+    from types import SimpleNamespace
+
+    from bench.compare import ab
+    from bench.compare.rules import Rules
+    from bench.core.cases import Case
+
+    class Launcher:
+        def __init__(self, device, timeout_s, code_root):
+            self.side = "A" if code_root == "a" else "B"
+            self.rounds: dict[str, int] = {}
+
+        def run(self, case, device, facts, settings, tag):
+            r = self.rounds[case.key] = self.rounds.get(case.key, -1) + 1
+            median_s = 0.010 * (b_over_a[case.batch][r] if self.side == "B" else 1.0)
+            return Measurement({"status": "ok", "case_key": case.key, "reason": ""}, [median_s] * 5)
+
+    monkeypatch.setattr(ab, "Subprocess", Launcher)
+    cases = [Case(family="cnn", preset="tiny", size="201x201", mode="infer", batch=b) for b in (1, 2)]
+    facts = SimpleNamespace(type="cpu", name="cpu", torch="2.13.0", slug="cpu")
+    selection = SimpleNamespace(device="cpu", settings=None, facts=facts)
+    return ab.run_ab(cases, selection, ("a", "b"), ("A", "B"), 6, Rules(), 60.0, **options)
+
+
+def test_ab_whose_rounds_scatter_is_inconclusive_not_a_pass(monkeypatch):
+    from bench.core.commandline import EXIT_INCONCLUSIVE
+
+    scattered = [0.9, 1.0, 1.3, 1.4, 1.5, 1.6]  # a 1.35x median whose interval reaches across +10%: noisy
+    result = _ab_of(monkeypatch, {1: scattered, 2: scattered})
+    assert [c.verdict for c in result.cases] == ["noisy", "noisy"] and result.exit_status == EXIT_INCONCLUSIVE
+    assert result.headline().startswith("INCONCLUSIVE: 0 of 2")
+    assert _ab_of(monkeypatch, {1: scattered, 2: scattered}, allow_inconclusive=True).exit_status == 0
+    steady = _ab_of(monkeypatch, {1: scattered, 2: [1.0] * 6})  # one of two judged: the default 50% met
+    assert steady.exit_status == 0 and sorted(c.verdict for c in steady.cases) == ["noisy", "same"]
+    assert _ab_of(monkeypatch, {1: scattered, 2: [1.0] * 6}, min_judged=0.6).exit_status == EXIT_INCONCLUSIVE
+
+
 def test_a_child_of_an_older_checkout_drops_empty_new_fields_and_refuses_set_ones():
     from bench.core.cases import Case
 
@@ -158,14 +262,15 @@ def test_ab_of_one_commit_against_itself_runs_both_sides_alternately(tmp_path):
     done = subprocess.run([sys.executable, "-m", "bench", "ab", "A", "A", "--matrix", "smoke", "--families", "cnn",
                            "--sizes", "201x201", "--modes", "infer", "--rounds", "6", "--min-time", "0.05", "--json", str(out)],
                           cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True, timeout=600)
-    assert done.returncode in (0, 1), done.stderr[-2000:]
+    assert done.returncode in (0, 1, 4), done.stderr[-2000:]  # 4: inconclusive (its one case noisy)
     report = json.loads(out.read_text())
     (case,) = report["cases"]
     assert case["case_id"] == "cnn-tiny-201x201-fp32-infer-b2" and case["outcome"] == "compared"
     assert case["time"]["n_baseline"] == 6 and "paired median of 6 rounds" in case["time"]["reason"]
     order = [line.split()[3] for line in done.stderr.splitlines() if line.startswith("[") and " round " in line]
     assert order == ["A", "B", "B", "A"] * 3  # ABBA
-    assert done.returncode == 0 or case["verdict"] == "slower"
+    expected = {"slower": 1, "noisy": 4, "bimodal": 4}.get(case["verdict"], 0)  # one case: its verdict decides
+    assert done.returncode == expected, (done.returncode, case["verdict"])
     assert not (repo / ".git" / "worktrees").exists() or not any((repo / ".git" / "worktrees").iterdir())  # cleaned up
 
 

@@ -23,6 +23,7 @@ import torch
 from bench.compare import stats as st
 from bench.core.cases import Case
 from bench.cli import main
+from bench.core.commandline import EXIT_INCONCLUSIVE
 from bench.trackers.device import device_facts
 from bench.core.measure import Settings, measure_case
 from bench.runs.writer import RunWriter
@@ -45,7 +46,7 @@ def compare(baseline: object, candidate: object, *options: object) -> tuple[int,
     beside the candidate (empty on exit 2)."""
     out = Path(str(candidate)).parent / "report.json"
     status = main(["compare", str(baseline), str(candidate), *map(str, options), "--json", str(out), "-q"])
-    return status, json.loads(out.read_text()) if status in (0, 1) else {}
+    return status, json.loads(out.read_text()) if status in (0, 1, EXIT_INCONCLUSIVE) else {}
 
 
 def case_of(report: dict, case_id: str) -> dict:
@@ -124,8 +125,9 @@ def test_a_real_run_against_itself_is_same_with_a_ratio_of_one(real_run):
     status, report = compare(run, run)
     case = case_of(report, STABLE.id)
     # the interval is a bootstrap of each side: as wide as the run's own noise, so a run disturbed by
-    # another job may be `noisy` against itself; never `slower` or `faster`, never a failure
-    assert status == 0 and case["verdict"] in ("same", "noisy"), case["time"]["reason"]
+    # another job may be `noisy` against itself (then nothing was judged: inconclusive); never `slower` or `faster`,
+    # never a failure
+    assert (status, case["verdict"]) in ((0, "same"), (EXIT_INCONCLUSIVE, "noisy")), case["time"]["reason"]
     assert case["time"]["ratio"] == 1.0 and case["time"]["low"] <= 1.0 <= case["time"]["high"]
 
 
@@ -133,7 +135,7 @@ def test_a_real_run_against_itself_is_same_with_a_ratio_of_one(real_run):
 def test_a_real_run_slowed_by_a_known_factor_gets_that_verdict(real_run, tmp_path, factor, status, verdict):
     run, samples = real_run
     if st.spread(samples) > st.MAX_SPREAD:  # the real run itself was disturbed: its IQR alone makes it noisy
-        verdict, status = "noisy", 0
+        verdict, status = "noisy", EXIT_INCONCLUSIVE  # its one case could not be judged
     got, report = compare(run, _rescaled_copy(run, tmp_path / "cand", factor))
     case = case_of(report, STABLE.id)
     assert (got, case["verdict"]) == (status, verdict), case["time"]["reason"]
@@ -141,6 +143,13 @@ def test_a_real_run_slowed_by_a_known_factor_gets_that_verdict(real_run, tmp_pat
 
 
 # ------------------------------------------------------------------- statistics, constructed
+
+
+def test_samples_that_are_not_finite_are_left_out_on_both_sides():
+    """A NaN or inf sample (a timer that failed) is no time: dropped before the medians, counted out of n."""
+    nan, inf = float("nan"), float("inf")
+    change = st.compare_times([5.0] * 20 + [nan, inf], [5.0] * 20 + [nan, None])
+    assert (change.verdict, change.ratio, change.n_baseline, change.n_candidate) == ("same", 1.0, 20, 20)
 
 
 def test_identical_samples_are_same_with_a_zero_width_interval():
@@ -188,6 +197,30 @@ def test_a_run_slowed_as_a_whole_by_another_job_is_noisy_by_its_spread():
 ])
 def test_the_verdict_is_where_the_interval_lies_against_the_threshold_band(ratio, low, high, verdict):
     assert st.time_verdict(ratio, low, high, 0.10)[0] == verdict
+
+
+UP, DOWN = 1 + 0.10, 1 / (1 + 0.10)  # the band's edges, computed as the rule computes them
+
+
+@pytest.mark.parametrize("ratio, low, high, verdict", [
+    (1.20, UP, 1.30, "noisy"),      # an interval that touches +10% is not wholly above it
+    (0.80, 0.70, DOWN, "noisy"),    # ... nor wholly below -9.1%
+    (1.00, DOWN, UP, "same"),       # the band includes its edges
+    (1.05, UP, UP, "same"),
+    (0.95, DOWN, DOWN, "same"),
+])
+def test_the_band_edges_belong_to_same_never_to_a_change(ratio, low, high, verdict):
+    assert st.time_verdict(ratio, low, high, 0.10)[0] == verdict
+
+
+@pytest.mark.parametrize("ratio, low, high, reason", [
+    (1.30, 1.25, 1.35, "median +30.0% (+25.0% .. +35.0%): slower by more than 10%"),
+    (0.80, 0.75, 0.85, "median -20.0% (-25.0% .. -15.0%): faster by more than 9%"),
+    (1.05, 1.02, 1.08, "median +5.0% (+2.0% .. +8.0%): within +-10%"),
+    (1.00, 0.85, 1.20, "median +0.0% (-15.0% .. +20.0%): the interval reaches across +-10%, cannot tell"),
+])
+def test_the_verdicts_reason_states_the_median_and_its_interval(ratio, low, high, reason):
+    assert st.time_verdict(ratio, low, high, 0.10)[1] == reason
 
 
 def test_the_interval_is_reproducible_with_the_fixed_seed():
@@ -373,6 +406,60 @@ def test_a_noisy_case_passes_unless_fail_on_noisy(tmp_path):
     assert not case_of(report, "a")["fails"] and report["settings"]["fail_on_noisy"] is True
 
 
+def _noisy_pair(folder: Path, n_cases: int, factor: float, judged: int = 0) -> tuple[Path, Path]:
+    """BASE and SLOW: ``n_cases`` cases whose samples scatter widely (IQR ~40% of the median, a runner with other
+    work), every sample of SLOW ``factor`` times BASE's; the first ``judged`` cases steady instead (1% spread)."""
+    base, slow = {}, {}
+    for i in range(n_cases):
+        rng = np.random.default_rng(10 + i)
+        samples = list(rng.lognormal(np.log(20.0), 0.01 if i < judged else 0.3, 60))
+        base[f"c{i}"] = {"samples_ms": samples}
+        slow[f"c{i}"] = {"samples_ms": [x * factor for x in samples]}
+    return write_run(folder / "BASE", base), write_run(folder / "SLOW", slow)
+
+
+def test_a_regression_on_a_noisy_runner_is_inconclusive_never_a_pass(tmp_path, capsys):
+    """The issue's CI gate: every sample of SLOW 1.5x BASE's, but each run's spread too wide to support a change,
+    so all 4 cases are `noisy`. That is not a pass: INCONCLUSIVE, its own exit status (4), unless allowed."""
+    base, slow = _noisy_pair(tmp_path, 4, 1.5)
+    status, report = compare(base, slow)
+    assert (status, report["status"]) == (EXIT_INCONCLUSIVE, "inconclusive") and EXIT_INCONCLUSIVE not in (0, 1, 2, 3)
+    assert report["counts"] == {"noisy": 4} and not any(c["fails"] for c in report["cases"])
+    assert report["headline"].startswith("INCONCLUSIVE: 0 of 4 compared cases could be judged")
+    assert "INCONCLUSIVE" in capsys.readouterr().out
+    status, report = compare(base, slow, "--allow-inconclusive")
+    assert status == 0 and report["headline"].startswith("INCONCLUSIVE (allowed: --allow-inconclusive)")
+
+
+@pytest.mark.parametrize("n_cases, judged, status", [(2, 1, 0), (3, 1, EXIT_INCONCLUSIVE), (4, 2, 0), (4, 1, EXIT_INCONCLUSIVE)])
+def test_the_judged_share_decides_between_pass_and_inconclusive(tmp_path, n_cases, judged, status):
+    """At least half of the compared cases judged (the default --min-judged 50%) passes; fewer is inconclusive."""
+    base, same = _noisy_pair(tmp_path, n_cases, 1.0, judged=judged)
+    got, report = compare(base, same)
+    assert sum(c["verdict"] == "same" for c in report["cases"]) == judged  # the steady ones: judged the same
+    assert got == status and report["headline"].startswith("PASS" if status == 0 else "INCONCLUSIVE")
+
+
+def test_min_judged_is_the_stated_share(tmp_path):
+    base, same = _noisy_pair(tmp_path, 4, 1.0, judged=3)
+    assert compare(base, same, "--min-judged", "75%")[0] == 0
+    assert compare(base, same, "--min-judged", "0.8")[0] == EXIT_INCONCLUSIVE
+
+
+def test_a_regression_fails_even_when_too_few_other_cases_were_judged(tmp_path):
+    """Exit 1 before exit 4: one steady case 1.5x slower among three noisy ones is a regression."""
+    base, slow = _noisy_pair(tmp_path, 4, 1.5, judged=1)
+    status, report = compare(base, slow)
+    assert status == 1 and report["status"] == "fail" and case_of(report, "c0")["verdict"] == "slower"
+
+
+def test_a_comparison_with_no_case_ok_on_both_sides_is_inconclusive(tmp_path):
+    base = write_run(tmp_path / "b", {"u": {"status": "unsupported", "reason": "fp16 on CPU"}})
+    cand = write_run(tmp_path / "c", {"u": {"status": "unsupported", "reason": "fp16 on CPU"}})
+    status, report = compare(base, cand)
+    assert status == EXIT_INCONCLUSIVE and report["headline"].startswith("INCONCLUSIVE: 0 of 0")
+
+
 # --------------------------------------------------------------------- unusable input: exit 2
 
 
@@ -442,8 +529,9 @@ def _bad_config(tmp_path: Path) -> list[str]:
                                   "\\(it has nvidia-h200-torch2.13.0\\)"),
     (_bad_config, "unknown key\\(s\\) time_limit"),
     (lambda t: [*map(str, _runs(t)), "--time-threshold", "fast"], "bad --time-threshold 'fast'"),
+    (lambda t: [*map(str, _runs(t)), "--min-judged", "150%"], "bad --min-judged '150%'.* up to 1"),
 ], ids=["missing", "not-a-run", "schema", "foreign-json", "other-gpu", "other-torch", "no-common-case",
-        "no-calibration", "store-without-this-machine", "bad-config", "bad-threshold"])
+        "no-calibration", "store-without-this-machine", "bad-config", "bad-threshold", "bad-min-judged"])
 def test_unusable_input_exits_2_with_one_line(tmp_path, capsys, make, message):
     import re
 

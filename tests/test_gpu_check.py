@@ -17,6 +17,7 @@ import random
 import re
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -100,9 +101,16 @@ def test_a_table_over_the_cap_is_refused_in_one_line(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where torch sees no GPU")
 def test_gpu_check_refuses_in_one_line_without_cuda(tmp_path):
-    out = tmp_path / "out"
+    """Refused before any step: the interpreter is started once (the CUDA check), counted through a wrapper
+    named by PYTHON, instead of a wall-clock bound that a busy machine breaks."""
+    out, calls = tmp_path / "out", tmp_path / "calls.log"
+    wrapper = tmp_path / "python-counted"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
     env = {k: v for k, v in rehearsal_env().items() if k != "GPU_CHECK_ALLOW_CPU"}
-    done = subprocess.run(["bash", str(GPU_CHECK), str(out)], cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+    env["PYTHON"] = str(wrapper)
+    done = subprocess.run(["bash", str(GPU_CHECK), str(out)], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert calls.read_text().splitlines() == ["-"], "one interpreter, for the check (its script on stdin), and no step"
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.strip().splitlines()) == 1 and "CUDA is not available" in done.stderr
     assert not out.exists(), "nothing made"

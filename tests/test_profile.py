@@ -59,8 +59,13 @@ def test_categories_add_up_to_the_measured_wall_time(profiled, kernel):
     summary = profiled[1][kernel]
     total = sum(row["ms_per_step"] for row in summary["categories"])
     assert total == pytest.approx(summary["attributed_ms"])
-    assert abs(summary["coverage"] - 1) < 0.10, summary["coverage"]
     assert summary["coverage"] == pytest.approx(total / summary["profiled_wall_ms"])
+    # on a CPU the categories add up to the profiled step itself (Python between ops is `host overhead`): checked
+    # against the trace's own `ae.step` scopes, not the wall clock around them, which a busy machine stretches
+    out, _ = profiled
+    trace = json.loads(gzip.decompress((out / summary["case_id"] / "trace.json.gz").read_bytes()))
+    steps = [e["dur"] / 1e3 for e in trace["traceEvents"] if e.get("name") == "ae.step" and e.get("ph") == "X"]
+    assert steps and total == pytest.approx(sum(steps) / len(steps), rel=0.02), (total, steps)
     assert [row["category"] for row in summary["categories"]] == [c for c in CATEGORIES if c != "idle"]  # CPU: no idle row
 
 

@@ -277,6 +277,14 @@ def _quiet(frame):
     frame["noisy"] = "False"
 
 
+def _judged_by_the_rule(claim) -> None:
+    """A ratio claim's verdict is the rule's for its measured figure and the seed's range (no either-or)."""
+    rules = seed_claims.rules_of(load_claims())
+    assert claim["verdict"] == seed_claims.ratio_verdict(claim["measured_value"], claim["claimed_low"],
+                                                         claim["claimed_high"], rules), claim.to_dict()
+    assert claim["verdict"] in ("holds", "does not hold")  # a figure was measured, so it is judged
+
+
 def test_speed_ratios_and_verdicts_are_taken_over_pairs_with_neither_side_noisy(run_dir, tmp_path):
     folder = _copy_with(run_dir, tmp_path / "quiet", _quiet)
     write_report(folder)
@@ -285,8 +293,8 @@ def test_speed_ratios_and_verdicts_are_taken_over_pairs_with_neither_side_noisy(
     assert len(eager) == 3 and eager["clean"].all()
     claims = pd.read_csv(folder / "claims.csv").set_index("claim")
     speed = claims.loc["Transformer (tiny): speed vs CNN (transformer)"]
-    assert speed["verdict"] in ("holds", "does not hold")
     assert speed["measured_value"] == pytest.approx(eager["speed_ratio"].median())
+    _judged_by_the_rule(speed)
 
     def one_noisy(frame):
         _quiet(frame)
@@ -301,8 +309,8 @@ def test_speed_ratios_and_verdicts_are_taken_over_pairs_with_neither_side_noisy(
     assert speed["verdict"] == "too noisy to judge" and pd.isna(speed["measured_value"])
     assert "1 clean pair(s), 2 left out as noisy" in speed["measured"]
     memory = claims.loc["Transformer (tiny): memory vs CNN (transformer)"]  # memory is not from the timed loop
-    assert memory["verdict"] in ("holds", "does not hold") and memory["measured_value"] == pytest.approx(
-        pairs[pairs["attention"] == "eager"]["memory_ratio"].median())
+    assert memory["measured_value"] == pytest.approx(pairs[pairs["attention"] == "eager"]["memory_ratio"].median())
+    _judged_by_the_rule(memory)
     text = section(markdown, "## 4. Transformer vs CNN")
     assert "| transformer | tiny | eager | 3 | 1 | 2 | too noisy to judge |" in text
     assert "- transformer vs CNN: 2 of 4" in section(markdown, "## 2. How sure are we")
@@ -353,7 +361,7 @@ def test_cpu_run_judges_memory_ratios_on_live_tensors_but_not_absolute_gpu_memor
     ratios = memory.set_index("claim")
     for claim in ("Transformer (tiny): memory vs CNN (transformer)", "Gradient Checkpointing: memory",
                   "Mixed Precision (AMP): memory"):
-        assert ratios.loc[claim, "verdict"] in ("holds", "does not hold"), claim  # judged, with a number
+        _judged_by_the_rule(ratios.loc[claim])  # judged, with a number, by the rule
         assert "live tensors (device-independent)" in ratios.loc[claim, "measured"]
 
 

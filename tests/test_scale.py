@@ -106,6 +106,34 @@ def test_shards_are_disjoint_and_cover_every_matrix(matrix):
                 assert set(keys_of(take_shard(on_gpu, f"{k}/{n}"))) == set(keys_of(parts[k - 1]))
 
 
+@pytest.mark.parametrize("costs, n, loads", [
+    ([1, 1, 1, 1, 1, 1, 4], 2, [5, 5]),            # the 4 first, then the ones fill the other part up to it
+    ([1, 1, 1, 1, 2, 2, 4], 2, [6, 6]),            # cheapest first: [8, 4]
+    ([5, 4, 3, 3, 3, 2, 2, 2, 1, 1], 3, [9, 9, 8]),
+])
+def test_the_split_puts_the_most_expensive_cases_first(monkeypatch, costs, n, loads):
+    """The balance a user sees in ``--list``: most expensive first, each to the least-loaded part. Any greedy
+    order meets ``max <= mean + largest``; only this one gives these loads (cheapest first: [7, 3] for the first)."""
+    from types import SimpleNamespace
+
+    from bench.scale import shard
+
+    cases = [SimpleNamespace(key=f"case-{i:02d}", cost=c) for i, c in enumerate(costs)]
+    monkeypatch.setattr(shard, "case_cost", lambda case: float(case.cost))
+    got = [sum(c.cost for c in part) for part in assign(cases, n)]
+    assert sorted(got, reverse=True) == loads
+
+
+def test_the_split_refuses_a_case_twice(monkeypatch):
+    from types import SimpleNamespace
+
+    from bench.scale import shard
+
+    monkeypatch.setattr(shard, "case_cost", lambda case: 1.0)
+    with pytest.raises(ValueError, match=r"^the selection holds a case twice: a split by case key needs unique keys$"):
+        assign([SimpleNamespace(key="a"), SimpleNamespace(key="b"), SimpleNamespace(key="a")], 2)
+
+
 def test_shard_through_the_selection_and_its_errors():
     whole = make_selection("smoke", lambda axis: None, "cpu")
     parts = [make_selection("smoke", lambda axis: None, "cpu", shard=f"{k}/3") for k in (1, 2, 3)]

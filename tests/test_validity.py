@@ -44,8 +44,19 @@ def ok_row(**values) -> dict:
 # ----------------------------------------------------------------------------- the rule, per row
 
 
-def test_invalid_is_a_status():
-    assert "invalid" in STATUSES
+def test_a_refused_row_is_written_and_read_back_as_invalid_and_never_as_ok(tmp_path):
+    """What the user sees of a refused row: the writer accepts it (an unknown status it refuses), the reader gives it
+    back as ``invalid`` with its reason, and it is not among the ok rows that tables and verdicts use."""
+    row = ok_row(case_key="k-invalid", case_id="invalid-case", mfu=2.65)
+    refuse_impossible(row, None)
+    writer = RunWriter(tmp_path, {"device": {"type": "cpu", "name": "cpu"}})
+    writer.append(row, [0.02, 0.02, 0.02])
+    writer.append(ok_row(case_key="k-ok", case_id="ok-case"), [0.02, 0.02, 0.02])
+    with pytest.raises(ValueError, match="row status 'bogus' is not one of"):
+        writer.append(ok_row(case_key="k-bogus", status="bogus"))
+    rows = load_run(tmp_path).rows.set_index("case_key")
+    assert rows.loc["k-invalid", "status"] == "invalid" and "MFU 265.0%" in rows.loc["k-invalid", "reason"]
+    assert list(rows.index[rows["status"] == "ok"]) == ["k-ok"] and "invalid" in STATUSES
 
 
 @pytest.mark.parametrize("values, words", [

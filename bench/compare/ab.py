@@ -146,8 +146,10 @@ def paired_change(a_medians: list[float], b_medians: list[float], threshold: flo
 
 
 def run_ab(cases: list[Case], selection, roots: tuple[Path, Path], labels: tuple[str, str], rounds: int,
-           rules: Rules, timeout_s: float, log: Callable[[str], None] = lambda line: None) -> Comparison:
-    """Measure every case on both sides, ``rounds`` times, ABBA; judge each case on its paired rounds."""
+           rules: Rules, timeout_s: float, log: Callable[[str], None] = lambda line: None, *,
+           min_judged: float = st.MIN_JUDGED, allow_inconclusive: bool = False) -> Comparison:
+    """Measure every case on both sides, ``rounds`` times, ABBA; judge each case on its paired rounds (fewer
+    than ``min_judged`` of them judged: inconclusive, see :class:`Comparison`)."""
     check_rounds(rounds)
     sides = {"A": Subprocess(str(selection.device), timeout_s, code_root=roots[0]),
              "B": Subprocess(str(selection.device), timeout_s, code_root=roots[1])}
@@ -178,7 +180,8 @@ def run_ab(cases: list[Case], selection, roots: tuple[Path, Path], labels: tuple
                     "max_spread": limits.max_spread, "confidence": st.CONFIDENCE, "resamples": st.RESAMPLES, "seed": st.SEED,
                     "normalize_factor": None, "rounds": rounds, "order": "ABBA", "memory_columns": ["reserved_peak_mib",
                                                                                                   "nvml_process_peak_mib"],
-                    "groups": [{"match": list(p), **o} for p, o in rules.groups]}
+                    "groups": [{"match": list(p), **o} for p, o in rules.groups], "min_judged": min_judged,
+                    "allow_inconclusive": allow_inconclusive}
     notes = [f"A/B in one job: {rounds} rounds, A and B alternated (ABBA), each measurement a fresh process; the time "
              "verdict is on the paired ratios B/A of the two processes' medians, its interval their order statistics "
              f"(distribution-free, at least {st.CONFIDENCE:.0%} coverage of the median)"]

@@ -8,13 +8,36 @@ from pathlib import Path
 
 from bench.compare import stats as st
 from bench.core.commandline import (
-    DEFAULT_CASE_TIMEOUT_S, EXIT_OK, KEYWORD_HELP, MIN_TIME_HELP, Command, add_matrix_args,
+    DEFAULT_CASE_TIMEOUT_S, EXIT_INCONCLUSIVE, EXIT_OK, KEYWORD_HELP, MIN_TIME_HELP, Command, add_matrix_args,
 )
 
 
 def _percent(fraction: float) -> str:
     """0.1 -> '10%%': a percentage inside an argparse help string (which %-formats it)."""
     return f"{fraction:.0%}".replace("%", "%%")
+
+
+def _inconclusive_args(parser: argparse.ArgumentParser) -> None:
+    """``--min-judged`` and ``--allow-inconclusive``, the same for ``compare`` and ``ab``."""
+    parser.add_argument("--min-judged", default=None,
+                        help=f"the share of the cases ok on both sides that must get a time verdict (same, faster, slower; "
+                             f"not noisy or bimodal), else the result is INCONCLUSIVE, exit {EXIT_INCONCLUSIVE} "
+                             f"(0.5 or 50%%) [default: {_percent(st.MIN_JUDGED)}]")
+    parser.add_argument("--allow-inconclusive", action="store_true",
+                        help=f"exit 0 instead of {EXIT_INCONCLUSIVE} when too few cases could be judged (the headline "
+                             "still says INCONCLUSIVE)")
+
+
+def min_judged(value: object) -> float:
+    """``--min-judged``: a share in (0, 1], as a fraction or a percentage; ValueError in one line otherwise."""
+    from bench.compare.rules import parse_fraction
+
+    if value is None:
+        return st.MIN_JUDGED
+    share = parse_fraction(value, "--min-judged")
+    if share > 1:
+        raise ValueError(f"bad --min-judged {value!r}: expected a share of the cases up to 1 (100%), e.g. 0.5 or 50%")
+    return share
 
 
 def _compare_args(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +71,7 @@ def _compare_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-missing", action="store_true",
                         help="pass although a case of the baseline is missing from the candidate (a narrowed matrix); "
                              "by default a missing case fails, as a dropped or renamed case would escape the check")
+    _inconclusive_args(parser)
     parser.add_argument("--markdown", type=Path, default=None, help="write the markdown summary here (a PR comment)")
     parser.add_argument("--json", type=Path, default=None, help="write the full report here as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the headline")
@@ -66,6 +90,7 @@ def _compare(args: argparse.Namespace) -> int:
         raise ValueError(f"bad --confidence {args.confidence}: expected a fraction between 0 and 1, e.g. 0.95")
     if args.resamples < 100:
         raise ValueError(f"bad --resamples {args.resamples}: expected at least 100")
+    share = min_judged(args.min_judged)
     rules = load_rules(args.config, cli)
     for path, role in ((args.baseline, "baseline"), (args.candidate, "candidate")):
         if not path.exists():  # before reading either, so a missing baseline is named as such
@@ -76,7 +101,7 @@ def _compare(args: argparse.Namespace) -> int:
                           allow_different_machines=args.allow_different_machines, check_rss=args.check_rss,
                           allow_different_timers=args.allow_different_timers, allow_missing=args.allow_missing,
                           fail_on_noisy=args.fail_on_noisy, confidence=args.confidence, resamples=args.resamples,
-                          seed=args.seed)
+                          seed=args.seed, min_judged=share, allow_inconclusive=args.allow_inconclusive)
     return _emit(result, args)
 
 
@@ -138,6 +163,7 @@ def _ab_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="TOML thresholds, as for compare")
     parser.add_argument("--case-timeout", type=float, default=DEFAULT_CASE_TIMEOUT_S,
                         help=f"seconds one measurement may take before its child is killed [default: {DEFAULT_CASE_TIMEOUT_S:g}]")
+    _inconclusive_args(parser)
     parser.add_argument("--markdown", type=Path, default=None, help="write the markdown summary here (a PR comment)")
     parser.add_argument("--json", type=Path, default=None, help="write the full report here as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the headline")
@@ -152,6 +178,7 @@ def _ab(args: argparse.Namespace) -> int:
 
     cli = {"time": parse_fraction(args.time_threshold, "--time-threshold") if args.time_threshold is not None else None}
     rules = load_rules(args.config, cli)
+    share = min_judged(args.min_judged)
     check_rounds(args.rounds)  # before any worktree is made
     selection = selection_from_args(args)
     selection.settings.predict_memory = False  # the memory model's fit: nothing to compare, a second per measurement
@@ -166,14 +193,16 @@ def _ab(args: argparse.Namespace) -> int:
         print(f"ae-bench ab: A = {label_a}, B = {label_b}; {len(selection.cases)} cases x {args.rounds} rounds x 2 on "
               f"{selection.facts.name}", file=sys.stderr)
         result = run_ab(selection.cases, selection, (root_a, root_b), (label_a, label_b), args.rounds, rules,
-                        args.case_timeout, log=lambda line: print(line, file=sys.stderr, flush=True))
+                        args.case_timeout, log=lambda line: print(line, file=sys.stderr, flush=True),
+                        min_judged=share, allow_inconclusive=args.allow_inconclusive)
     return _emit(result, args)
 
 
 COMMANDS = [
     Command("ab", "A/B in one job: two git refs measured alternately on this machine (ABBA, a fresh process each); "
-                  "a slower B beyond the threshold -> exit 1", _ab_args, _ab),
-    Command("compare", "check a run against a baseline: slower or hungrier beyond thresholds -> exit 1", _compare_args, _compare),
+                  f"a slower B beyond the threshold -> exit 1; too few cases judged -> exit {EXIT_INCONCLUSIVE}", _ab_args, _ab),
+    Command("compare", "check a run against a baseline: slower or hungrier beyond thresholds -> exit 1; too few cases "
+                       f"judged -> exit {EXIT_INCONCLUSIVE}", _compare_args, _compare),
     Command("baseline", "keep a run as the baseline for its GPU model and torch version (baselines/<device>-torch<ver>/)",
             _baseline_args, _baseline),
 ]

@@ -40,6 +40,8 @@ MAX_SPREAD = NOISE_THRESHOLD  # a run with IQR / median above this was disturbed
 TIME_THRESHOLD = 0.10     # a slowdown must exceed +10% of the median to fail
 MEMORY_THRESHOLD = 0.05   # a peak must grow more than 5% to fail ...
 MEMORY_FLOOR_MIB = 2.0    # ... and by more than this (the CUDA allocator rounds blocks to 2 MiB)
+MIN_JUDGED = 0.5          # a comparison judges at least this share of its compared cases, else it is inconclusive
+JUDGED_VERDICTS = ("slower", "faster", "same")  # a time verdict that says something; noisy and bimodal do not
 
 TIME_VERDICTS = ("slower", "faster", "same", "noisy", "bimodal")
 MEMORY_VERDICTS = ("grew", "shrank", "same", "unchecked", "n/a")

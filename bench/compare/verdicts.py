@@ -4,7 +4,9 @@ Matches the two runs' cases by ``case_key`` and, for each, judges the change in 
 (bootstrap interval of the ratio of medians, ``bench/compare/stats.py``) and in peak memory.
 Exit status: 1 when a case is slower or uses more memory beyond its threshold (or broke: ok in
 the baseline, oom/error/unsupported in the candidate; or is missing: in the baseline, not in the
-candidate, unless ``--allow-missing``), 0 otherwise, 2 for unusable input.
+candidate, unless ``--allow-missing``); else 4 (inconclusive) when fewer than ``--min-judged`` of the
+cases ok in both runs got a time verdict (``same``, ``faster``, ``slower``; ``noisy`` and ``bimodal``
+say nothing), unless ``--allow-inconclusive``; 0 otherwise; 2 for unusable input.
 
 Memory is checked on the CUDA allocator's reserved peak, else NVML's per-process peak: both are
 figures of this case alone. The CPU figure, peak RSS, is the whole process's high-water mark (the
@@ -30,7 +32,7 @@ from typing import Any, Optional
 from bench.compare import stats as st
 from bench.compare.rules import Rules
 from bench.compare.sides import Side, number
-from bench.core.commandline import EXIT_FAILED, EXIT_OK
+from bench.core.commandline import EXIT_FAILED, EXIT_INCONCLUSIVE, EXIT_OK
 from bench.runs.markdown import markdown_table
 
 # first present in both runs wins; the allocator's reserved peak is what decides whether a batch fits
@@ -86,9 +88,23 @@ class Comparison:
     settings: dict[str, Any]
     notes: list[str]
 
+    def judged(self) -> tuple[int, int]:
+        """(judged, compared): of the cases ok in both runs, how many got a time verdict that says something."""
+        compared = [c for c in self.cases if c.outcome == "compared"]
+        return sum(c.time is not None and c.time.verdict in st.JUDGED_VERDICTS for c in compared), len(compared)
+
+    @property
+    def inconclusive(self) -> bool:
+        """No case fails, and fewer than the ``min_judged`` share of the compared cases (or none) could be judged."""
+        judged, compared = self.judged()
+        return not any(c.fails for c in self.cases) and (compared == 0 or
+                                                         judged < self.settings.get("min_judged", st.MIN_JUDGED) * compared)
+
     @property
     def exit_status(self) -> int:
-        return EXIT_FAILED if any(c.fails for c in self.cases) else EXIT_OK
+        if any(c.fails for c in self.cases):
+            return EXIT_FAILED
+        return EXIT_INCONCLUSIVE if self.inconclusive and not self.settings.get("allow_inconclusive") else EXIT_OK
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -101,10 +117,16 @@ class Comparison:
         counts = ", ".join(f"{n} {v}" for v, n in self.counts().items())
         if failing:
             return f"FAIL: {len(failing)} of {len(self.cases)} cases regressed ({counts})"
+        if self.inconclusive:
+            judged, compared = self.judged()
+            allowed = " (allowed: --allow-inconclusive)" if self.settings.get("allow_inconclusive") else ""
+            return (f"INCONCLUSIVE{allowed}: {judged} of {compared} compared cases could be judged, fewer than "
+                    f"{self.settings.get('min_judged', st.MIN_JUDGED):.0%} ({counts}); rerun on a quieter machine")
         return f"PASS: no regression in {len(self.cases)} cases ({counts})"
 
     def as_json(self) -> dict:
-        return {"status": "fail" if self.exit_status else "pass", "exit_status": self.exit_status,
+        status = "fail" if self.exit_status == EXIT_FAILED else "inconclusive" if self.inconclusive else "pass"
+        return {"status": status, "exit_status": self.exit_status,
                 "headline": self.headline(), "counts": self.counts(), "settings": self.settings, "notes": self.notes,
                 "baseline": self.baseline.describe(), "candidate": self.candidate.describe(),
                 "cases": [c.as_dict() for c in self.cases]}
@@ -239,7 +261,8 @@ def normalize_factor(baseline: Side, candidate: Side) -> float:
 def compare_runs(baseline: Side, candidate: Side, rules: Optional[Rules] = None, *, normalize: bool = False,
                  allow_different_machines: bool = False, check_rss: bool = False, fail_on_noisy: bool = False,
                  confidence: float = st.CONFIDENCE, resamples: int = st.RESAMPLES, seed: int = st.SEED,
-                 allow_different_timers: bool = False, allow_missing: bool = False) -> Comparison:
+                 allow_different_timers: bool = False, allow_missing: bool = False, min_judged: float = st.MIN_JUDGED,
+                 allow_inconclusive: bool = False) -> Comparison:
     """Judge every case of ``candidate`` against ``baseline``; cases worst first. A case of the baseline that
     the candidate lacks (dropped, renamed, a narrowed matrix) fails unless ``allow_missing``. Raises ValueError
     for runs that cannot be compared (other machine, other timer, nothing in common, no calibration)."""
@@ -283,7 +306,8 @@ def compare_runs(baseline: Side, candidate: Side, rules: Optional[Rules] = None,
                 "memory_floor_mib": rules.default.memory_floor_mib, "max_spread": rules.default.max_spread,
                 "groups": [{"match": list(p), **o} for p, o in rules.groups], "confidence": confidence,
                 "resamples": resamples, "seed": seed, "normalize_factor": factor, "check_rss": check_rss,
-                "fail_on_noisy": fail_on_noisy, "allow_missing": allow_missing,
+                "fail_on_noisy": fail_on_noisy, "allow_missing": allow_missing, "min_judged": min_judged,
+                "allow_inconclusive": allow_inconclusive,
                 "memory_columns": [c for c in MEMORY_COLUMNS if check_rss or c not in WHOLE_PROCESS_COLUMNS]}
     return Comparison(baseline, candidate, cases, settings, notes)
 

@@ -21,6 +21,8 @@ from bench.core.cases import available_matrices  # torch-free: the matrix files'
 # 0 done; 1 a case failed (run) or a regression (compare); 2 bad input (one line naming it); 3 an I/O
 # error (a full disk, a read-only folder) or an internal error; 130 interrupted (Ctrl-C, SIGTERM, SIGHUP)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_IO, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# compare/ab: too few cases could be judged to call it a pass (never 0: a CI gate that could not judge fails)
+EXIT_INCONCLUSIVE = 4
 
 # axis -> help text; the option is --ae-<axis> under pytest and --<axis> on the command line
 AXIS_HELP = {
