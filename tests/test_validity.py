@@ -237,3 +237,27 @@ def test_compare_never_judges_an_invalid_row_as_a_measurement(tmp_path):
     assert status == 0 and report["cases"][0]["verdict"] == "fixed"  # nothing to compare against
     status, report = compare(bad, write_run(tmp_path / "bad2", "invalid", "again"))
     assert status == 0 and report["cases"][0]["verdict"] == "skipped"
+
+
+def test_a_gemm_too_slow_to_time_at_one_size_is_not_timed_at_the_larger_ones(monkeypatch):
+    """bf16 on a CPU without bf16 instructions runs a 1024 GEMM in ~4 s and a 2048 one in ~33 s a call: once a
+    size's calls take longer than the settle budget, the larger sizes are skipped (the rate is known)."""
+    from bench.trackers import calibration
+
+    timed: list[int] = []
+
+    def fake_settled(fn, device, repeats):
+        n = fn().shape[0]
+        timed.append(n)
+        return [calibration.PEAK_SETTLE_S * 2 * (n / 64) ** 3] * repeats  # slower than the budget from 64 on
+
+    monkeypatch.setattr(calibration, "settled_times", fake_settled)
+    monkeypatch.setattr(calibration, "gemm", lambda n, device, dtype: (lambda: torch.empty(n, 1)))
+    found = calibration.gemm_peak(CPU, "bf16", sizes=(128, 64, 256), repeats=3)
+    assert timed == [64], "the smallest size first, and no larger one once a call takes over the budget"
+    assert found["n"] == 64 and set(found["tflops_by_n"]) == {"64"}
+
+    timed.clear()
+    monkeypatch.setattr(calibration, "settled_times", lambda fn, device, repeats: (timed.append(fn().shape[0]) or [1e-3] * repeats))
+    assert set(calibration.gemm_peak(CPU, "fp32", sizes=(64, 128), repeats=2)["tflops_by_n"]) == {"64", "128"}
+    assert timed == [64, 128], "a fast dtype is timed at every size"

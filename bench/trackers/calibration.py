@@ -182,10 +182,15 @@ def gemm_peak(device: torch.device, dtype: str, sizes: tuple[int, ...] = (), rep
     torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
     rates: dict[int, list[float]] = {}
     try:
-        for n in sizes:
+        for n in sorted(sizes):
             step = gemm(n, device, DTYPES[dtype])
-            rates[n] = [2 * n**3 / s / 1e12 for s in settled_times(step, device, repeats)]
+            times = settled_times(step, device, repeats)
+            rates[n] = [2 * n**3 / s / 1e12 for s in times]
             del step
+            if min(times) > PEAK_SETTLE_S:
+                # A dtype this slow here (bf16 on a CPU without bf16 instructions: ~0.5 GFLOP/s) has shown
+                # its rate; the next size would take 8x as long per call (minutes) to tell the same figure.
+                break
     finally:
         torch.backends.cuda.matmul.allow_tf32 = prev
         release(device)
