@@ -113,7 +113,7 @@ UNITS: dict[str, str] = {c.name: c.unit for c in COLUMNS}
 # Columns added after runs were first written: a results.csv without them still reads (they are empty).
 LATER_COLUMNS: tuple[str, ...] = ("tensor_peak_mib", "predicted_tensor_mib", "prediction_error_pct",
                                   "seq_len", "encoder", "sequences_per_s", "frames_per_s", "encoder_pct", "lstm_pct",
-                                  "processes", "process_medians_ms", "bimodal")
+                                  "processes", "process_medians_ms", "bimodal", "nvml_process_source")
 
 
 def _number(value: Any) -> Optional[float]:
