@@ -30,6 +30,7 @@ from bench.core.cases import Case
 from bench.core.commandline import DEFAULT_CASE_TIMEOUT_S, LAUNCHER_CHOICES as LAUNCHERS, check_case_timeout, child_env
 from bench.trackers.device import DeviceFacts
 from bench.core.measure import Measurement, Settings, base_row, measure_case
+from bench.runs.lock import pid_alive
 from bench.runs.provenance import utc_now
 
 _TAIL_LINES = 6          # last lines of a failed child's output quoted in its row's reason ...
@@ -191,15 +192,6 @@ def remove_orphaned_folders() -> None:
     child could not clean up: the child's own watch normally removes them)."""
     for folder in Path(tempfile.gettempdir()).glob(f"{_TMP_PREFIX}*-*"):
         pid = folder.name[len(_TMP_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -41,7 +41,8 @@ def _host() -> str:
     return socket.gethostname() or "unknown-host"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (another user's live process counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -130,7 +131,7 @@ class FolderLock:
             return
         pid = int(text[0]) if text and text[0].isdigit() else None
         host = text[1] if len(text) > 1 else "?"
-        if pid is not None and host == _host() and not _alive(pid):
+        if pid is not None and host == _host() and not pid_alive(pid):
             try:  # a rename is atomic: of two writers finding it stale, one moves it and both retry the O_EXCL
                 os.replace(self.owner, self.folder / f"{OWNER_FILE}.stale-{pid}")
                 (self.folder / f"{OWNER_FILE}.stale-{pid}").unlink(missing_ok=True)
