@@ -660,7 +660,9 @@ def test_pytest_session_writes_the_report_and_its_json_makes_the_same_one(tmp_pa
     mixed_path.write_text(json.dumps(mixed))
     assert cli.main(["report", str(mixed_path)]) == 0
     assert "1 other benchmark(s) of the session" in (tmp_path / "mixed-report" / "report.md").read_text()
-    assert cli.main(["compare", str(run), str(mixed_path), "-q"]) == 0
+    # The same samples on both sides: nothing can be slower; on a busy runner the cases may be too noisy to
+    # judge (INCONCLUSIVE, exit 4), never a failure. The plumbing is what this checks: the cases only, compared.
+    assert cli.main(["compare", str(run), str(mixed_path), "-q", "--allow-inconclusive"]) == 0
 
 
 # -- the README's figures, as literals (not recomputed with the code under test) ------------------------
