@@ -278,7 +278,7 @@ def test_a_series_without_a_bar_has_no_legend_entry(drawn):
 
 # -- the attention maps: one colour scale relative to uniform, nothing overlapping (issue 30) -----------------
 
-def _attention_figure(size):
+def _attention_figure(size, peaked_map=True):
     import numpy as np
 
     from bench.core.model_facts import draw_attention_maps
@@ -290,7 +290,7 @@ def _attention_figure(size):
     near = (1 + 0.04 * rng.uniform(-1, 1, grid)) / tokens  # within 4 % of uniform, as an untrained model's
     peaked = np.full(grid, 0.5 / (tokens - 1))
     peaked[1, 1] = 0.5  # half the weight on one token
-    weights = {"layer_0": near, "layer_1": near[::-1], "average": peaked}
+    weights = {"layer_0": near, "layer_1": near[::-1], **({"average": peaked} if peaked_map else {})}
     return draw_attention_maps(np.zeros((h, w)), weights, (1, 1, grid), "title", size), weights
 
 
@@ -307,6 +307,9 @@ def test_attention_maps_share_one_scale_relative_to_uniform_and_nothing_overlaps
     assert low == pytest.approx(1 / high) and high >= 2.0  # centred on uniform, at least 1/2..2x: 4 % reads as flat
     tokens = weights["average"].size
     assert high >= weights["average"].max() * tokens  # the peaked map is inside the scale, not clipped
+    near_only, _ = _attention_figure(size, peaked_map=False)  # an untrained model's maps alone: still 1/2..2x
+    assert {(im.norm.vmin, im.norm.vmax) for ax in near_only.axes for im in ax.get_images()
+            if im.cmap.name != "gray"} == {(0.5, 2.0)}
     colourbars = [ax for ax in fig.axes if ax not in {im.axes for im in maps} and not ax.get_images()]
     assert len(colourbars) == 1
     canvas = FigureCanvasAgg(fig)
