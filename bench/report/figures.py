@@ -43,10 +43,10 @@ def draw_figures(run: SavedRun, rows: pd.DataFrame, device: str, budget_mib: flo
     line_mib, line_label = plots.usable_budget(plan, peak_from, budget_mib)
     figure("memory_vs_batch", "Peak memory vs batch size, with what the plan leaves a batch",
            lambda: plots.memory_vs_batch(rows, device, line_mib, line_label), swept,
-           f"Memory grows by a fixed amount per image; the dashed line is {line_label[0].lower() + line_label[1:]}: the "
-           f"{budget} card less its display reserve, CUDA context, margin{' and allocator overhead' if 'tensors' in line_label else ''} "
-           f"([plan.md](plan.md)); each dotted curve is a line's own MiB per image carried on to it, on a log batch axis"
-           if plan is not None and line_mib != budget_mib else
+           f"Memory grows by a fixed amount per image. The dashed line is {line_label}: the {budget} card less "
+           f"what the plan sets aside before a batch (display reserve, CUDA context, margin, allocator overhead: "
+           f"`plan.md`). Each dotted curve carries a line's own MiB per image on to it: a straight line, curved by the "
+           f"log batch axis" if "per the plan" in line_label else
            f"Memory grows by a fixed amount per image; the dashed line is the raw {budget} card budget (no plan: a GPU "
            f"takes its CUDA context, display and allocator cache out of it first; `python -m bench plan`)")
     figure("transformer_vs_cnn", "Transformer / CNN ratios", lambda: plots.ratio_bars(cnn_pairs, device, memory_label),

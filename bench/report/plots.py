@@ -161,7 +161,7 @@ def usable_budget(plan: Optional[pd.DataFrame], peak_from: set[str], card_mib: f
     else:  # live tensors (also what an RSS or allocated peak is nearest to)
         live = usable * column("max_tensors_mib") / column("max_reserved_mib")
         value, what = (live.min(), "usable for live tensors") if live.notna().any() else (usable.min(), "usable allocator reserve")
-    return float(value), f"{what} on {target}: {value:,.0f} MiB (the plan's)"
+    return float(value), f"{value:,.0f} MiB {what} on {target}, per the plan"
 
 
 def _swept(data: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -218,8 +218,10 @@ def _by_batch(rows: pd.DataFrame, value: str, ylabel: str, title: str, budget_mi
         ax.set_ylabel(ylabel)
         ax.set_title(f"{size}, {mode}" + (f" (best {len(kept)}; {dropped} more in the CSV)" if dropped else ""), fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        # a linear memory line on a log batch axis hugs zero until near the budget: the middle left stays clear
-        ax.legend(fontsize=7, loc="center left" if budget_mib is not None else "best")
+        if budget_mib is None:
+            ax.legend(fontsize=7, loc="best")
+        else:  # below the panel: a curve's extension crosses the whole height of it
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     fig.suptitle(title)
     return _png(fig)
 
