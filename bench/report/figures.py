@@ -43,8 +43,8 @@ def draw_figures(run: SavedRun, rows: pd.DataFrame, device: str, budget_mib: flo
     line_mib, line_label = plots.usable_budget(plan, peak_from, budget_mib)
     figure("memory_vs_batch", "Peak memory vs batch size, with what the plan leaves a batch",
            lambda: plots.memory_vs_batch(rows, device, line_mib, line_label), swept,
-           f"Memory grows by a fixed amount per image. The dashed line is {line_label}: the {budget} card less "
-           f"what the plan sets aside before a batch (display reserve, CUDA context, margin, allocator overhead: "
+           f"Memory grows by a fixed amount per image. The dashed line is {line_label}: the plan's card less "
+           f"what it sets aside before a batch (display reserve, CUDA context, margin, allocator overhead: "
            f"`plan.md`). Each dotted curve carries a line's own MiB per image on to it: a straight line, curved by the "
            f"log batch axis" if "per the plan" in line_label else
            f"Memory grows by a fixed amount per image; the dashed line is the raw {budget} card budget (no plan: a GPU "
