@@ -128,8 +128,6 @@ def attention_maps_figure(family: str, preset: str, size: str, latent: int, seed
     import io
 
     import torch
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
 
     from ae_models import build_model, parse_size
 
@@ -146,28 +144,74 @@ def attention_maps_figure(family: str, preset: str, size: str, latent: int, seed
         return None, latent
     query = query_patch(h, w, grid)
     names = [k for k in maps if k.startswith("layer_")] + ["average"]
-    wide = w / h > 2
-    panels = len(names) + 1
-    fig = Figure(figsize=(12, 1.6 * panels + 1) if wide else (3.2 * panels, 3.8))
-    axes = fig.subplots(panels, 1) if wide else fig.subplots(1, panels)
-    axes[0].imshow(image[0, 0].numpy(), cmap="gray", extent=(0, w, h, 0))
+    weights = {name: maps[name][0, query].reshape(grid).numpy() for name in names}
     qy, qx = divmod(query, grid[1])
-    ph, pw = h / grid[0], w / grid[1]
-    axes[0].add_patch(Rectangle((qx * pw, qy * ph), pw, ph, fill=False, edgecolor="red", linewidth=1.5))
-    axes[0].set_title(f"test image {size} (query patch boxed)", fontsize=8)
-    for ax, name in zip(axes[1:], names):
-        weights = maps[name][0, query].reshape(grid).numpy()
-        im = ax.imshow(weights, cmap="magma", extent=(0, w, h, 0))
-        ax.set_title(f"{name}: weights of the query patch", fontsize=8)
-        fig.colorbar(im, ax=ax, fraction=0.046 if not wide else 0.015)
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(f"Attention of an untrained {family}-{preset} (latent {latent:g}, weights from seed {seed}) on a "
-                 f"synthetic image: the mechanism, not learned features (computed on the CPU)", fontsize=9)
+    fig = draw_attention_maps(image[0, 0].numpy(), weights, (qy, qx, grid),
+                              f"Attention of an untrained {family}-{preset} (latent {latent:g}, weights from seed {seed}) "
+                              f"on a synthetic image: the mechanism, not learned features (computed on the CPU)", size)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     return buf.getvalue(), latent
+
+
+MIN_SPAN = 2.0  # the colour scale spans at least 1/2..2x uniform: a map within a few % of uniform reads as flat
+
+
+def attention_scale(weights: dict) -> float:
+    """The shared colour scale's reach ``k``: every map is drawn as weight / uniform (1 / tokens) on a log
+    scale from 1/k to k, the same for every panel, with ``k`` the largest ratio any map reaches (either
+    way) and at least :data:`MIN_SPAN`, so near-uniform attention looks near-uniform."""
+    import numpy as np
+
+    reach = MIN_SPAN
+    for values in weights.values():
+        ratio = np.asarray(values, dtype=float) * values.size
+        ratio = ratio[ratio > 0]
+        if ratio.size:
+            reach = max(reach, float(ratio.max()), float(1 / ratio.min()))
+    return reach
+
+
+def draw_attention_maps(image, weights: dict, query: tuple[int, int, tuple[int, int]], title: str, size: str):
+    """The figure: the test image with the query patch boxed, then one panel per map (``weights``: name ->
+    the query's weights over the token grid) on one shared diverging colour scale relative to uniform
+    (:func:`attention_scale`), with one colour bar for all of them, beside the panels (constrained layout:
+    nothing overlaps)."""
+    import numpy as np
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+    from matplotlib.ticker import FuncFormatter
+
+    h, w = image.shape
+    qy, qx, grid = query
+    wide = w / h > 2
+    panels = len(weights) + 1
+    fig = Figure(figsize=(12, 1.5 * panels + 1.2) if wide else (2.9 * panels + 1.2, 3.6), layout="constrained")
+    axes = list(fig.subplots(panels, 1) if wide else fig.subplots(1, panels))
+    axes[0].imshow(image, cmap="gray", extent=(0, w, h, 0))
+    ph, pw = h / grid[0], w / grid[1]
+    axes[0].add_patch(Rectangle((qx * pw, qy * ph), pw, ph, fill=False, edgecolor="red", linewidth=1.5))
+    axes[0].set_title(f"test image {size} (query patch boxed)", fontsize=8)
+    reach = attention_scale(weights)
+    norm = LogNorm(vmin=1 / reach, vmax=reach)
+    image_drawn = None
+    for ax, (name, values) in zip(axes[1:], weights.items()):
+        ratio = np.asarray(values, dtype=float) * values.size
+        image_drawn = ax.imshow(np.clip(ratio, 1 / reach, reach), cmap="RdBu_r", norm=norm, extent=(0, w, h, 0))
+        ax.set_title(f"{name}: {ratio.min():.3g}-{ratio.max():.3g}× uniform", fontsize=8)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    bar = fig.colorbar(image_drawn, ax=axes[1:], orientation="vertical" if not wide else "horizontal",
+                       fraction=0.05 if not wide else 0.04, shrink=0.9)
+    ticks = [t for t in (1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8) if 1 / reach <= t <= reach]
+    bar.set_ticks(ticks)
+    bar.ax.minorticks_off()
+    bar.formatter = FuncFormatter(lambda v, _: f"{v:g}×")
+    bar.set_label("weight ÷ uniform (1 / tokens); one scale for every map", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    return fig
 
 
 def attention_model(configs: Iterable[Config]) -> Optional[Config]:

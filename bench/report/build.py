@@ -264,7 +264,8 @@ def build_report(run: SavedRun, budget_mib: float, template_path: Optional[Path]
     ctx["claims_tally"] = ", ".join(f"{int(verdicts[v])} {v}" for v in seed_claims.VERDICTS if v in verdicts)
 
     # Plots (placed in their sections by the template).
-    figures, drawn = draw_figures(run, rows, device, budget_mib, ctx["budget"], cnn_summary, memory_label, facts)
+    figures, drawn = draw_figures(run, rows, device, budget_mib, ctx["budget"], cnn_pairs, memory_label, facts,
+                                  answers.read_plan(plan.folder if plan else None))
     out_plots.update(drawn)
     ctx["figures"] = figures
     ctx["fig"] = {f["name"]: f for f in figures}

@@ -9,6 +9,7 @@ from typing import Callable, Optional
 import pandas as pd
 
 from bench.report import plots
+from bench.report.tables import ok_rows, with_peak
 from bench.runs.model_facts import ATTENTION_MAPS_PNG, ModelFacts
 from bench.runs.reader import SavedRun
 
@@ -16,8 +17,10 @@ PLOTS_DIR = "plots"
 
 
 def draw_figures(run: SavedRun, rows: pd.DataFrame, device: str, budget_mib: float, budget: str,
-                 cnn_summary: pd.DataFrame, memory_label: str, facts: ModelFacts) -> tuple[list[dict], dict[str, bytes]]:
-    """(figures: name, title, path or None, why not, caption; the PNGs by path)."""
+                 cnn_pairs: pd.DataFrame, memory_label: str, facts: ModelFacts,
+                 plan: Optional[pd.DataFrame] = None) -> tuple[list[dict], dict[str, bytes]]:
+    """(figures: name, title, path or None, why not, caption; the PNGs by path). ``plan``: the plan.csv the first
+    screen answers from, whose usable budget the memory plot draws."""
     out_plots: dict[str, bytes] = {}
     figures: list[dict] = []
 
@@ -36,14 +39,21 @@ def draw_figures(run: SavedRun, rows: pd.DataFrame, device: str, budget_mib: flo
            "baseline in grey): how much each choice of precision, attention and checkpointing buys on this device")
     figure("throughput_vs_batch", "Throughput vs batch size", lambda: plots.throughput_vs_batch(rows, device), swept,
            "Where the curve flattens, a larger batch stops paying: more memory for the same images/s")
-    figure("memory_vs_batch", f"Peak memory vs batch size, with the {budget} budget",
-           lambda: plots.memory_vs_batch(rows, device, budget_mib), swept,
-           f"Memory grows by a fixed amount per image; the dashed line is the {budget} budget "
-           f"({memory_label}{'' if device == 'cuda' else ', so a GPU adds its CUDA context and allocator cache'})")
-    figure("transformer_vs_cnn", "Transformer / CNN ratios", lambda: plots.ratio_bars(cnn_summary, device, memory_label),
+    peak_from = set(with_peak(ok_rows(rows))["peak_from"]) - {""}
+    line_mib, line_label = plots.usable_budget(plan, peak_from, budget_mib)
+    figure("memory_vs_batch", "Peak memory vs batch size, with what the plan leaves a batch",
+           lambda: plots.memory_vs_batch(rows, device, line_mib, line_label), swept,
+           f"Memory grows by a fixed amount per image. The dashed line is {line_label}: the plan's card less "
+           f"what it sets aside before a batch (display reserve, CUDA context, margin, allocator overhead: "
+           f"`plan.md`). Each dotted curve carries a line's own MiB per image on to it: a straight line, curved by the "
+           f"log batch axis" if "per the plan" in line_label else
+           f"Memory grows by a fixed amount per image; the dashed line is the raw {budget} card budget (no plan: a GPU "
+           f"takes its CUDA context, display and allocator cache out of it first; `python -m bench plan`)")
+    figure("transformer_vs_cnn", "Transformer / CNN ratios", lambda: plots.ratio_bars(cnn_pairs, device, memory_label),
            "no transformer case has a matching CNN case",
-           "Above 1 the transformer has more of it (faster, hungrier, larger) than the CNN on the same input, precision, "
-           "mode and batch")
+           "Per input size and mode, above 1 the transformer has more of it (faster, hungrier) than the CNN on the same "
+           "input, precision, mode and batch; the parameter ratio, which depends on the size and not on the kernel, is "
+           "in each panel's title")
     figure("latency_distribution", "Latency distribution of the slowest cases",
            lambda: plots.latency_distribution(rows, run.samples_ms, device),
            "no per-iteration samples were saved for the ok cases",

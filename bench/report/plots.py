@@ -108,12 +108,60 @@ def speed_interval(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 def _crossing(line: pd.DataFrame, value: str, budget: float) -> Optional[float]:
     """The batch at which ``line`` (memory growing by a fixed amount per image: its last two points) reaches
     ``budget``; ``None`` when it does not grow."""
+    slope = _per_image(line, value)
+    if slope is None:
+        return None
+    b1, m1 = line[["batch", value]].astype(float).values[-1]
+    return b1 + (budget - m1) / slope if m1 < budget else None
+
+
+def _per_image(line: pd.DataFrame, value: str) -> Optional[float]:
+    """MiB per image between ``line``'s last two batches; ``None`` with fewer than two or when it does not grow."""
     last = line.tail(2)
     if len(last) < 2:
         return None
     (b0, m0), (b1, m1) = last[["batch", value]].astype(float).values
     slope = (m1 - m0) / (b1 - b0)
-    return b1 + (budget - m1) / slope if slope > 0 and m1 < budget else None
+    return slope if slope > 0 else None
+
+
+def extension(line: pd.DataFrame, value: str, budget: float, samples: int = 64) -> Optional[tuple[list, list]]:
+    """The dotted extension of ``line`` from its last measured batch to where it meets ``budget``, sampled at
+    ``samples`` batches spaced evenly on the log-2 batch axis, each at the straight line's memory
+    (last point + MiB per image x extra images): on a log axis a straight line in batch is a curve, so it is
+    drawn point by point, never as one segment between its ends. ``None`` when the line never meets the budget."""
+    cross = _crossing(line, value, budget)
+    if cross is None:
+        return None
+    slope = _per_image(line, value)
+    b1, m1 = line[["batch", value]].astype(float).values[-1]
+    step = math.log2(cross / b1) / (samples - 1)
+    xs = [b1 * 2 ** (i * step) for i in range(samples - 1)] + [cross]
+    return xs, [m1 + slope * (x - b1) for x in xs]
+
+
+def usable_budget(plan: Optional[pd.DataFrame], peak_from: set[str], card_mib: float) -> tuple[float, str]:
+    """(MiB, legend text) of the line the memory plot's peaks are held to: what the plan lets a batch reach on
+    its card, in the peak's own terms. The plan's ``usable_mib`` is the allocator's reserved peak a batch may
+    reach (card minus display reserve and CUDA context, less the margin); the live tensors it holds are that
+    times the plan's own tensors / reserved (its allocator overhead), and an NVML per-process peak adds the
+    context back. The smallest over the plan's rows (a measured plan's context can differ by row). Without a
+    plan, the raw card budget, labelled as such: the usable part is less."""
+    def column(name: str) -> pd.Series:
+        return pd.to_numeric(plan[name], errors="coerce") if plan is not None and name in plan else pd.Series(dtype=float)
+
+    usable = column("usable_mib")
+    if usable.dropna().empty:
+        return card_mib, f"card budget {card_mib:,.0f} MiB (no plan: the usable part is less; python -m bench plan)"
+    target = next((t for t in plan["target"] if str(t).strip()), "the card") if "target" in plan else "the card"
+    if peak_from and peak_from <= {"nvml_process_peak_mib", "nvml_process_fallback"}:
+        value, what = (usable + column("context_mib")).min(), "usable by the process (reserved + CUDA context)"
+    elif peak_from and peak_from <= {"reserved_peak_mib"}:
+        value, what = usable.min(), "usable allocator reserve"
+    else:  # live tensors (also what an RSS or allocated peak is nearest to)
+        live = usable * column("max_tensors_mib") / column("max_reserved_mib")
+        value, what = (live.min(), "usable for live tensors") if live.notna().any() else (usable.min(), "usable allocator reserve")
+    return float(value), f"{value:,.0f} MiB {what} on {target}, per the plan"
 
 
 def _swept(data: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -125,7 +173,7 @@ def _swept(data: pd.DataFrame, value: str) -> pd.DataFrame:
 
 
 def _by_batch(rows: pd.DataFrame, value: str, ylabel: str, title: str, budget_mib: Optional[float] = None,
-              log_y: bool = False) -> Optional[bytes]:
+              budget_label: str = "") -> Optional[bytes]:
     """One panel per (input size, mode) with a curve over batch per configuration measured at several
     batches (at most :data:`MAX_ENTRIES`, the highest first); ``None`` when no configuration was."""
     data = _swept(rows, value)
@@ -148,31 +196,32 @@ def _by_batch(rows: pd.DataFrame, value: str, ylabel: str, title: str, budget_mi
                 lo, hi = speed_interval(line)
                 ax.errorbar(line["batch"], line[value], yerr=[line[value] - lo, hi - line[value]], fmt="none",
                             ecolor=drawn.get_color(), capsize=3, alpha=0.8)
-            cross = _crossing(line, value, budget_mib) if budget_mib is not None else None
-            if cross is not None:  # extended at its own per-image slope to where it meets the budget
-                ax.plot([line["batch"].iloc[-1], cross], [line[value].iloc[-1], budget_mib], linestyle=":",
-                        color=drawn.get_color())
-                ax.plot([cross], [budget_mib], marker="|", markersize=12, color=drawn.get_color())
-                reach.append(cross)
+            drawn_out = extension(line, value, budget_mib) if budget_mib is not None else None
+            if drawn_out is not None:  # extended at its own per-image slope to where it meets the budget
+                xs, ys = drawn_out
+                ax.plot(xs, ys, linestyle=":", color=drawn.get_color())
+                ax.plot([xs[-1]], [budget_mib], marker="|", markersize=12, color=drawn.get_color())
+                drawn.set_label(f"{label} (reaches it at ~{xs[-1]:,.0f} images)")
+                reach.append(xs[-1])
         if budget_mib is not None:
-            ax.axhline(budget_mib, color="red", linestyle="--", label=f"budget {budget_mib:,.0f} MiB")
+            ax.axhline(budget_mib, color="red", linestyle="--", label=budget_label)
+            top = max(budget_mib, float(panel[value].max()))
+            ax.set_ylim(0, top * 1.12)  # the budget line and the legend above the curves
         ax.set_xscale("log", base=2)
         batches = sorted(set(panel["batch"]))
         ticks = batches + ([2 ** round(math.log2(max(reach)))] if reach and max(reach) > max(batches) * 4 else [])
         ax.set_xticks(ticks, [f"{b:,.0f}" for b in ticks])  # the measured batch sizes (and the budget's reach)
         ax.xaxis.set_minor_formatter(NullFormatter())
-        if log_y and budget_mib is None:
-            ax.set_yscale("log")
-            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 200, 500, 1,000, 2,000, ...
-            ax.yaxis.set_major_formatter(PLAIN)
-            ax.yaxis.set_minor_formatter(NullFormatter())
-        else:
+        if budget_mib is None:
             ax.set_ylim(bottom=0)
-        ax.set_xlabel("batch size (images)")
+        ax.set_xlabel("batch size (images, log scale)")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{size}, {mode}" + (f" (best {len(kept)}; {dropped} more in the CSV)" if dropped else ""), fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        if budget_mib is None:
+            ax.legend(fontsize=7, loc="best")
+        else:  # below the panel: a curve's extension crosses the whole height of it
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     fig.suptitle(title)
     return _png(fig)
 
@@ -185,13 +234,14 @@ def throughput_vs_batch(rows: pd.DataFrame, device: str) -> Optional[bytes]:
                      f"Throughput vs batch size (measured on {device})")
 
 
-def memory_vs_batch(rows: pd.DataFrame, device: str, budget_mib: float) -> Optional[bytes]:
-    """Peak memory (MiB) against batch size on a linear axis, with the budget as a line and each configuration's
-    line extended (dotted, at its own MiB per image from its two largest batches) to where it meets the budget."""
+def memory_vs_batch(rows: pd.DataFrame, device: str, budget_mib: float, budget_label: str = "") -> Optional[bytes]:
+    """Peak memory (MiB, linear axis) against batch size (log axis), with the budget a batch may reach as a line
+    (:func:`usable_budget`: the plan's, in the peak's terms) and each configuration's line extended (dotted,
+    sampled, at its own MiB per image from its two largest batches) to where it meets that budget."""
     ok = with_peak(rows[rows["status"] == "ok"])
     source = peak_label(sorted(set(ok["peak_from"]) - {""}))
     return _by_batch(ok, "peak_mib", "peak memory (MiB)", f"Peak memory vs batch size (measured on {device}: {source})",
-                     budget_mib=budget_mib, log_y=True)
+                     budget_mib=budget_mib, budget_label=budget_label or f"budget {budget_mib:,.0f} MiB")
 
 
 def throughput_bars(rows: pd.DataFrame, device: str) -> Optional[bytes]:
@@ -224,35 +274,87 @@ def throughput_bars(rows: pd.DataFrame, device: str) -> Optional[bytes]:
     return _png(fig)
 
 
-def ratio_bars(summary: pd.DataFrame, device: str, memory_label: str = "peak memory") -> Optional[bytes]:
-    """Transformer / CNN ratios (speed over clean pairs, memory, parameters), one bar group per configuration;
-    a missing bar (speed with too few clean pairs) is drawn as none."""
-    if summary.empty:
+RATIO_SERIES = (("speed (× CNN images/s): median of the clean pairs, whisker = their range", "speed_ratio", "tab:blue"),
+                ("peak memory (× CNN MiB): median of the pairs", "memory_ratio", "tab:orange"))
+RATIO_GROUP = ["size", "mode", "family", "preset", "attention"]  # what a bar may pool: precisions, batches, checkpointing
+
+
+def params_text(panel: pd.DataFrame) -> str:
+    """The parameters of each transformer of a panel against the CNN's: they depend on the model and the input
+    size (its token count), never on the attention kernel, precision or batch, so they are one figure per
+    model and size, not a bar per kernel."""
+    parts = []
+    for (family, preset), group in panel.groupby(["family", "preset"], sort=False):
+        ratios = sorted({round(float(v), 3) for v in pd.to_numeric(group["params_ratio"], errors="coerce").dropna()})
+        if ratios:
+            shown = f"{ratios[0]:.2f}×" if len(ratios) == 1 else f"{ratios[0]:.2f}-{ratios[-1]:.2f}× (by latent)"
+            parts.append(f"{family} {preset} {shown}")
+    return "parameters: " + "; ".join(parts) + " the CNN's" if parts else ""
+
+
+def ratio_groups(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per (input size, mode, transformer, attention kernel): the median speed ratio of the clean pairs with its
+    range and count, and the median memory ratio of all pairs; never pooled across input sizes or modes."""
+    keyed = pairs.assign(clean=pairs["clean"].astype(bool) if "clean" in pairs else True)
+    keyed = keyed.assign(clean_speed=pd.to_numeric(keyed["speed_ratio"], errors="coerce").where(keyed["clean"]),
+                         memory=pd.to_numeric(keyed["memory_ratio"], errors="coerce"))
+    out = keyed.groupby(RATIO_GROUP, sort=False).agg(
+        pairs=("case_id", "size"), clean_pairs=("clean_speed", "count"), speed_ratio=("clean_speed", "median"),
+        speed_min=("clean_speed", "min"), speed_max=("clean_speed", "max"), memory_ratio=("memory", "median"))
+    return out.reset_index()
+
+
+def ratio_bars(pairs: pd.DataFrame, device: str, memory_label: str = "peak memory") -> Optional[bytes]:
+    """Transformer / CNN ratios per (input size, mode) panel (:func:`ratio_groups`): for each transformer and
+    attention kernel, the speed and the peak memory at that size and mode only, so no bar mixes input sizes
+    whose token counts differ; the parameter ratio, which depends on the size and not on the kernel, is written
+    once per panel. A speed with no clean pair has no bar and says so; the legend lists only series with a bar."""
+    if pairs.empty:
         return None
-    labels = [f"{r.family} {r.preset}\n{r.attention}" for r in summary.itertuples()]
-    series = [("speed (images/s, clean pairs)", "speed_ratio"), (f"peak memory (MiB, {memory_label})", "memory_ratio"),
-              ("parameters", "params_ratio")]
-    fig = Figure(figsize=(max(6.0, 1.6 * len(labels) + 2), 4.8))
-    ax = fig.subplots()
-    width = 0.8 / len(series)
-    for i, (name, column) in enumerate(series):
-        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(labels))]
-        ax.bar(xs, summary[column].fillna(0), width=width, label=name)
-        if column == "speed_ratio":
-            for x, value in zip(xs, summary[column]):
-                if pd.isna(value):  # fewer than 3 clean pairs: no bar, and the reason in its place
-                    ax.text(x, 0.03, "speed: too noisy to judge", rotation=90, ha="center", va="bottom", fontsize=7,
-                            transform=ax.get_xaxis_transform())  # x in data, y in the axes: always inside them
-    ax.axhline(1.0, color="black", linewidth=1)
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())  # no "2x10^0" between the labelled ticks
-    ax.set_xticks(range(len(labels)), labels, fontsize=8)
-    ax.set_ylabel("transformer / CNN (×, log scale; 1 = the CNN)")
-    ax.set_title(f"Transformer relative to the CNN, median over matched cases (measured on {device})")
-    ax.grid(True, axis="y", which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=len(series))  # below: never over a bar
+    bars = ratio_groups(pairs)
+    models = bars[["family", "preset"]].drop_duplicates()
+    panels = _panels(bars)
+    fig, axes = _grid(len(panels), 5.6, 3.6)
+    handles: dict[str, object] = {}
+    width = 0.8 / len(RATIO_SERIES)
+    for ax, (size, mode, panel) in zip(axes, panels):
+        panel = panel.reset_index(drop=True)
+        labels = [r.attention if len(models) == 1 else f"{r.family} {r.preset}\n{r.attention}" for r in panel.itertuples()]
+        for i, (name, column, colour) in enumerate(RATIO_SERIES):
+            xs = [j + (i - (len(RATIO_SERIES) - 1) / 2) * width for j in range(len(panel))]
+            for x, r in zip(xs, panel.itertuples()):
+                value = getattr(r, column)
+                if pd.isna(value) or value <= 0:
+                    if column == "speed_ratio":  # no clean pair: the reason in its place
+                        ax.text(x, 0.03, "speed: no clean pair", rotation=90, ha="center", va="bottom", fontsize=7,
+                                transform=ax.get_xaxis_transform())  # x in data, y in the axes: always inside them
+                    continue
+                err = None
+                if column == "speed_ratio":
+                    err = [[value - r.speed_min], [r.speed_max - value]]
+                handles.setdefault(name, ax.bar([x], [value], width=width, color=colour, yerr=err,
+                                                error_kw={"capsize": 3, "elinewidth": 1}))
+                top = r.speed_max if column == "speed_ratio" else value
+                note = f"{value:.2g}×" + (f"\nn={r.clean_pairs}" if column == "speed_ratio" else "")
+                ax.text(x, top, note, ha="center", va="bottom", fontsize=7)
+        ax.axhline(1.0, color="black", linewidth=1)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())  # no "2x10^0" between the labelled ticks
+        low, high = ax.get_ylim()
+        ax.set_ylim(min(low, 0.5), max(high, 2.0) * 1.4)  # room for the figures over the bars; 1 always inside
+        ax.set_xlim(-0.5, len(panel) - 0.5)
+        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax.set_ylabel("transformer / CNN (×, log)")
+        ax.set_title(f"{size}, {mode}\n{params_text(pairs[(pairs['size'] == size) & (pairs['mode'] == mode)])}", fontsize=9)
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+    fig.suptitle(f"Transformer relative to the CNN on the same input, mode, precision and batch; 1 = the CNN "
+                 f"(measured on {device})", fontsize=10)
+    order = [name for name, _, _ in RATIO_SERIES if name in handles]
+    if order:  # below the panels, never over a bar; only series with a bar
+        fig.legend([handles[n] for n in order], [n.replace("MiB)", f"MiB, {memory_label})") for n in order],
+                   loc="outside lower center", ncol=1, fontsize=8)
     return _png(fig)
 
 
