@@ -87,6 +87,7 @@ def backfill(repo: Path, spec: str, out: Path, bench_args: list[str], timeout_s:
     """Run each commit of ``spec`` not done yet; returns commit -> status (``ok``, ``skipped``, ``done before``)."""
     if worktree is None:
         from bench.compare.ab import worktree
+    out = Path(out).resolve()  # the run's --results is read in the worktree: a relative path would land there
     commits = commits_in(repo, spec)
     results: dict[str, str] = {}
     for n, commit in enumerate(commits, 1):

@@ -72,7 +72,7 @@ def _history(args: argparse.Namespace) -> int:
         raise ValueError(f"bad --min-step {args.min_step}: expected a fraction from 0 to 1, e.g. 0.05")
     if not 0 < args.confidence < 1:
         raise ValueError(f"bad --confidence {args.confidence}: expected a fraction between 0 and 1, e.g. 0.95")
-    command = shlex.join(["python", "-m", "bench", "history", *getattr(args, "argv", [])])
+    command = shlex.join(["python", "-m", "bench", *getattr(args, "argv", ["history"])])
     sources = list(args.sources)
     if sources[0] == "backfill":
         from bench.history.backfill import backfill

@@ -76,7 +76,7 @@ def _figures(m: MachineHistory) -> list[str]:
             for s in h.called:
                 x = (xs[s.index - 1] + xs[s.index]) / 2
                 ax.axvline(x, color="#c00000", ls="--", lw=1.2)
-                ax.annotate(f"{s.percent:+.0f}%", (x, max(med)), color="#c00000", fontsize=8, ha="center", va="bottom")
+                ax.annotate(f"{s.percent:+.0f}%", (x, 0.04), xycoords=("data", "axes fraction"), color="#c00000", fontsize=8, ha="left", va="bottom")
             ax.set_title(m.case_ids[key], fontsize=7)
             ax.set_ylabel("median ms / batch", fontsize=7)
             ax.set_xlim(-0.5, len(m.runs) - 0.5)
@@ -88,7 +88,7 @@ def _figures(m: MachineHistory) -> list[str]:
             ax.grid(alpha=0.3)
         fig.tight_layout()
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=72)
+        fig.savefig(buf, format="png", dpi=90)
         plt.close(fig)
         out.append(base64.b64encode(buf.getvalue()).decode("ascii"))
     return out

@@ -176,21 +176,34 @@ def propose(levels: np.ndarray, sigma: float) -> list[int]:
 
 
 def isolate_outliers(splits: list[int], levels: np.ndarray) -> tuple[list[int], list[int]]:
-    """(splits, outliers): two splits around one interior run whose steps go opposite ways mark that run an
-    outlier (as asv's L1 cost ignores a lone point); the split after it stays a candidate, judged without it,
-    so a real step right after an off run is still found."""
-    kept, outliers, i = [], [], 0
-    while i < len(splits):
-        k = splits[i]
-        if i + 1 < len(splits) and splits[i + 1] == k + 1 and \
-                (levels[k] - levels[k - 1]) * (levels[k + 1] - levels[k]) < 0:
-            outliers.append(k)
-            kept.append(k + 1)
-            i += 2
-            continue
-        kept.append(k)
-        i += 1
-    return kept, outliers
+    """(splits, outliers) once every run left alone between two splits is settled. With L and R the mean log
+    levels of the segments either side of it: a run further from both than they are from each other is an
+    outlier (as asv's L1 cost ignores a lone point), and the split after it stays a candidate, judged without
+    it, so a real step right after an off run is still found; any other lone run joins the side it is nearer
+    (an overshoot at the first slow commit is part of the step, not a second one)."""
+    splits, outliers = sorted(splits), []
+    changed = True
+    while changed:
+        changed = False
+        edges = [0] + splits + [levels.size]
+        for j in range(1, len(edges) - 2):
+            k = edges[j]
+            if edges[j + 1] != k + 1 or k in outliers:
+                continue
+            left = [i for i in range(edges[j - 1], k) if i not in outliers]
+            right = [i for i in range(k + 1, edges[j + 2]) if i not in outliers]
+            if not left or not right:
+                continue
+            low, high = float(np.mean(levels[left])), float(np.mean(levels[right]))
+            d_left, d_right, d_sides = abs(levels[k] - low), abs(levels[k] - high), abs(high - low)
+            if min(d_left, d_right) > d_sides:
+                outliers.append(k)
+                splits.remove(k)
+            else:
+                splits.remove(k + 1 if d_right < d_left else k)
+            changed = True
+            break
+    return splits, sorted(outliers)
 
 
 def judge(left: list[int], right: list[int], points: list[Point], boots: list[np.ndarray], rng: np.random.Generator,
