@@ -380,3 +380,15 @@ def test_the_page_opens_from_disk_in_headless_chromium_with_charts_and_no_consol
     img_ok = dom.stdout.count("data:image/png;base64,")
     assert img_ok >= 1
     shutil.copy(shot, planted["root"] / "last-screenshot.png")
+
+
+def test_run_to_run_drift_that_a_runs_own_samples_do_not_show_widens_a_one_run_side():
+    """Each run is tight (0.3%) but runs wander by about 5%: the newest run 8% up is within the wander, not a step."""
+    rng = np.random.default_rng(5)
+    levels = [100, 104, 97, 103, 96, 101, 99, 108]
+    points = [Point(f"c{i}", level * np.exp(rng.normal(0, 0.003, 20))) for i, level in enumerate(levels)]
+    boots = [hs.boot_medians(p, 1000, rng) for p in points]
+    sigma, tau = hs.noise_sigma(np.log([p.median_ms for p in points]), boots)
+    assert tau > 0.03
+    *_, called, reason = judge(list(range(7)), [7], points, boots, rng, tau=tau)
+    assert not called and reason.startswith("not shown")
