@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from bench.core.commandline import AXIS_HELP, EXIT_OK, Command, add_matrix_args
+from bench.core.commandline import AXIS_HELP, EXIT_OK, MIN_TIME_HELP, Command, add_matrix_args
 
 
 def _args(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +31,7 @@ def _args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--processes", type=int, default=None, metavar="N",
                         help="backfill: measure each case in N fresh processes per commit (the interval of a commit is "
                              "then over processes)")
+    parser.add_argument("--min-time", type=float, default=None, help="backfill: " + MIN_TIME_HELP + " (seconds)")
     parser.add_argument("--commit-timeout", type=float, default=DEFAULT_COMMIT_TIMEOUT_S,
                         help=f"backfill: seconds before a commit's run is killed and recorded as skipped "
                              f"[default: {DEFAULT_COMMIT_TIMEOUT_S:g}]")
@@ -56,6 +57,8 @@ def _bench_args(args: argparse.Namespace) -> list[str]:
         value = getattr(args, axis.replace("-", "_"))
         if value is not None:
             out += [f"--{axis}", value]
+    if args.min_time is not None:
+        out += ["--min-time", str(args.min_time)]
     if args.processes is not None:
         out += ["--processes", str(args.processes)]
     return out

@@ -76,7 +76,8 @@ def _figures(m: MachineHistory) -> list[str]:
             for s in h.called:
                 x = (xs[s.index - 1] + xs[s.index]) / 2
                 ax.axvline(x, color="#c00000", ls="--", lw=1.2)
-                ax.annotate(f"{s.percent:+.0f}%", (x, 0.04), xycoords=("data", "axes fraction"), color="#c00000", fontsize=8, ha="left", va="bottom")
+                ax.annotate(f"{s.percent:+.0f}%", (x, 0.04), xycoords=("data", "axes fraction"), color="#c00000",
+                            fontsize=8, ha="left", va="bottom")
             ax.set_title(m.case_ids[key], fontsize=7)
             ax.set_ylabel("median ms / batch", fontsize=7)
             ax.set_xlim(-0.5, len(m.runs) - 0.5)
@@ -112,6 +113,8 @@ def machine_page(m: MachineHistory, command: str, min_step: float, confidence: f
              f"<p class=\"note\">{len(m.runs)} run(s), {len(m.cases)} case(s); runs in {'git commit' if m.order == 'git' else 'recorded time'} "
              f"order. A step is called when the {confidence:.0%} interval of its size excludes no change and it is at "
              f"least {min_step:.0%}. Made by <code>{e(command)}</code></p>",
+             *[f"<p class=\"note\">Each commit measured by <code>{e(c)}</code> in a worktree of it</p>"
+               for c in sorted({r.measured_by for r in m.runs if r.measured_by})],
              f"<h2 id=\"steps\">Steps found, worst first: {len(steps)}</h2>"]
     if steps:
         parts.append("<table><tr><th>case</th><th>change</th><th>interval</th><th>came in after</th><th>by</th>"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ class Run:
     commit: str          # as recorded: a short or full hash, "" when unknown
     dirty: bool
     created: str         # ISO 8601
+    measured_by: str = ""  # a backfilled run: the command that measured each commit
     cases: dict[str, CaseSamples] = field(default_factory=dict)
 
 
@@ -109,10 +111,12 @@ def read_run(path: Path) -> Run:
     process = read_sample_processes(Path(saved.source) / SAMPLES_JSONL) if saved.kind == "results folder" else {}
     run = Run(Path(saved.source), saved.kind, machine_key(slug, torch_version), saved.device_name,
               commit.removesuffix("-dirty"), commit.endswith("-dirty") or bool(saved.meta.get("tree")),
-              str(saved.meta.get("created") or ""))
+              str(saved.meta.get("created") or ""),
+              shlex.join(backfill["command"]) if isinstance(backfill.get("command"), list) else "")
     for record in rows.to_dict("records"):
         key = str(record["case_key"])
-        if record["status"] != "ok" or not (isinstance(record["median_ms"], float) and math.isfinite(record["median_ms"])):
+        median = record["median_ms"]
+        if record["status"] != "ok" or not (isinstance(median, float) and math.isfinite(median)):
             continue
         samples = saved.samples_ms.get(key)
         if samples:
@@ -122,7 +126,8 @@ def read_run(path: Path) -> Run:
             values, procs = np.asarray(medians or [record["median_ms"]], dtype=float), None
         values = values[np.isfinite(values) & (values > 0)]
         if values.size:
-            run.cases[key] = CaseSamples(str(record["case_id"] or key), values, procs if procs and len(procs) == values.size else None)
+            kept = procs if procs and len(procs) == values.size else None
+            run.cases[key] = CaseSamples(str(record["case_id"] or key), values, kept)
     return run
 
 
