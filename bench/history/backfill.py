@@ -77,7 +77,8 @@ def run_commit(code: Path, commit: str, dest: Path, bench_args: list[str], timeo
         return "skipped", f"timed out after {timeout_s:g} s"
     done = sorted(dest.rglob(RESULTS_CSV))
     if child.returncode != 0 or not done:
-        return "skipped", f"the harness of {commit[:10]} failed (exit {child.returncode}): {_last_line(err) or _last_line(out)}"
+        why = _last_line(err) or _last_line(out)
+        return "skipped", f"the harness of {commit[:10]} failed (exit {child.returncode}): {why}"
     return "ok", ""
 
 

@@ -207,7 +207,8 @@ def isolate_outliers(splits: list[int], levels: np.ndarray) -> tuple[list[int], 
 
 
 def judge(left: list[int], right: list[int], points: list[Point], boots: list[np.ndarray], rng: np.random.Generator,
-          min_step: float = MIN_STEP, confidence: float = CONFIDENCE, tau: float = 0.0) -> tuple[float, float, float, float, float, bool, str]:
+          min_step: float = MIN_STEP, confidence: float = CONFIDENCE,
+          tau: float = 0.0) -> tuple[float, float, float, float, float, bool, str]:
     """(ratio, low, high, before_ms, after_ms, called, reason) for the step between the points ``left`` and ``right``
     (indices): the ratio of the medians of their point medians, its two-level bootstrap interval, and the call."""
     before = float(np.median([points[i].median_ms for i in left]))
