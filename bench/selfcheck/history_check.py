@@ -56,7 +56,8 @@ def main(argv: list[str]) -> int:
         raise SystemExit(f"--slow-at {args.slow_at}: expected 1..{args.commits - 1}")
     args.work.mkdir(parents=True, exist_ok=True)
     repo = scratch_history(Path(__file__).resolve().parents[2], args.work.resolve(), args.commits, args.slow_at)
-    hashes = _git(repo, "rev-list", "--reverse", "HEAD").split()
+    hashes = _git(repo, "rev-list", "--reverse", f"HEAD~{args.commits - 1}..HEAD").split()
+    hashes.insert(0, _git(repo, "rev-parse", f"HEAD~{args.commits - 1}"))  # the scratch history's commit 0
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": THREADS}
     command = [sys.executable, "-m", "bench", "history", "backfill", f"{hashes[0]}..{hashes[-1]}", *CASE,
                "--min-time", args.min_time, "--out", str(args.work.resolve() / "pages"), "--repo", str(repo)]
