@@ -392,3 +392,9 @@ def test_run_to_run_drift_that_a_runs_own_samples_do_not_show_widens_a_one_run_s
     assert tau > 0.03
     *_, called, reason = judge(list(range(7)), [7], points, boots, rng, tau=tau)
     assert not called and reason.startswith("not shown")
+
+
+def test_backfill_without_exactly_one_range_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["history", "backfill", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "expected one range" in err and len(err.splitlines()) == 1
