@@ -398,3 +398,29 @@ def test_backfill_without_exactly_one_range_is_one_line_and_exit_2(tmp_path, cap
     assert main(["history", "backfill", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert "expected one range" in err and len(err.splitlines()) == 1
+
+
+def test_normalize_takes_out_a_machine_that_was_slower_during_some_runs(tmp_path):
+    """Runs 4..7 of the same code on a machine 30% slower (its calibration GEMM too): a step without
+    --normalize, none with it."""
+    from bench.history.build import build
+    from bench.history.sources import load_sources
+
+    rng = np.random.default_rng(11)
+    for i in range(8):
+        folder = tmp_path / "runs" / f"run{i}"
+        slow = 1.3 if i >= 4 else 1.0
+        _write_run(folder, f"{i:07d}abc", f"2026-01-{i + 1:02d}T00:00:00+00:00", {r["case_key"]: slow for r in _rows()[1]},
+                   rng)
+        meta = json.loads((folder / "meta.json").read_text())
+        meta["calibration"]["gemm_ms"] = 100.0 * slow
+        (folder / "meta.json").write_text(json.dumps(meta))
+    raw = build(*load_sources([tmp_path / "runs"]), [])
+    assert {s.commit_after for _, s in raw[0].steps()} == {"0000004"}
+    normalised = build(*load_sources([tmp_path / "runs"]), [], normalize=True)
+    assert normalised[0].steps() == []
+    meta = json.loads((tmp_path / "runs" / "run0" / "meta.json").read_text())
+    del meta["calibration"]["gemm_ms"]
+    (tmp_path / "runs" / "run0" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="--normalize: 1 run"):
+        build(*load_sources([tmp_path / "runs"]), [], normalize=True)

@@ -27,6 +27,9 @@ def _args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-step", type=float, default=MIN_STEP,
                         help=f"smallest step called, as a fraction (0.05 = 5%%) [default: {MIN_STEP:g}]")
     parser.add_argument("--confidence", type=float, default=CONFIDENCE, help=f"interval level [default: {CONFIDENCE:g}]")
+    parser.add_argument("--normalize", action="store_true",
+                        help="scale each run's times by the median calibration GEMM time over its own (a busy or "
+                             "throttled machine during one run counts against that run, not against its commit)")
     add_matrix_args(parser)
     parser.add_argument("--processes", type=int, default=None, metavar="N",
                         help="backfill: measure each case in N fresh processes per commit (the interval of a commit is "
@@ -93,7 +96,8 @@ def _history(args: argparse.Namespace) -> int:
     runs, skipped = load_sources(sources)
     if not runs:
         raise ValueError(f"history: no saved run under {', '.join(map(str, sources))}")
-    machines = build(runs, skipped, git_order(repo), min_step=args.min_step, confidence=args.confidence)
+    machines = build(runs, skipped, git_order(repo), min_step=args.min_step, confidence=args.confidence,
+                     normalize=args.normalize)
     args.out.mkdir(parents=True, exist_ok=True)
     for m in machines:
         page = machine_page(m, command, args.min_step, args.confidence)

@@ -44,6 +44,7 @@ class Run:
     dirty: bool
     created: str         # ISO 8601
     measured_by: str = ""  # a backfilled run: the command that measured each commit
+    gemm_ms: float = math.nan  # the run's calibration GEMM time (meta.json), for --normalize
     cases: dict[str, CaseSamples] = field(default_factory=dict)
 
 
@@ -112,7 +113,8 @@ def read_run(path: Path) -> Run:
     run = Run(Path(saved.source), saved.kind, machine_key(slug, torch_version), saved.device_name,
               commit.removesuffix("-dirty"), commit.endswith("-dirty") or bool(saved.meta.get("tree")),
               str(saved.meta.get("created") or ""),
-              shlex.join(backfill["command"]) if isinstance(backfill.get("command"), list) else "")
+              shlex.join(backfill["command"]) if isinstance(backfill.get("command"), list) else "",
+              _number((saved.meta.get("calibration") or {}).get("gemm_ms")))
     for record in rows.to_dict("records"):
         key = str(record["case_key"])
         median = record["median_ms"]
@@ -129,6 +131,14 @@ def read_run(path: Path) -> Run:
             kept = procs if procs and len(procs) == values.size else None
             run.cases[key] = CaseSamples(str(record["case_id"] or key), values, kept)
     return run
+
+
+def _number(value) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return out if math.isfinite(out) and out > 0 else math.nan
 
 
 def _backfill_record(source: Path) -> dict:

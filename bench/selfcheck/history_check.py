@@ -20,7 +20,7 @@ from pathlib import Path
 from bench.selfcheck.regression import SLOWDOWN, THREADS, _git
 
 CASE = ["--matrix", "smoke", "--families", "transformer", "--sizes", "201x201", "--attention", "flash",
-        "--modes", "infer", "--device", "cpu"]
+        "--modes", "infer", "--batch", "4", "--device", "cpu"]  # batch 4: the extra quarter-batch forward is 25% more work
 
 
 def scratch_history(source: Path, work: Path, commits: int, slow_at: int) -> Path:
@@ -51,6 +51,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--commits", type=int, default=8)
     parser.add_argument("--slow-at", type=int, default=5)
     parser.add_argument("--min-time", default="1")
+    parser.add_argument("--normalize", action="store_true",
+                        help="render with `history --normalize` (each run's times over its calibration GEMM's)")
     args = parser.parse_args(argv)
     if not 0 < args.slow_at < args.commits:
         raise SystemExit(f"--slow-at {args.slow_at}: expected 1..{args.commits - 1}")
@@ -67,6 +69,10 @@ def main(argv: list[str]) -> int:
     for line in (first, command):
         print("$ " + " ".join(line[1:]), flush=True)
         subprocess.run(line, cwd=repo, env=env, check=False)
+    render = [sys.executable, "-m", "bench", "history", str(args.work.resolve() / "pages" / "runs"), "--out",
+              str(args.work.resolve() / "pages"), "--repo", str(repo)] + (["--normalize"] if args.normalize else [])
+    print("$ " + " ".join(render[1:]), flush=True)
+    subprocess.run(render, cwd=repo, env=env, check=False)
     steps = json.loads(next((args.work / "pages").glob("*.steps.json")).read_text())
     slow = hashes[args.slow_at]
     found = [(s["commit_after"], f"{(s['ratio'] - 1) * 100:+.1f}%", f"[{(s['low'] - 1) * 100:+.1f}%, "
