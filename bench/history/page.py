@@ -117,14 +117,18 @@ def machine_page(m: MachineHistory, command: str, min_step: float, confidence: f
                for c in sorted({r.measured_by for r in m.runs if r.measured_by})],
              f"<h2 id=\"steps\">Steps found, worst first: {len(steps)}</h2>"]
     if steps:
+        parts.append("<p class=\"note\">Runs made one after another on a shared machine drift with its load: "
+                     "confirm a step by measuring its two commits alternately in one job (the last column).</p>")
         parts.append("<table><tr><th>case</th><th>change</th><th>interval</th><th>came in after</th><th>by</th>"
-                     "<th>before (ms)</th><th>after (ms)</th></tr>")
+                     "<th>before (ms)</th><th>after (ms)</th><th>confirm with</th></tr>")
         for key, s in steps:
             parts.append(f"<tr class=\"{s.direction}\"><td>{e(m.case_ids[key])}</td><td class=\"num {s.direction}\">"
                          f"{s.percent:+.1f}%</td><td class=\"num\">{(s.low - 1) * 100:+.1f}% to {(s.high - 1) * 100:+.1f}%</td>"
                          f"<td><code title=\"{e(s.commit_before)}\">{e(_short(s.commit_before))}</code></td>"
                          f"<td><code title=\"{e(s.commit_after)}\">{e(_short(s.commit_after))}</code></td>"
-                         f"<td class=\"num\">{s.before_ms:.2f}</td><td class=\"num\">{s.after_ms:.2f}</td></tr>")
+                         f"<td class=\"num\">{s.before_ms:.2f}</td><td class=\"num\">{s.after_ms:.2f}</td>"
+                         f"<td><code>python -m bench ab {e(_short(s.commit_before))} {e(_short(s.commit_after))} "
+                         f"-k {e(m.case_ids[key])}</code></td></tr>")
         parts.append("</table>")
     else:
         parts.append("<p>No step: no case's speed changed by more than its noise.</p>")
