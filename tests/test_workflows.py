@@ -631,7 +631,8 @@ ENV_DUMP = re.compile(
     r"|toJSON\(\s*(env|secrets|github|vars|runner|job)\s*\)|/proc/self/environ|os\.environ\b",
     re.M | re.I,
 )
-ALLOWED_ARTIFACT_PATHS = {"ci-results/", ".benchmarks/", "report.md", "report.json"}
+# history-pages/: `python -m bench history`'s static pages (tables and inlined PNGs of kept runs, no environment)
+ALLOWED_ARTIFACT_PATHS = {"ci-results/", ".benchmarks/", "report.md", "report.json", "history-pages/"}
 
 
 def check_no_environment_leak(wf: dict) -> None:
