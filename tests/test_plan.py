@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.core.cases import Case
-from bench.plan.predictor import CATEGORIES, MAX_BATCH, MemoryModel, fit, largest_power_of_two
+from bench.core.memory_model import CATEGORIES, MAX_BATCH, MemoryModel, fit, largest_power_of_two
 from bench.plan.budget import EMULATED, MEASURED, Budget, PlanEnv, cuda_target_skip, find_gpu, make_env
 from bench.plan.defaults import DEFAULT_CONTEXT_MIB
 from bench.plan.output import PLAN_COLUMNS

@@ -230,7 +230,7 @@ def test_the_lstm_gates_the_counter_cannot_see_are_counted_from_the_shapes():
 
 
 def test_a_frozen_encoder_keeps_no_activations_for_backward():
-    from bench.plan.predictor import CATEGORIES, fit
+    from bench.core.memory_model import CATEGORIES, fit
 
     def most_saved(model, batch: int) -> float:  # the largest amount of saved-for-backward bytes at any moment
         k = CATEGORIES.index("saved")

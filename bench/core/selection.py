@@ -98,7 +98,7 @@ def _cases(matrix: str, get_axis: Callable[[str], Optional[str]], facts, keyword
             raise ValueError(f"no case of matrix {loaded.name!r} matches the selection")
     part, whole = "", list(cases)
     if shard:
-        from bench.scale.shard import take_shard
+        from bench.core.shard import take_shard
 
         cases = take_shard(cases, shard, shard_option)
         part = f"{shard.strip()} ({len(cases)} of {len(whole)} cases)"

@@ -46,7 +46,7 @@ def refuse_impossible(row: dict[str, Any], timer_floor_ms: Optional[float]) -> N
 
 @functools.lru_cache(maxsize=64)
 def _fitted(config: Case, target: str):
-    from bench.plan.predictor import fit
+    from bench.core.memory_model import fit
 
     return fit(config, target)
 

@@ -11,7 +11,7 @@ from typing import Optional
 
 from bench.core.cases import Case
 from bench.plan.budget import PREDICTED, PlanEnv
-from bench.plan.predictor import CATEGORIES
+from bench.core.memory_model import CATEGORIES
 from bench.runs.seed_claims import CLAIMS_FILE, load_claims
 from bench.units import MIB
 

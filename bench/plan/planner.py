@@ -32,7 +32,7 @@ from bench.core.runner import UNSUPPORTED, CaseRun, run_case
 from bench.plan.budget import EMULATED, PREDICTED, Budget, PlanEnv, make_env
 from bench.plan.defaults import PLAN_MODES
 from bench.plan.output import PLAN_COLUMNS, PlanResult, add_frames, cnn_note, load_seed_batch_claims, write_plan
-from bench.plan.predictor import MemoryModel, check_fit, fit, traced_case
+from bench.core.memory_model import MemoryModel, check_fit, fit, traced_case
 from bench.plan.search import (
     RECOMMEND_WITHIN, SearchError, TimingError, cuda_throughput, cuda_trial, held_to_budget, recommend_measured,
     recommend_predicted, search_max_batch,

@@ -37,7 +37,7 @@ from bench.runs.selection import SELECTION_JSONL, read_selection
 from bench.runs.writer import META_JSON, RESULTS_CSV, SAMPLES_JSONL, check_run_files, csv_records
 from bench.scale.coverage import Coverage, coverage, shard_part
 from bench.scale.plans import PLAN_CSV, PLAN_MD, merged_plan
-from bench.scale.shard import shard_of_command
+from bench.core.shard import shard_of_command
 
 
 @dataclass

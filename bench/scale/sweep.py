@@ -24,7 +24,7 @@ from bench.runs.provenance import utc_now
 from bench.runs.schema import COLUMN_NAMES, empty_row
 from bench.runs.writer import RESULTS_CSV, csv_records
 from bench.scale.options import SWEEP_JSON
-from bench.scale.shard import assign, case_cost
+from bench.core.shard import assign, case_cost
 
 FORMAT = 1
 MERGED_DIR = "merged"
