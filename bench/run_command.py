@@ -13,7 +13,8 @@ from bench.core.commandline import (
     EXIT_FAILED, EXIT_INTERRUPTED, EXIT_IO, EXIT_OK, KEYWORD_HELP, MIN_TIME_HELP, PROCESSES_HELP, RESULTS_HELP, Command,
     add_launcher_args, add_matrix_args, check_case_timeout, rerun_command, without_option,
 )
-from bench.plan.defaults import DEFAULT_CARD, PLAN_FOR_HELP
+from bench.plan.defaults import PLAN_FOR_HELP
+from bench.runs.contract import DEFAULT_CARD
 from bench.scale.options import add_scale_args, orchestrated
 
 def _run_args(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +53,7 @@ def _run(args: argparse.Namespace) -> int:
     resolve_card(args.plan_for)  # a bad card is refused before the sweep, not after it
     from bench.core.loop import SweepInterrupted, sweep, watch_deadline
     from bench.core.session import end_run, start_run
+    from bench.report.build import write_report
 
     watch_deadline()  # SIGUSR2 before a batch job's time limit: finish the case in flight, then end the run cleanly
     selection = selection_from_args(args)
@@ -93,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
 
     for line in plan_for_run(run, selection, args.plan_for):
         print(f"ae-bench: {line}", file=sys.stderr)
-    print("\n".join(end_run(run)))
+    print("\n".join(end_run(run, write_report)))
     return EXIT_FAILED if any(r["status"] in ("error", "timeout") for r in run.rows) else EXIT_OK
 
 
@@ -102,13 +104,14 @@ def _end_before_the_limit(run, selection, args, stop, resume: str) -> int:
     to resume the rest; exits 130 (interrupted) so a sweep knows cases are left."""
     from bench.core.session import end_run
     from bench.plan.answer import plan_for_run
+    from bench.report.build import write_report
 
     print(f"ae-bench: {stop.deadline}: stopped before the time limit with {len(run.writer.done_keys())} rows in "
           f"{run.writer.csv_path} ({stop.total - stop.done} of this sweep's cases not started); writing the end "
           "calibration and the report", file=sys.stderr)
     for line in plan_for_run(run, selection, args.plan_for):
         print(f"ae-bench: {line}", file=sys.stderr)
-    print("\n".join(end_run(run)))
+    print("\n".join(end_run(run, write_report)))
     print(f"ae-bench: resume with: {resume}", file=sys.stderr)
     return EXIT_INTERRUPTED
 

@@ -238,7 +238,7 @@ def finish_session(monkeypatch, exitstatus) -> list[str]:
                                                                                      matrix=SimpleNamespace(name="default")))
     ae.run = run
     config = SimpleNamespace(stash={face._SESSION_KEY: ae}, getoption=lambda name: None)
-    monkeypatch.setattr(session_module, "end_run", lambda r, settle=True: run.calls.append(f"end_run(settle={settle})") or [])
+    monkeypatch.setattr(session_module, "end_run", lambda r, write_report, settle=True: run.calls.append(f"end_run(settle={settle})") or [])
     monkeypatch.setattr(answer, "plan_for_run", lambda *a, **k: run.calls.append("plan") or [])
     hook = face.pytest_sessionfinish(SimpleNamespace(config=config), exitstatus)
     next(hook)

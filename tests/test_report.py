@@ -732,7 +732,7 @@ def answered(run_dir, tmp_path_factory) -> Path:
 def test_the_answer_is_the_card_models_fastest_configuration_the_plan_fits(answered):
     """Each group's pick is the card model's fastest of the configurations the plan fits, at the batch shown
     (the run is on a CPU, so its own measured order decides nothing)."""
-    from bench.report.answer import config_key
+    from bench.runs.contract import config_key
     from bench.trackers.card_model import card_for_target, images_per_s
 
     plan = pd.read_csv(answered / "plan.csv")

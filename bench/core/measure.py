@@ -39,7 +39,7 @@ class Settings:
     min_time_s: float = 1.0    # ... and enough to fill this long
     memory_iters: int = 2      # steps in the memory pass
     noise_threshold: float = NOISE_THRESHOLD
-    predict_memory: bool = True  # each row's memory-model prediction (bench/plan/predictor.py; one fit per configuration)
+    predict_memory: bool = True  # each row's memory-model prediction (bench/core/memory_model.py; one fit per configuration)
     processes: int = 1         # fresh processes per case (bench/core/processes.py): the build-to-build spread
 
     @classmethod
@@ -158,7 +158,8 @@ def _measure(scenario: Scenario, case: Case, device: torch.device, facts: Device
 
             flops = sequence_flops(scenario.eager_step, model, case)
         else:
-            flops = count_step_flops(scenario.eager_step, model, case)
+            flops = count_step_flops(scenario.eager_step, model, hw=case.hw, batch=case.batch, mode=case.mode,
+                                     checkpointing=case.checkpointing)
     row["attention_ran"] = "+".join(kernels) if kernels else ("none" if case.attention == "none" else "")
     row["gflop_per_image"] = flops.total / case.images / 1e9
     row["flops_source"] = flops.source

@@ -32,7 +32,7 @@ class Selection:
     matrix: Matrix
     cases: list[Case]
     settings: Settings
-    shard: str = ""  # "K/N (n of m cases)" when --shard took one part of the selection (bench/scale/shard.py)
+    shard: str = ""  # "K/N (n of m cases)" when --shard took one part of the selection (bench/core/shard.py)
     whole: list[Case] = field(default_factory=list)  # the selection before --shard (recorded for `merge`)
 
 

@@ -190,7 +190,8 @@ def _profile_prepared(case: Case, scenario, facts: DeviceFacts, folder: Path, st
     ops = top_ops(events, on_cuda, steps, wall_ms)
     mem_ops = memory_ops(events, steps)
 
-    flops = count_step_flops(scenario.eager_step, scenario.model, case)
+    flops = count_step_flops(scenario.eager_step, scenario.model, hw=case.hw, batch=case.batch, mode=case.mode,
+                             checkpointing=case.checkpointing)
     moved = count_step_bytes(scenario.eager_step)
     peak = peak_for(facts, case.precision)
     placement = None

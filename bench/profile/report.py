@@ -14,6 +14,7 @@ from typing import Iterable, Optional
 import pandas as pd
 
 from bench.profile.attribution import CATEGORIES
+from bench.runs.contract import PROFILE_MD
 from bench.runs.files import atomic_write_text
 from bench.runs.markdown import frame_table as markdown_table
 from bench.profile.roofline import OVERHEAD_FRACTION, Roof, RoofPoint, roofline_png
@@ -179,5 +180,5 @@ def write_overview(out_dir: Path) -> list[dict]:
         tmp = out_dir / ".roofline.png.tmp"
         tmp.write_bytes(png)
         os.replace(tmp, out_dir / "roofline.png")
-    atomic_write_text(out_dir / "profile.md", "# Profile\n\n" + profile_section(out_dir, heading="##"))
+    atomic_write_text(out_dir / PROFILE_MD, "# Profile\n\n" + profile_section(out_dir, heading="##"))
     return summaries

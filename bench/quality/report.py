@@ -32,13 +32,12 @@ from bench.quality.verdicts import (  # noqa: F401 - re-exported: the report's v
     NOT_LEARNED, VERDICT_COLUMNS, _learned, _missing, case_margins, load_quality_claims, seed_quality_verdicts, step_mismatch,
     verdicts_table,
 )
+from bench.runs.contract import QUALITY_MD, QUALITY_META, QUALITY_VERDICTS
 from bench.runs.files import atomic_write_bytes, atomic_write_text
 from bench.runs.markdown import markdown_table as md_table
 from bench.runs.provenance import source_text
 
-QUALITY_CSV, CURVES_CSV, STRIPS_NPZ, META_JSON, REPORT_MD, VERDICTS_CSV, IMAGES_CSV = (
-    "quality.csv", "quality_curves.csv", "quality_strips.npz", "quality_meta.json", "quality.md", "quality_verdicts.csv",
-    "quality_images.csv")
+QUALITY_CSV, CURVES_CSV, STRIPS_NPZ, IMAGES_CSV = "quality.csv", "quality_curves.csv", "quality_strips.npz", "quality_images.csv"
 IMAGE_COLUMNS = ["predictor", "size", "seed", "image", "mse"]  # quality_images.csv: one MSE per predictor, seed and held-out image
 
 EARLY_STEPS = 100  # below this many steps a verdict is flagged as about early training
@@ -83,7 +82,7 @@ class QualityWriter:
         self._write_meta()
 
     def _write_meta(self) -> None:
-        atomic_write_text(self.run_dir / META_JSON, json.dumps(self.meta, indent=2, default=str) + "\n")
+        atomic_write_text(self.run_dir / QUALITY_META, json.dumps(self.meta, indent=2, default=str) + "\n")
 
     def add(self, result) -> None:
         """Append a :class:`bench.quality.run.QualityResult` and rewrite the run's files."""
@@ -265,7 +264,7 @@ def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[s
            "else is \"not shown\", with the numbers. The attention kernel does not change what a model computes, so a "
            f"preset row is judged whatever kernel ran. Only models that learned (≥ {LEARNED_MARGIN_DB:g} dB over the crop "
            "mean, mean over seeds) are compared. The verdict is for this budget: a longer budget can change it. "
-           f"Machine-readable: `{VERDICTS_CSV}`.", ""]
+           f"Machine-readable: `{QUALITY_VERDICTS}`.", ""]
     fewest = ok["steps"].min() if len(ok) else None
     if fewest is not None and fewest < EARLY_STEPS:
         md += [f"**Early training:** the fewest optimizer steps any case took is {fewest:.0f} (< {EARLY_STEPS}); "
@@ -318,7 +317,7 @@ def write_quality_report(run_dir: Path) -> Path:
     rows["reason"] = rows["reason"].where(rows["reason"].notna(), "")
     curves = pd.read_csv(run_dir / CURVES_CSV) if (run_dir / CURVES_CSV).is_file() else pd.DataFrame(
         columns=["case_id", "step", "train_s", "heldout_mse", "train_mse"])
-    meta = json.loads((run_dir / META_JSON).read_text()) if (run_dir / META_JSON).is_file() else {}
+    meta = json.loads((run_dir / QUALITY_META).read_text()) if (run_dir / QUALITY_META).is_file() else {}
     device = meta.get("device", {})
     provenance = f"measured on {device.get('name', '?')} ({device.get('type', '?')})"
     figures: list[tuple[str, str]] = []
@@ -351,7 +350,7 @@ def write_quality_report(run_dir: Path) -> Path:
                 save(f"quality_strip_{size}.png", f"{size}: held-out crops, baselines and reconstructions",
                      qp.reconstruction_strip(size, from_8bit(strips[key]), recons, provenance))
     images = pd.read_csv(run_dir / IMAGES_CSV) if (run_dir / IMAGES_CSV).is_file() else None
-    atomic_write_text(run_dir / VERDICTS_CSV, verdicts_table(seed_quality_verdicts(rows, images=images)).to_csv(index=False))
-    path = run_dir / REPORT_MD
+    atomic_write_text(run_dir / QUALITY_VERDICTS, verdicts_table(seed_quality_verdicts(rows, images=images)).to_csv(index=False))
+    path = run_dir / QUALITY_MD
     atomic_write_text(path, build_quality_markdown(rows, meta, figures, images))
     return path

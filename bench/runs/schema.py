@@ -88,7 +88,7 @@ COLUMNS: tuple[Column, ...] = (
            "CPU allocator's own running total during the step (torch.profiler events). The same on any device up to "
            "kernel workspaces"),
     Column("predicted_tensor_mib", "MiB", "the memory model's prediction of tensor_peak_mib for the same case and batch "
-           "(bench/plan/predictor.py, traced on fake tensors for this device type)"),
+           "(bench/core/memory_model.py, traced on fake tensors for this device type)"),
     Column("prediction_error_pct", "%", "(predicted_tensor_mib - tensor_peak_mib) / tensor_peak_mib x 100"),
     Column("alloc_peak_mib", "MiB", "torch allocator peak allocated during the memory pass (CUDA)"),
     Column("reserved_peak_mib", "MiB", "torch allocator peak reserved during the memory pass (CUDA)"),

@@ -17,8 +17,7 @@ import io
 from pathlib import Path
 from typing import Optional, Sequence
 
-PLAN_CSV = "plan.csv"  # bench/plan/output.py writes it, bench/report/answer.py reads it
-PLAN_MD = "plan.md"
+from bench.runs.contract import PLAN_CSV, PLAN_MD
 
 
 def merged_plan(folders: Sequence[Path]) -> Optional[tuple[str, str, list[str]]]:

@@ -20,8 +20,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ae_models.transformer import FlatTransformerAutoencoder, PatchTransformerAutoencoder
 
-from bench.core.cases import Case
-
 
 @dataclass
 class FlopCount:
@@ -47,27 +45,29 @@ def attention_flops_forward(model: nn.Module, hw: tuple[int, int], batch: int, m
     return 4.0 * batch * tokens**2 * width * layers
 
 
-def attention_flops(model: nn.Module, case: Case) -> Optional[float]:
-    """Analytic attention FLOPs of one step of ``case``."""
-    forward = attention_flops_forward(model, case.hw, case.batch, case.mode)
-    if forward is None or case.mode != "train":
+def attention_flops(model: nn.Module, hw: tuple[int, int], batch: int, mode: str, checkpointing: bool) -> Optional[float]:
+    """Analytic attention FLOPs of one step: a batch of ``batch`` images of ``hw`` in ``mode``."""
+    forward = attention_flops_forward(model, hw, batch, mode)
+    if forward is None or mode != "train":
         return forward
-    return forward * (3 + (1 if case.checkpointing else 0))
+    return forward * (3 + (1 if checkpointing else 0))
 
 
 def _is_attention_op(name: str) -> bool:
     return "bmm" in name or "scaled_dot_product" in name
 
 
-def count_step_flops(step: Callable[[], object], model: nn.Module, case: Case) -> FlopCount:
-    """Run ``step`` once under the FLOP counter (never during timing)."""
+def count_step_flops(step: Callable[[], object], model: nn.Module, *, hw: tuple[int, int], batch: int, mode: str,
+                     checkpointing: bool) -> FlopCount:
+    """Run ``step`` once under the FLOP counter (never during timing); the plain fields of the step's case
+    (``hw``, ``batch``, ``mode``, ``checkpointing``) size the analytic attention FLOPs."""
     counter = FlopCounterMode(display=False)
     with counter:
         step()
     total = float(counter.get_total_flops())
     by_op = counter.get_flop_counts().get("Global", {})
     attn_counted = float(sum(v for op, v in by_op.items() if _is_attention_op(str(op))))
-    analytic = attention_flops(model, case)
+    analytic = attention_flops(model, hw, batch, mode, checkpointing)
     source = "flop_counter"
     if analytic and attn_counted < 0.5 * analytic:
         total += analytic - attn_counted
