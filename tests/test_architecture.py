@@ -309,3 +309,28 @@ if __name__ == "__main__":  # python tests/test_architecture.py [ROOT]: the forb
     found = forbidden_edges(bench_graph(there), parse_map(MAP.read_text()), there)
     print("\n".join(found))
     print(f"{len(found)} module imports on package edges the map forbids; package loops: {package_loops(bench_graph(there), there)}")
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def long_functions(root: Path = REPO) -> list[str]:
+    """Functions (methods and nested ones too) of bench/ longer than MAX_FUNCTION_LINES, from ``def`` to their last line."""
+    found = []
+    for path in sorted((root / "bench").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    found.append(f"{path.relative_to(root).as_posix()}:{node.lineno} {node.name} ({lines} lines)")
+    return found
+
+
+def test_no_function_is_over_80_lines():
+    assert not long_functions()
+
+
+def test_a_long_function_is_caught(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    root = _plant(tmp_path, "units.py", f"\n\ndef _planted():\n{body}\n")
+    assert [f.split(" ", 1)[1] for f in long_functions(root)] == [f"_planted ({MAX_FUNCTION_LINES + 1} lines)"]

@@ -741,7 +741,7 @@ def test_compare_notes_a_run_that_did_not_record_its_timer(tmp_path, capsys):
 
 
 def test_the_report_says_what_auto_ran():
-    from bench.report.build import _auto_notes
+    from bench.report.sections import _auto_notes
 
     ran = pd.DataFrame({"attention": ["auto", "auto", "flash"], "attention_ran": ["cudnn", "flash", "flash"], "cases": [12, 2, 5]})
     assert _auto_notes(ran) == ["`auto` (SDPA free to choose) ran cudnn in 12 case(s), flash in 2 case(s); "
