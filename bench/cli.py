@@ -22,7 +22,7 @@ from bench.core.commandline import EXIT_INTERRUPTED, EXIT_IO, EXIT_USAGE, Comman
 
 COMMAND_MODULES = (
     "bench.run_command", "bench.report.command", "bench.compare.command", "bench.plan.command",
-    "bench.profile.command", "bench.quality.command", "bench.scale.command", "bench.sequence.command",
+    "bench.profile.command", "bench.quality.command", "bench.scale.command", "bench.downstream.command",
 )
 
 

@@ -152,7 +152,7 @@ def pytest_configure(config):
             from bench.units import parse_bytes
 
             parse_bytes(budget, "--ae-plan-budget")
-        from bench.plan.answer import resolve_card
+        from bench.plan.partial import resolve_card
 
         resolve_card(config.getoption("--ae-plan-for"), "--ae-plan-for")
     except ValueError as err:
@@ -276,7 +276,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         for line in end_run(session.run, write_report, settle=False):
             terminalreporter.write_line(line)
         return
-    from bench.plan.answer import plan_for_run  # before the report, which answers from it
+    from bench.plan.partial import plan_for_run  # before the report, which answers from it
 
     for line in plan_for_run(session.run, session.selection, config.getoption("--ae-plan-for"),
                              config.getoption("--ae-plan-budget")):

@@ -48,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
         print(case_listing(listed_cases(args)))
         return EXIT_OK
     check_args(args)  # a bad matrix or axis value is refused before torch loads (resolve_card's import loads it)
-    from bench.plan.answer import resolve_card
+    from bench.plan.partial import resolve_card
 
     resolve_card(args.plan_for)  # a bad card is refused before the sweep, not after it
     from bench.core.loop import SweepInterrupted, sweep, watch_deadline
@@ -91,7 +91,7 @@ def _run(args: argparse.Namespace) -> int:
               f"stopped with {kept} whole rows kept in {run.writer.csv_path} ({len(selection.cases)} cases asked for)\n"
               f"when the folder is writable again, resume with: {resume}", file=sys.stderr)
         return EXIT_IO
-    from bench.plan.answer import plan_for_run  # before the report, which answers from it
+    from bench.plan.partial import plan_for_run  # before the report, which answers from it
 
     for line in plan_for_run(run, selection, args.plan_for):
         print(f"ae-bench: {line}", file=sys.stderr)
@@ -103,7 +103,7 @@ def _end_before_the_limit(run, selection, args, stop, resume: str) -> int:
     """After a SIGUSR2: the run's end files (settled peaks, plan, report) for the rows measured, and how
     to resume the rest; exits 130 (interrupted) so a sweep knows cases are left."""
     from bench.core.session import end_run
-    from bench.plan.answer import plan_for_run
+    from bench.plan.partial import plan_for_run
     from bench.report.build import write_report
 
     print(f"ae-bench: {stop.deadline}: stopped before the time limit with {len(run.writer.done_keys())} rows in "

@@ -60,7 +60,7 @@ def test_planner_and_report_join_with_the_one_function():
             for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.FunctionDef) and n.name == "config_key"]
     assert defs == ["bench/runs/contract.py"]
     from bench.plan import planner
-    from bench.report import answer
+    from bench.report import first_screen as answer
 
     assert planner.config_key is contract.config_key and answer.config_key is contract.config_key
 

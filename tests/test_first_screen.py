@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from bench.report import pick as picks
-from bench.report.answer import answer, coverage
+from bench.report.first_screen import answer, coverage
 from bench.report.card_check import check
 from bench.trackers.card_model import card_for_target, host_card, images_per_s, step_seconds
 

@@ -231,7 +231,7 @@ def finish_session(monkeypatch, exitstatus) -> list[str]:
     """The speed face's session end (bench/conftest.py's hooks) on a stub run: what it did, in order."""
     import bench.conftest as face
     import bench.core.session as session_module
-    import bench.plan.answer as answer
+    import bench.plan.partial as answer
 
     run = FakeRun()
     ae = face.AeSession(SimpleNamespace(getoption=lambda name: None), SimpleNamespace(facts=SimpleNamespace(name="cpu", type="cpu"),

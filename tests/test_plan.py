@@ -385,7 +385,7 @@ def _speed_row(case: Case, images_per_s: float, gflop: float, tensors: float) ->
 def test_the_partial_plan_tries_configurations_in_the_card_models_order_off_the_card():
     """The run's host measured fp32/eager fastest; the card model (bf16 at twice fp32's peak on an RTX 4060, flash's
     fewer live bytes) ranks amp-bf16/flash first: the plan tries the card's order, and the host's without a card."""
-    from bench.plan.answer import candidates
+    from bench.plan.partial import candidates
     from bench.trackers.card_model import card_for_target
 
     base = dict(family="transformer", preset="tiny", size="201x201", mode="train", batch=4)
@@ -413,7 +413,7 @@ def test_a_card_below_compute_capability_8_runs_no_flash_attention_in_the_plan()
 def test_the_partial_plan_reads_every_row_of_the_run_folder_not_only_this_processes(tmp_path):
     """A resumed run: the process that plans measured one case; the plan's candidates come from the folder's
     results.csv, every group of it (the committed reference run: 12 groups)."""
-    from bench.plan.answer import candidates, run_rows
+    from bench.plan.partial import candidates, run_rows
     from bench.runs.reader import load_run
 
     from tests.test_report import REFERENCE_RUN

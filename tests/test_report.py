@@ -22,7 +22,7 @@ import torch
 import ae_models
 import ae_models.registry
 from bench import cli
-from bench.core import model_facts
+from bench.core import model_probe as model_facts
 from bench.core.cases import expand, parse_matrix
 from bench.core.loop import sweep
 from bench.core.measure import Settings
@@ -717,7 +717,7 @@ def test_the_reports_parameter_claims_hold_the_readmes_figures_and_fixed_verdict
 @pytest.fixture(scope="session")
 def answered(run_dir, tmp_path_factory) -> Path:
     """A copy of the run with the plan a run writes at its end (bench/plan/answer.py, predicted for an RTX 4060)."""
-    from bench.plan.answer import write_answer_plan
+    from bench.plan.partial import write_answer_plan
 
     folder = tmp_path_factory.mktemp("answered") / run_dir.name
     shutil.copytree(run_dir, folder)
@@ -778,7 +778,7 @@ def test_a_resumed_runs_first_screen_covers_every_group_the_run_measured(run_dir
     from types import SimpleNamespace
 
     from bench.core.resume import record_resume
-    from bench.plan.answer import plan_for_run
+    from bench.plan.partial import plan_for_run
 
     folder = tmp_path / run_dir.name
     shutil.copytree(run_dir, folder)

@@ -148,13 +148,13 @@ def _measure(scenario: Scenario, case: Case, device: torch.device, facts: Device
         row.update(predicted_tensor_peak(case, device.type, row["tensor_peak_mib"]))
     check_output(scenario)  # outside the timed loop: NaN/inf or a wrong shape makes the case an error row
     if sequence:  # a profiled pass of its own: the encoder's and the LSTM's shares of a step
-        from bench.core.sequence import step_shares
+        from bench.core.sequence_metrics import step_shares
 
         row.update(step_shares(scenario.eager_step, device))
 
     with record_attention_kernels() as kernels:
         if sequence:
-            from bench.core.sequence import sequence_flops
+            from bench.core.sequence_metrics import sequence_flops
 
             flops = sequence_flops(scenario.eager_step, model, case)
         else:

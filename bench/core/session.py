@@ -73,7 +73,7 @@ class Run:
 def start_run(selection: Selection, results_root: Path, entry: str, command: list[str], launcher: str = "auto",
               case_timeout_s: Optional[float] = None, resume: Optional[Path] = None) -> Run:
     """Open a run folder (or reopen ``resume``), record its provenance and calibration, choose the launcher."""
-    from bench.core.model_facts import write_model_facts
+    from bench.core.model_probe import write_model_facts
     from bench.trackers.calibration import calibrate
     from bench.trackers.device import cpu_load, oversubscribed
 

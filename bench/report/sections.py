@@ -9,11 +9,11 @@ from typing import Any
 
 import pandas as pd
 
-from bench.report import answer as answers
+from bench.report import first_screen as answers
 from bench.report import card_check
 from bench.report import claims as seed_claims
 from bench.report import tables as tables
-from bench.report import validity as validity
+from bench.report import confidence as validity
 from bench.report.companions import Companion, plan_folder
 from bench.report.display import run_facts, show
 from bench.report.figures import draw_figures

@@ -63,8 +63,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from bench.quality.dataset import load_sources
     from bench.runs.provenance import bench_command, new_run_id, provenance
-    from bench.sequence.downstream import prepare_images, run_downstream
-    from bench.sequence.output import write_outputs
+    from bench.downstream.downstream import prepare_images, run_downstream
+    from bench.downstream.output import write_outputs
     from bench.trackers.device import device_facts, resolve_device
 
     device = resolve_device(args.device)

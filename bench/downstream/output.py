@@ -15,7 +15,7 @@ from typing import Sequence
 from bench.runs.files import atomic_write_bytes, atomic_write_text
 from bench.runs.markdown import markdown_table
 from bench.runs.provenance import source_text
-from bench.sequence.downstream import DownstreamResult
+from bench.downstream.downstream import DownstreamResult
 
 SKIP = ("curve", "ae_curve", "window")
 
