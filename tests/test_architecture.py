@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 COMMAND_PACKAGES = ("bench.plan", "bench.compare", "bench.profile", "bench.quality", "bench.report", "bench.selfcheck",
-                    "bench.scale", "bench.sequence")
+                    "bench.scale", "bench.downstream")
 MAX_LINES = 400
 
 

@@ -37,8 +37,8 @@ def test_a_planted_copy_of_a_file_name_is_caught(tmp_path):
     (root / "bench" / "report").mkdir(parents=True)
     (root / "bench" / "runs").mkdir()
     (root / "bench" / "runs" / "contract.py").write_text('PLAN_CSV = "plan.csv"\n')
-    (root / "bench" / "report" / "answer.py").write_text('PLAN_CSV = "plan.csv"  # a copy\n')
-    assert copies_of_contract_names(root) == ["report/answer.py:1 'plan.csv'"]
+    (root / "bench" / "report" / "first_screen.py").write_text('PLAN_CSV = "plan.csv"  # a copy\n')
+    assert copies_of_contract_names(root) == ["report/first_screen.py:1 'plan.csv'"]
 
 
 def test_the_join_key_drops_the_batch_and_nothing_else():
@@ -60,9 +60,9 @@ def test_planner_and_report_join_with_the_one_function():
             for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.FunctionDef) and n.name == "config_key"]
     assert defs == ["bench/runs/contract.py"]
     from bench.plan import planner
-    from bench.report import first_screen as answer
+    from bench.report import first_screen
 
-    assert planner.config_key is contract.config_key and answer.config_key is contract.config_key
+    assert planner.config_key is contract.config_key and first_screen.config_key is contract.config_key
 
 
 def test_the_default_card_and_its_memory_agree():
@@ -94,7 +94,7 @@ def test_provenance_quotes_the_command_and_records_commit_dirty_and_time(monkeyp
 def test_every_command_that_writes_a_folder_records_the_one_provenance():
     """run (through run_meta), quality, downstream, plan and profile call runs/provenance.py's record."""
     users = {"bench/runs/provenance.py": "provenance", "bench/quality/command.py": "provenance",
-             "bench/sequence/command.py": "provenance", "bench/plan/command.py": "write_provenance",
+             "bench/downstream/command.py": "provenance", "bench/plan/command.py": "write_provenance",
              "bench/profile/command.py": "write_provenance", "bench/core/session.py": "run_meta"}
     for rel, name in users.items():
         calls = {n.func.id for n in ast.walk(ast.parse((REPO / rel).read_text()))

@@ -375,7 +375,7 @@ def test_the_models_peak_matches_the_allocators_live_peak_of_a_real_step(case, b
     assert abs(predicted / measured - 1) <= 0.10, f"predicted {predicted / MIB:.1f} MiB, live peak {measured / MIB:.1f} MiB"
 
 
-# -- the run's partial plan for its report's first screen (bench/plan/answer.py) ----------------------
+# -- the run's partial plan for its report's first screen (bench/plan/partial.py) ----------------------
 
 def _speed_row(case: Case, images_per_s: float, gflop: float, tensors: float) -> dict:
     return {"case_key": case.key, "status": "ok", "images_per_s": images_per_s, "gflop_per_image": gflop,

@@ -1,5 +1,5 @@
 """The pipeline frames -> Embedding -> LSTM: the models (ae_models/sequence.py), the sequence modes of a
-sweep (bench/core), their plan rows, and the downstream check (bench/sequence)."""
+sweep (bench/core), their plan rows, and the downstream check (bench/downstream)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bench.core.commandline import EXIT_OK, Command
 
-# the defaults of bench/sequence/downstream.py, repeated here so that --help needs no torch
+# the defaults of bench/downstream/downstream.py, repeated here so that --help needs no torch
 WINDOW, STEP, CONTEXT, AE_STEPS, LSTM_STEPS, SEEDS = "640x152", 64, 4, 200, 300, "0,1,2"
 
 

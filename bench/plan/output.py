@@ -59,7 +59,7 @@ class PlanResult:
     models: dict = field(default_factory=dict)   # config key -> MemoryModel
     env: Optional[PlanEnv] = None
     seconds: float = 0.0
-    partial: str = ""   # what a plan of some configurations only holds (bench/plan/answer.py), shown in plan.md
+    partial: str = ""   # what a plan of some configurations only holds (bench/plan/partial.py), shown in plan.md
 
 
 # -- plan.csv and plan.md ---------------------------------------------------------------------

@@ -11,7 +11,7 @@ stops with one line naming the problem and leaves every existing file as it was.
 The report is a function of the run's files alone: ``results.csv``, ``samples.jsonl``,
 ``meta.json``, and the model facts the run wrote when it started (``model_facts.json``: parameter
 counts and the flat layout's attention probe; ``plots/attention_maps.png``; see
-``bench/core/model_facts.py``). It never builds a model: a fact the folder lacks is reported as
+``bench/core/model_probe.py``). It never builds a model: a fact the folder lacks is reported as
 missing, with the command that computes it. The only other numbers are the seed's claims, quoted
 from ``data/seed_claims.toml``.
 """

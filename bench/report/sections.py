@@ -9,11 +9,11 @@ from typing import Any
 
 import pandas as pd
 
-from bench.report import first_screen as answers
+from bench.report import first_screen
 from bench.report import card_check
-from bench.report import claims as seed_claims
-from bench.report import tables as tables
-from bench.report import confidence as validity
+from bench.report import claims as report_claims
+from bench.report import tables
+from bench.report import confidence
 from bench.report.companions import Companion, plan_folder
 from bench.report.display import run_facts, show
 from bench.report.figures import draw_figures
@@ -72,12 +72,12 @@ COUNTED = [("pairs", "matched cases", "int"), ("clean_pairs", "clean (timing)", 
 
 
 def report_inputs(run: SavedRun, budget_mib: float, companions: tuple[Companion, ...]) -> Inputs:
-    rows, refused = tables.refuse_impossible(run.rows, validity.timer_floor(run.meta))
+    rows, refused = tables.refuse_impossible_rows(run.rows, confidence.timer_floor(run.meta))
     device = run.device_type
     memory_label = "GPU memory" if device == "cuda" else tables.peak_label(tables.with_peak(tables.ok_rows(rows))["peak_from"])
     pairs = {"vs_cnn": tables.vs_cnn(rows), "precision": tables.vs_axis(rows, "precision", "fp32"),
              "attention": tables.vs_axis(rows, "attention", "eager"), "checkpointing": tables.checkpointing_table(rows)}
-    return Inputs(run, rows, refused, budget_mib, seed_claims.budget_text(budget_mib), device, memory_label,
+    return Inputs(run, rows, refused, budget_mib, report_claims.budget_text(budget_mib), device, memory_label,
                   *_model_facts(run), companions, pairs, tables.attention_kernel_table(rows))
 
 
@@ -101,11 +101,11 @@ def heading(src: Inputs, out_tables: dict) -> dict:
 def what_to_run(src: Inputs, out_tables: dict) -> dict:
     """1. What to run on the card: the plan joined to the run's speeds, else the fastest case within the budget."""
     plan = plan_folder(list(src.companions))
-    found = answers.answer(src.rows, answers.read_plan(plan.folder if plan else None), src.device, src.run.device_name,
+    found = first_screen.answer(src.rows, first_screen.read_plan(plan.folder if plan else None), src.device, src.run.device_name,
                            plan.page if plan else "")
     winners, fit_counts = tables.headline(src.rows, src.budget_mib)
     out_tables.update(answer=found.rows, host_order=found.host, headline=winners.drop(columns=["reason"], errors="ignore"))
-    return {"answer": found, "host_order": answers.host_summary(found.host, found.host_name),  # shown in section 3
+    return {"answer": found, "host_order": first_screen.host_summary(found.host, found.host_name),  # shown in section 3
             "headline": show(winners, [
         ("size", "input size (WxH)", "text"), ("mode", "mode", "text"), ("case_id", "case", "text"),
         ("batch", "batch (images)", "int"), ("images_per_s", "throughput (images/s)", "num"),
@@ -152,7 +152,7 @@ def how_sure(src: Inputs, out_tables: dict) -> dict:
            "run_notes": list(run.notes) + src.facts_notes}
     named = {"transformer vs CNN": src.pairs["vs_cnn"], "precision": src.pairs["precision"],
              "attention": src.pairs["attention"], "checkpointing": src.pairs["checkpointing"]}
-    ctx.update(validity.context(rows, run.meta, src.refused, named))
+    ctx.update(confidence.context(rows, run.meta, src.refused, named))
     return ctx
 
 
@@ -163,7 +163,7 @@ def trade_offs(src: Inputs, out_tables: dict) -> dict:
     for key, axis, base in (("precision", "precision", "fp32"), ("attention", "attention", "eager")):
         pairs = src.pairs[key]
         summary = tables.summarize_pairs(pairs, [axis, "mode"])
-        ctx[f"{key}_summary"] = validity.show_summary(summary, [
+        ctx[f"{key}_summary"] = confidence.show_summary(summary, [
             (axis, axis, "text"), ("mode", "mode", "text"), *COUNTED,
             ("speed_ratio", f"speed (× {base} images/s)", "ratio"), ("speed_ratio_min", "slowest (×)", "ratio"),
             ("speed_ratio_max", "fastest (×)", "ratio"), ("memory_ratio", f"memory (× {base} peak MiB, {src.memory_label})", "ratio")],
@@ -192,7 +192,7 @@ def _checkpointing(src: Inputs) -> dict:
         ckpt_summary["memory_saved_pct"] = (1 - ckpt_summary["memory_ratio"]) * 100
         ckpt_summary["time_lost_pct"] = (ckpt_summary["time_ratio"] - 1) * 100
         ckpt_summary = ckpt_summary.sort_values(["family", "preset"], key=_preset_key)
-    return {"ckpt_summary": validity.show_summary(ckpt_summary, [
+    return {"ckpt_summary": confidence.show_summary(ckpt_summary, [
         ("family", "family", "text"), ("preset", "preset", "text"), ("pairs", "matched train cases", "int"), *COUNTED[1:],
         ("memory_saved_pct", f"memory saved (% of peak MiB, {src.memory_label})", "pct"),
         ("time_lost_pct", "time lost (% of ms/batch, clean pairs)", "pct")], TIMING),
@@ -212,7 +212,7 @@ def transformer_vs_cnn(src: Inputs, out_tables: dict) -> dict:
     """4. Transformer vs CNN: speed, memory and parameters, each against the CNN case of the same input."""
     cnn_pairs = src.pairs["vs_cnn"]
     out_tables["vs_cnn"] = cnn_pairs
-    ctx = {"vs_cnn_summary": validity.show_summary(_cnn_summary(cnn_pairs), [
+    ctx = {"vs_cnn_summary": confidence.show_summary(_cnn_summary(cnn_pairs), [
         ("family", "family", "text"), ("preset", "preset", "text"), ("attention", "attention", "text"), *COUNTED,
         ("speed_ratio", "speed (× CNN images/s)", "ratio"),
         ("speed_ratio_min", "slowest (×)", "ratio"), ("speed_ratio_max", "fastest (×)", "ratio"),
@@ -235,20 +235,20 @@ def transformer_vs_cnn(src: Inputs, out_tables: dict) -> dict:
 def seed_claims_checked(src: Inputs, out_tables: dict) -> dict:
     """5. The seed's claims, checked: each against our figure, with a verdict."""
     claims = load_claims()
-    checked = seed_claims.check_all(claims, src.rows, src.device, src.budget_mib, src.pairs["vs_cnn"],
+    checked = report_claims.check_all(claims, src.rows, src.device, src.budget_mib, src.pairs["vs_cnn"],
                                     {"precision": src.pairs["precision"], "checkpointing": src.pairs["checkpointing"],
                                      "attention": src.pairs["attention"]}, src.facts)
     out_tables["claims"] = pd.DataFrame([dict(r, table=k) for k, group in checked.items() for r in group])
     claim_spec = [("claim", "claim", "text"), ("seed_says", "the seed says", "text"), ("measured", "ours", "text"),
                   ("verdict", "verdict", "text")]  # how each was obtained: claims.csv's basis column
-    judged = {k: [r for r in v if r["verdict"] in seed_claims.JUDGED] for k, v in checked.items()}
+    judged = {k: [r for r in v if r["verdict"] in report_claims.JUDGED] for k, v in checked.items()}
     verdicts = out_tables["claims"]["verdict"].value_counts()
     return {"claims": {k: show(pd.DataFrame(v), claim_spec) for k, v in judged.items()},
             "claims_left": {k: len(checked[k]) - len(v) for k, v in judged.items()},
-            "claims_sections": {k: claims[k]["section"] for k in checked}, "claims_source": seed_claims.claim_source(claims),
-            "claims_file": "bench/data/seed_claims.toml", "claims_rules": seed_claims.rules_of(claims).text(),
+            "claims_sections": {k: claims[k]["section"] for k in checked}, "claims_source": report_claims.claim_source(claims),
+            "claims_file": "bench/data/report_claims.toml", "claims_rules": report_claims.rules_of(claims).text(),
             "flat_architecture": claims["flat_layout"]["architecture"],
-            "claims_tally": ", ".join(f"{int(verdicts[v])} {v}" for v in seed_claims.VERDICTS if v in verdicts)}
+            "claims_tally": ", ".join(f"{int(verdicts[v])} {v}" for v in report_claims.VERDICTS if v in verdicts)}
 
 
 def reconstruction_quality(src: Inputs, out_tables: dict) -> dict:

@@ -4,7 +4,7 @@ and the card a run's plan answers for. Written once, here; the writers and the r
 
 - a speed run's folder (``core/session.py`` writes it through ``runs/writer.py``; ``report/``,
   ``compare/``, ``scale/`` read it): :data:`RESULTS_CSV`, :data:`SAMPLES_JSONL`, :data:`META_JSON`;
-- a plan (``plan/output.py`` writes it; ``report/answer.py``, ``report/companions.py`` and
+- a plan (``plan/output.py`` writes it; ``report/first_screen.py``, ``report/companions.py`` and
   ``scale/plans.py`` read it): :data:`PLAN_CSV`, :data:`PLAN_MD`, joined to a run's rows by
   :func:`config_key`;
 - a quality run (``quality/report.py`` writes it; ``report/companions.py`` reads it):

@@ -71,7 +71,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("encoder_pct", "%", "sequence modes: share of a step's time in the encoder (Embedding of the batch x seq_len "
            "frames, and its backward when fine-tuned), from torch.profiler over 2 extra eager steps: each op's self time "
            "(CPU; on CUDA the device time of its kernels) under the pipeline's encoder scope, backward ops by the "
-           "forward op that made their autograd node (bench/core/sequence.py); empty in other modes"),
+           "forward op that made their autograd node (bench/core/sequence_metrics.py); empty in other modes"),
     Column("lstm_pct", "%", "sequence modes: the same for the LSTM and its head; the rest of the step (100 - encoder_pct "
            "- lstm_pct) is the loss, AdamW and the reshape between the parts; empty in other modes"),
     Column("gflop_per_image", "GFLOP", "floating-point operations per image for the mode (2 per multiply-add; per frame "
