@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import shlex
 
 import numpy as np
 import pytest
@@ -276,6 +278,10 @@ def test_plan_command_writes_csv_and_markdown(tmp_path, capsys):
     md = (folder / "plan.md").read_text()
     assert "Batch-size plan" in md and "seed" in md and "64-96" in md
     assert "plan.csv" in capsys.readouterr().out
+    made = json.loads((folder / "provenance.json").read_text())  # runs/provenance.py: the one record every command writes
+    assert made["command"] == "python -m bench plan --budget 8GiB --matrix smoke --families transformer --sizes 201x201 " \
+                              f"--attention flash,eager --modes train --results {shlex.quote(str(tmp_path))}"
+    assert set(made) == {"created", "commit", "dirty", "tree", "command"}
 
 
 def test_plan_command_rejects_a_bad_budget(capsys):

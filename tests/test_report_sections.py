@@ -47,3 +47,13 @@ def test_a_section_out_of_order_is_caught():
     names[1], names[2] = names[2], names[1]
     assert mismatches(names, TEMPLATE.read_text())
     assert mismatches([f.__name__ for f in SECTIONS[1:-1]], TEMPLATE.read_text())  # a heading without its function
+
+
+def test_every_file_the_report_names_exists():
+    """A path the report's code writes into report.md (``bench/data/seed_claims.toml``, ...) names a file that is there."""
+    import ast
+
+    repo = TEMPLATE.parents[2]
+    named = {node.value for path in (repo / "bench" / "report").glob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(r"bench/[\w/]+\.(py|toml|md)", node.value)}
+    assert named and not sorted(p for p in named if not (repo / p).is_file())

@@ -367,11 +367,11 @@ def test_a_small_downstream_check_trains_the_lstm_and_scores_it(tmp_path):
     assert all(math.isfinite(v) for v in (r.lstm_mse, r.repeat_mse, r.ridge_mse, r.mean_mse, r.pixel_lstm_mse,
                                           r.pixel_ridge_mse, r.pixel_floor_mse, r.seed_spread))
     assert r.diff == pytest.approx(r.lstm_mse - min(r.repeat_mse, r.ridge_mse), abs=1e-6)
-    md = write_outputs(tmp_path, [r], dict(command="python -m bench downstream (test)", when="now", device="cpu",
-                                           torch=torch.__version__, commit="x", dirty=False, seconds=1.0, data="noise",
+    md = write_outputs(tmp_path, [r], dict(command="python -m bench downstream (test)", created="2026-12-08T00:00:00+00:00",
+                                           device="cpu", torch=torch.__version__, commit="x", dirty=False, seconds=1.0, data="noise",
                                            dropped="", ae_steps=3, seeds=[0, 1]))
     text = md.read_text()
-    assert "| cnn | 128 | 3 |" in text and "ridge" in text and "commit x" in text
+    assert "| cnn | 128 | 3 |" in text and "ridge" in text and "commit x" in text and "(2026-12-08T00:00:00+00:00)" in text
     assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "curves.csv").exists()
 
 

@@ -246,7 +246,7 @@ def seed_claims_checked(src: Inputs, out_tables: dict) -> dict:
     return {"claims": {k: show(pd.DataFrame(v), claim_spec) for k, v in judged.items()},
             "claims_left": {k: len(checked[k]) - len(v) for k, v in judged.items()},
             "claims_sections": {k: claims[k]["section"] for k in checked}, "claims_source": report_claims.claim_source(claims),
-            "claims_file": "bench/data/report_claims.toml", "claims_rules": report_claims.rules_of(claims).text(),
+            "claims_file": "bench/data/seed_claims.toml", "claims_rules": report_claims.rules_of(claims).text(),
             "flat_architecture": claims["flat_layout"]["architecture"],
             "claims_tally": ", ".join(f"{int(verdicts[v])} {v}" for v in report_claims.VERDICTS if v in verdicts)}
 
