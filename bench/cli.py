@@ -21,8 +21,8 @@ from typing import Optional
 from bench.core.commandline import EXIT_INTERRUPTED, EXIT_IO, EXIT_USAGE, Command
 
 COMMAND_MODULES = (
-    "bench.core.run_command", "bench.report.command", "bench.compare.command", "bench.plan.command",
-    "bench.profile.command", "bench.quality.command", "bench.scale.command", "bench.sequence.command",
+    "bench.run_command", "bench.report.command", "bench.compare.command", "bench.plan.command",
+    "bench.profile.command", "bench.quality.command", "bench.scale.command", "bench.downstream.command",
     "bench.history.command",
 )
 

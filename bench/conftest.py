@@ -19,7 +19,8 @@ import pytest
 from bench.core.commandline import (
     AXIS_HELP, DEVICE_HELP, MATRIX_HELP, MIN_TIME_HELP, PROCESSES_HELP, RESULTS_HELP, add_launcher_args,
 )
-from bench.plan.defaults import DEFAULT_CARD, PLAN_FOR_HELP
+from bench.plan.defaults import PLAN_FOR_HELP
+from bench.runs.contract import DEFAULT_CARD, META_JSON
 from bench.scale.options import add_shard_option
 
 DEFAULT_STORAGE = "file://./.benchmarks"
@@ -34,7 +35,7 @@ def pytest_addoption(parser):
     group.addoption("--ae-device", default="auto", help=DEVICE_HELP)
     group.addoption("--ae-min-time", type=float, default=None, help=MIN_TIME_HELP + " (seconds)")
     add_launcher_args(group.addoption, "--ae-")
-    add_shard_option(group.addoption, "--ae-")  # --ae-shard K/N: one part of the matrix (bench/scale/shard.py)
+    add_shard_option(group.addoption, "--ae-")  # --ae-shard K/N: one part of the matrix (bench/core/shard.py)
     group.addoption("--ae-selfcheck", action="store_true",
                     help="also run the cross-checks (harness vs torch.utils.benchmark, our Block vs nn.TransformerEncoderLayer, "
                          "the memory model vs real steps): figures go to the run's selfcheck.json and the report")
@@ -151,7 +152,7 @@ def pytest_configure(config):
             from bench.units import parse_bytes
 
             parse_bytes(budget, "--ae-plan-budget")
-        from bench.plan.answer import resolve_card
+        from bench.plan.partial import resolve_card
 
         resolve_card(config.getoption("--ae-plan-for"), "--ae-plan-for")
     except ValueError as err:
@@ -219,7 +220,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     if session is not None and session.run is not None:
         import json
 
-        meta = json.loads((session.run_dir / "meta.json").read_text())
+        meta = json.loads((session.run_dir / META_JSON).read_text())
         # the command and device facts, so a report made from this JSON says how to reproduce it
         output_json["ae_bench"] = {"run_id": session.run.run_id, "run_dir": str(session.run_dir),
                                    "matrix": session.selection.matrix.name, "calibration": meta.get("calibration", {}),
@@ -260,6 +261,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if session is None or session.run is None:
         return
     from bench.core.session import end_run
+    from bench.report.build import write_report
 
     terminalreporter.section("ae-bench")
     facts = session.selection.facts
@@ -271,13 +273,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(f"ae-bench: the session was stopped: no plan for the report's first screen (make one with "
                                     f"`python -m bench plan --results PLAN_DIR ...`, then "
                                     f"`{rerun_command(['report', str(session.run_dir), '--with', 'PLAN_DIR'])}`)")
-        for line in end_run(session.run, settle=False):
+        for line in end_run(session.run, write_report, settle=False):
             terminalreporter.write_line(line)
         return
-    from bench.plan.answer import plan_for_run  # before the report, which answers from it
+    from bench.plan.partial import plan_for_run  # before the report, which answers from it
 
     for line in plan_for_run(session.run, session.selection, config.getoption("--ae-plan-for"),
                              config.getoption("--ae-plan-budget")):
         terminalreporter.write_line(f"ae-bench: {line}")
-    for line in end_run(session.run):
+    for line in end_run(session.run, write_report):
         terminalreporter.write_line(line)

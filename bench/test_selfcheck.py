@@ -6,7 +6,7 @@
   when someone else uses the machine, which says nothing about the code. The behaviour behind them
   is tested in tests/ (same arithmetic in both blocks, one timer for both faces).
 - The memory model against real steps (no timing: it holds on a busy machine): for each
-  configuration the model (``bench/plan/predictor.py``: fake tensors, storage accounting, lines in
+  configuration the model (``bench/core/memory_model.py``: fake tensors, storage accounting, lines in
   the batch) predicts the peak of live tensor memory of a training step on this CPU; the step then
   runs for real and ``bench/plan/reference.py`` reads the peak from the CPU allocator's events
   (``torch.profiler``). They must agree within 10%. By default only the tiny preset runs (16

@@ -741,7 +741,7 @@ def test_compare_notes_a_run_that_did_not_record_its_timer(tmp_path, capsys):
 
 
 def test_the_report_says_what_auto_ran():
-    from bench.report.build import _auto_notes
+    from bench.report.sections import _auto_notes
 
     ran = pd.DataFrame({"attention": ["auto", "auto", "flash"], "attention_ran": ["cudnn", "flash", "flash"], "cases": [12, 2, 5]})
     assert _auto_notes(ran) == ["`auto` (SDPA free to choose) ran cudnn in 12 case(s), flash in 2 case(s); "
@@ -1004,7 +1004,7 @@ def test_without_the_cards_sm_count_an_emulated_plan_claims_no_range():
 
 
 def test_the_first_screen_says_whose_throughput_picked_the_batch():
-    from bench.report.answer import _memory_source
+    from bench.report.first_screen import _memory_source
 
     row = pd.Series({"source": "emulated", "device": "NVIDIA H100 80GB HBM3 held to 8.00 GiB",
                      "recommended_from": "emulated: the NVIDIA H100 80GB HBM3's images/s, not the NVIDIA GeForce RTX 4060's"})

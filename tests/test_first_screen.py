@@ -1,4 +1,4 @@
-"""The report's first screen decides (bench/report/answer.py, pick.py; bench/trackers/card_model.py):
+"""The report's first screen decides (bench/report/first_screen.py, pick.py; bench/trackers/card_model.py):
 which configuration a user with the target card runs, at which batch. Each test plants a run and a
 plan where the wrong rule gives another answer: the host's order against the card model's, a tie
 within noise, the slower of two fitting rows, a batch the memory model's own error pushes over.
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from bench.report import pick as picks
-from bench.report.answer import answer, coverage
+from bench.report.first_screen import answer, coverage
 from bench.report.card_check import check
 from bench.trackers.card_model import card_for_target, host_card, images_per_s, step_seconds
 

@@ -231,14 +231,14 @@ def finish_session(monkeypatch, exitstatus) -> list[str]:
     """The speed face's session end (bench/conftest.py's hooks) on a stub run: what it did, in order."""
     import bench.conftest as face
     import bench.core.session as session_module
-    import bench.plan.answer as answer
+    import bench.plan.partial as answer
 
     run = FakeRun()
     ae = face.AeSession(SimpleNamespace(getoption=lambda name: None), SimpleNamespace(facts=SimpleNamespace(name="cpu", type="cpu"),
                                                                                      matrix=SimpleNamespace(name="default")))
     ae.run = run
     config = SimpleNamespace(stash={face._SESSION_KEY: ae}, getoption=lambda name: None)
-    monkeypatch.setattr(session_module, "end_run", lambda r, settle=True: run.calls.append(f"end_run(settle={settle})") or [])
+    monkeypatch.setattr(session_module, "end_run", lambda r, write_report, settle=True: run.calls.append(f"end_run(settle={settle})") or [])
     monkeypatch.setattr(answer, "plan_for_run", lambda *a, **k: run.calls.append("plan") or [])
     hook = face.pytest_sessionfinish(SimpleNamespace(config=config), exitstatus)
     next(hook)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import shlex
 
 import numpy as np
 import pytest
 
 from bench.core.cases import Case
-from bench.plan.predictor import CATEGORIES, MAX_BATCH, MemoryModel, fit, largest_power_of_two
+from bench.core.memory_model import CATEGORIES, MAX_BATCH, MemoryModel, fit, largest_power_of_two
 from bench.plan.budget import EMULATED, MEASURED, Budget, PlanEnv, cuda_target_skip, find_gpu, make_env
 from bench.plan.defaults import DEFAULT_CONTEXT_MIB
 from bench.plan.output import PLAN_COLUMNS
@@ -276,6 +278,10 @@ def test_plan_command_writes_csv_and_markdown(tmp_path, capsys):
     md = (folder / "plan.md").read_text()
     assert "Batch-size plan" in md and "seed" in md and "64-96" in md
     assert "plan.csv" in capsys.readouterr().out
+    made = json.loads((folder / "provenance.json").read_text())  # runs/provenance.py: the one record every command writes
+    assert made["command"] == "python -m bench plan --budget 8GiB --matrix smoke --families transformer --sizes 201x201 " \
+                              f"--attention flash,eager --modes train --results {shlex.quote(str(tmp_path))}"
+    assert set(made) == {"created", "commit", "dirty", "tree", "command"}
 
 
 def test_plan_command_rejects_a_bad_budget(capsys):
@@ -375,7 +381,7 @@ def test_the_models_peak_matches_the_allocators_live_peak_of_a_real_step(case, b
     assert abs(predicted / measured - 1) <= 0.10, f"predicted {predicted / MIB:.1f} MiB, live peak {measured / MIB:.1f} MiB"
 
 
-# -- the run's partial plan for its report's first screen (bench/plan/answer.py) ----------------------
+# -- the run's partial plan for its report's first screen (bench/plan/partial.py) ----------------------
 
 def _speed_row(case: Case, images_per_s: float, gflop: float, tensors: float) -> dict:
     return {"case_key": case.key, "status": "ok", "images_per_s": images_per_s, "gflop_per_image": gflop,
@@ -385,7 +391,7 @@ def _speed_row(case: Case, images_per_s: float, gflop: float, tensors: float) ->
 def test_the_partial_plan_tries_configurations_in_the_card_models_order_off_the_card():
     """The run's host measured fp32/eager fastest; the card model (bf16 at twice fp32's peak on an RTX 4060, flash's
     fewer live bytes) ranks amp-bf16/flash first: the plan tries the card's order, and the host's without a card."""
-    from bench.plan.answer import candidates
+    from bench.plan.partial import candidates
     from bench.trackers.card_model import card_for_target
 
     base = dict(family="transformer", preset="tiny", size="201x201", mode="train", batch=4)
@@ -413,7 +419,7 @@ def test_a_card_below_compute_capability_8_runs_no_flash_attention_in_the_plan()
 def test_the_partial_plan_reads_every_row_of_the_run_folder_not_only_this_processes(tmp_path):
     """A resumed run: the process that plans measured one case; the plan's candidates come from the folder's
     results.csv, every group of it (the committed reference run: 12 groups)."""
-    from bench.plan.answer import candidates, run_rows
+    from bench.plan.partial import candidates, run_rows
     from bench.runs.reader import load_run
 
     from tests.test_report import REFERENCE_RUN

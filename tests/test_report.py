@@ -23,13 +23,13 @@ import torch
 import ae_models
 import ae_models.registry
 from bench import cli
-from bench.core import model_facts
+from bench.core import model_probe
 from bench.core.cases import expand, parse_matrix
 from bench.core.loop import sweep
 from bench.core.measure import Settings
 from bench.core.selection import Selection
 from bench.core.session import start_run
-from bench.report import claims as seed_claims
+from bench.report import claims as report_claims
 from bench.report.build import build_report, parse_budget, write_report
 from bench.report.display import fmt_num, md_table
 from bench.runs.model_facts import ATTENTION_MAPS_PNG, read_model_facts
@@ -280,8 +280,8 @@ def _quiet(frame):
 
 def _judged_by_the_rule(claim) -> None:
     """A ratio claim's verdict is the rule's for its measured figure and the seed's range (no either-or)."""
-    rules = seed_claims.rules_of(load_claims())
-    assert claim["verdict"] == seed_claims.ratio_verdict(claim["measured_value"], claim["claimed_low"],
+    rules = report_claims.rules_of(load_claims())
+    assert claim["verdict"] == report_claims.ratio_verdict(claim["measured_value"], claim["claimed_low"],
                                                          claim["claimed_high"], rules), claim.to_dict()
     assert claim["verdict"] in ("holds", "does not hold")  # a figure was measured, so it is judged
 
@@ -327,7 +327,7 @@ def test_claims_are_quoted_with_their_source(report_md):
         assert f"| {row['parameters']} |" in text
     table = section(text, "### 5.2")
     shown = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| claim")]
-    assert shown and all(any(v in line for v in seed_claims.JUDGED) for line in shown)  # the judged claims only
+    assert shown and all(any(v in line for v in report_claims.JUDGED) for line in shown)  # the judged claims only
 
 
 def test_parameter_counts_are_computed_from_the_model_definitions(report_dir):
@@ -336,9 +336,9 @@ def test_parameter_counts_are_computed_from_the_model_definitions(report_dir):
     assert len(params) == 10  # five presets x (patch, flat)
     for _, claim in params.iterrows():
         preset, family = re.match(r"(\w+): parameters \((.+)\)", claim["claim"]).groups()
-        assert claim["measured_value"] == model_facts.parameter_count(family, preset, "201x201", 512)
+        assert claim["measured_value"] == model_probe.parameter_count(family, preset, "201x201", 512)
         assert "computed from the model definition" in claim["basis"]
-        expected = seed_claims.params_verdict(claim["measured_value"], claim["claimed_low"], seed_claims.rules_of(load_claims()))
+        expected = report_claims.params_verdict(claim["measured_value"], claim["claimed_low"], report_claims.rules_of(load_claims()))
         assert claim["verdict"] == expected
 
 
@@ -347,7 +347,7 @@ def test_flat_layout_at_1280x152_is_about_900m_parameters_mostly_projections(rep
     flat = table[table["claim"].str.startswith("parameters of the seed's layout")].iloc[0]
     assert 880e6 < flat["measured_value"] < 920e6
     assert flat["verdict"] == "does not hold"
-    assert model_facts.flat_projection_count("xlarge", "1280x152", 2048) == pytest.approx(797e6, rel=0.01)
+    assert model_probe.flat_projection_count("xlarge", "1280x152", 2048) == pytest.approx(797e6, rel=0.01)
     assert "797M" in report_md and "902M" in report_md
     attention = table[table["claim"] == "attention of the seed's layout"].iloc[0]
     assert attention["measured_value"] == 0  # W_q and W_k get exactly zero gradient over one token
@@ -356,7 +356,7 @@ def test_flat_layout_at_1280x152_is_about_900m_parameters_mostly_projections(rep
 def test_cpu_run_judges_memory_ratios_on_live_tensors_but_not_absolute_gpu_memory(report_dir):
     table = pd.read_csv(report_dir / "claims.csv")
     memory = table[table["claim"].str.contains("memory")]
-    assert set(table["verdict"]) <= set(seed_claims.VERDICTS)
+    assert set(table["verdict"]) <= set(report_claims.VERDICTS)
     absolute = memory[memory["claim"].str.contains("at the recommended batch")]
     assert (absolute["verdict"] == "not measurable on this device").all()
     ratios = memory.set_index("claim")
@@ -372,12 +372,12 @@ def test_cpu_run_judges_memory_ratios_on_live_tensors_but_not_absolute_gpu_memor
     (1.2, 1.3, 1.4, "holds"), (1.8, 1.3, 1.4, "does not hold"), (float("nan"), 1.0, 1.0, "not measured in this run"),
 ])
 def test_ratio_verdict_rule(measured, low, high, verdict):
-    assert seed_claims.ratio_verdict(measured, low, high, seed_claims.rules_of(load_claims())) == verdict
+    assert report_claims.ratio_verdict(measured, low, high, report_claims.rules_of(load_claims())) == verdict
 
 
 @pytest.mark.parametrize("measured, verdict", [(650_000, "holds"), (350_000, "holds"), (660_000, "does not hold")])
 def test_params_verdict_rule_is_30_percent(measured, verdict):
-    assert seed_claims.params_verdict(measured, 500_000, seed_claims.rules_of(load_claims())) == verdict
+    assert report_claims.params_verdict(measured, 500_000, report_claims.rules_of(load_claims())) == verdict
 
 
 # -- plots ----------------------------------------------------------------------------------------
@@ -399,8 +399,8 @@ def test_attention_maps_are_labelled_as_an_untrained_model(report_md):
 
 def test_the_run_wrote_its_model_facts_when_it_started(run_dir):
     facts = read_model_facts(run_dir)
-    assert facts.params("transformer", "tiny", "201x201", 0) == model_facts.parameter_count("transformer", "tiny", "201x201", 0)
-    assert facts.params("transformer-flat", "xlarge", "1280x152", 2048) == model_facts.parameter_count(
+    assert facts.params("transformer", "tiny", "201x201", 0) == model_probe.parameter_count("transformer", "tiny", "201x201", 0)
+    assert facts.params("transformer-flat", "xlarge", "1280x152", 2048) == model_probe.parameter_count(
         "transformer-flat", "xlarge", "1280x152", 2048)
     probe = facts.flat_probe("tiny", "201x201", 128)
     assert probe["map_shape"][-2:] == [1, 1] and probe["map_values"] == [1.0] and probe["qk_grad_norm"] == 0
@@ -441,7 +441,7 @@ def test_run_without_model_facts_renders_and_says_which_facts_are_missing(run_di
     (folder / "plots" / "attention_maps.png").unlink()
     markdown = write_report(folder).read_text()
     assert all(heading in markdown for heading in SECTIONS)
-    assert "no model_facts.json: " in markdown and f"`python -m bench.core.model_facts {folder}`" in markdown
+    assert "no model_facts.json: " in markdown and f"`python -m bench.core.model_probe {folder}`" in markdown
     assert "Not drawn: figure not computed: the run has no model_facts.json" in markdown
     claims = pd.read_csv(folder / "claims.csv")
     computed = claims[claims["claim"].str.contains(": parameters|seed's layout")]
@@ -455,7 +455,7 @@ def test_model_facts_command_writes_the_facts_of_a_run_already_on_disk(run_dir, 
     shutil.copytree(run_dir, folder)
     (folder / "model_facts.json").unlink()
     (folder / "plots" / "attention_maps.png").unlink()
-    assert model_facts.main([str(folder)]) == 0
+    assert model_probe.main([str(folder)]) == 0
     written = read_model_facts(folder)
     for _, row in rows[rows["status"] == "ok"].iterrows():  # the rows hold the latent as built, not 0 (the default)
         assert written.params(row["family"], row["preset"], row["size"], int(row["latent"])) == row["params"], row["case_id"]
@@ -691,7 +691,7 @@ def test_the_readme_states_the_parameter_figures_asserted_here():
 @pytest.mark.parametrize("preset", list(README_PARAMETERS))
 def test_parameter_counts_are_the_readmes_exact_figures(preset):
     for family, expected in zip(("transformer", "transformer-flat", "cnn"), README_PARAMETERS[preset]):
-        assert model_facts.parameter_count(family, preset, "201x201", 512) == expected, (family, preset)
+        assert model_probe.parameter_count(family, preset, "201x201", 512) == expected, (family, preset)
 
 
 def test_the_ae_models_command_prints_the_readmes_table():
@@ -717,8 +717,8 @@ def test_the_reports_parameter_claims_hold_the_readmes_figures_and_fixed_verdict
 
 @pytest.fixture(scope="session")
 def answered(run_dir, tmp_path_factory) -> Path:
-    """A copy of the run with the plan a run writes at its end (bench/plan/answer.py, predicted for an RTX 4060)."""
-    from bench.plan.answer import write_answer_plan
+    """A copy of the run with the plan a run writes at its end (bench/plan/partial.py, predicted for an RTX 4060)."""
+    from bench.plan.partial import write_answer_plan
 
     folder = tmp_path_factory.mktemp("answered") / run_dir.name
     shutil.copytree(run_dir, folder)
@@ -733,7 +733,7 @@ def answered(run_dir, tmp_path_factory) -> Path:
 def test_the_answer_is_the_card_models_fastest_configuration_the_plan_fits(answered):
     """Each group's pick is the card model's fastest of the configurations the plan fits, at the batch shown
     (the run is on a CPU, so its own measured order decides nothing)."""
-    from bench.report.answer import config_key
+    from bench.runs.contract import config_key
     from bench.trackers.card_model import card_for_target, images_per_s
 
     plan = pd.read_csv(answered / "plan.csv")
@@ -779,7 +779,7 @@ def test_a_resumed_runs_first_screen_covers_every_group_the_run_measured(run_dir
     from types import SimpleNamespace
 
     from bench.core.resume import record_resume
-    from bench.plan.answer import plan_for_run
+    from bench.plan.partial import plan_for_run
 
     folder = tmp_path / run_dir.name
     shutil.copytree(run_dir, folder)

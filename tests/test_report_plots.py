@@ -209,7 +209,7 @@ def test_the_reference_runs_memory_line_is_its_plan_md_live_tensor_budget():
     """Two outputs of the plan agree: the line the report draws from plan.csv and plan.md's accounting."""
     import re
 
-    from bench.report.answer import read_plan
+    from bench.report.first_screen import read_plan
     from tests.test_report import REFERENCE_RUN
 
     live, _ = plots.usable_budget(read_plan(REFERENCE_RUN), {"tensor_peak_mib"}, 8192.0)
@@ -281,7 +281,7 @@ def test_a_series_without_a_bar_has_no_legend_entry(drawn):
 def _attention_figure(size, peaked_map=True):
     import numpy as np
 
-    from bench.core.model_facts import draw_attention_maps
+    from bench.core.model_probe import draw_attention_maps
 
     w, h = (int(v) for v in size.split("x"))
     grid = (4, 16) if w / h > 2 else (8, 8)

@@ -30,7 +30,7 @@ from bench.runs.selection import selection_record, write_selection
 from bench.runs.writer import RunWriter
 from bench.scale import executors
 from bench.scale.resources import GPU_PROCESSES, default_resources, gpus_asked, job_resources
-from bench.scale.shard import assign, case_cost, parse_shard, shard_of_command, take_shard
+from bench.core.shard import assign, case_cost, parse_shard, shard_of_command, take_shard
 from bench.trackers.device import DeviceFacts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,7 +116,7 @@ def test_the_split_puts_the_most_expensive_cases_first(monkeypatch, costs, n, lo
     order meets ``max <= mean + largest``; only this one gives these loads (cheapest first: [7, 3] for the first)."""
     from types import SimpleNamespace
 
-    from bench.scale import shard
+    from bench.core import shard
 
     cases = [SimpleNamespace(key=f"case-{i:02d}", cost=c) for i, c in enumerate(costs)]
     monkeypatch.setattr(shard, "case_cost", lambda case: float(case.cost))
@@ -127,7 +127,7 @@ def test_the_split_puts_the_most_expensive_cases_first(monkeypatch, costs, n, lo
 def test_the_split_refuses_a_case_twice(monkeypatch):
     from types import SimpleNamespace
 
-    from bench.scale import shard
+    from bench.core import shard
 
     monkeypatch.setattr(shard, "case_cost", lambda case: 1.0)
     with pytest.raises(ValueError, match=r"^the selection holds a case twice: a split by case key needs unique keys$"):

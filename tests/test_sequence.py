@@ -1,5 +1,5 @@
 """The pipeline frames -> Embedding -> LSTM: the models (ae_models/sequence.py), the sequence modes of a
-sweep (bench/core), their plan rows, and the downstream check (bench/sequence)."""
+sweep (bench/core), their plan rows, and the downstream check (bench/downstream)."""
 
 from __future__ import annotations
 
@@ -189,7 +189,7 @@ def test_other_rows_leave_the_sequence_columns_empty(facts):
 def test_time_goes_to_the_part_whose_forward_made_it():
     from torch.profiler import ProfilerActivity, profile
 
-    from bench.core.sequence import _forward_nodes, _part
+    from bench.core.sequence_metrics import _forward_nodes, _part
 
     p = pipeline("cnn", freeze=False).train()
     frames = torch.rand(2, 3, 1, *HW)
@@ -222,7 +222,7 @@ def test_the_attention_a_fused_kernel_hides_is_added_for_every_frame(facts):
 
 
 def test_the_lstm_gates_the_counter_cannot_see_are_counted_from_the_shapes():
-    from bench.core.sequence import recurrent_flops_forward
+    from bench.core.sequence_metrics import recurrent_flops_forward
 
     lstm = LSTMModel(LSTMEmbdSize=128, hidden_size=64, num_layers=2)
     # per frame: layer 1 2*4*64*(128+64), layer 2 2*4*64*(64+64)
@@ -230,7 +230,7 @@ def test_the_lstm_gates_the_counter_cannot_see_are_counted_from_the_shapes():
 
 
 def test_a_frozen_encoder_keeps_no_activations_for_backward():
-    from bench.plan.predictor import CATEGORIES, fit
+    from bench.core.memory_model import CATEGORIES, fit
 
     def most_saved(model, batch: int) -> float:  # the largest amount of saved-for-backward bytes at any moment
         k = CATEGORIES.index("saved")
@@ -258,7 +258,7 @@ def test_a_sequence_plan_row_counts_frames():
 # -- the downstream check -----------------------------------------------------------------------------
 
 def test_rows_give_every_run_of_consecutive_windows():
-    from bench.sequence.downstream import Rows
+    from bench.downstream.downstream import Rows
 
     rows = Rows([torch.arange(5.0)[:, None].repeat(1, 3), torch.zeros(2, 3)], [])
     seqs, where = rows.sequences(3)
@@ -267,7 +267,7 @@ def test_rows_give_every_run_of_consecutive_windows():
 
 
 def test_the_bootstrap_resamples_whole_images():
-    from bench.sequence.downstream import bootstrap_interval
+    from bench.downstream.downstream import bootstrap_interval
 
     values = np.array([1.0, 1.0, 1.0, -1.0])
     low, high = bootstrap_interval(values, np.array([0, 0, 0, 1]), seed=0)
@@ -275,7 +275,7 @@ def test_the_bootstrap_resamples_whole_images():
 
 
 def _result(diff, low, high, spread=0.0, baseline="ridge"):
-    from bench.sequence.downstream import DownstreamResult
+    from bench.downstream.downstream import DownstreamResult
 
     return DownstreamResult("cnn", "tiny", 128, (152, 640), 64, 4, seeds=3, images=6, baseline=baseline, diff=diff,
                             diff_low=low, diff_high=high, seed_spread=spread)
@@ -300,7 +300,7 @@ def test_the_verdict_names_the_baseline_it_was_judged_against():
 
 
 def test_the_ridge_predictor_recovers_a_linear_step_exactly():
-    from bench.sequence.downstream import Ridge, fit_ridge
+    from bench.downstream.downstream import Ridge, fit_ridge
 
     rng = np.random.default_rng(0)
     weight = torch.from_numpy(rng.normal(size=(4, 4)) * 0.4).float()
@@ -318,7 +318,7 @@ def test_the_ridge_predictor_recovers_a_linear_step_exactly():
 
 def test_the_autoencoder_trains_for_its_step_budget_and_rows_record_the_steps():
     from bench.quality.dataset import SourceImage, make_split, sample_rects, CropDataset
-    from bench.sequence.downstream import train_autoencoder
+    from bench.downstream.downstream import train_autoencoder
 
     rng = np.random.default_rng(0)
     images = make_split([SourceImage(f"s{i}", rng.random((40, 60)).astype(np.float32)) for i in range(3)], (16, 32), 1, 1).images
@@ -331,7 +331,7 @@ def test_the_autoencoder_trains_for_its_step_budget_and_rows_record_the_steps():
 
 
 def test_a_warning_when_compared_autoencoders_trained_different_steps():
-    from bench.sequence.output import step_warning
+    from bench.downstream.output import step_warning
 
     same, other = _result(-0.3, -0.5, -0.1), _result(-0.3, -0.5, -0.1)
     same.ae_steps = same.ae_steps_max = other.ae_steps = other.ae_steps_max = 100
@@ -342,7 +342,7 @@ def test_a_warning_when_compared_autoencoders_trained_different_steps():
 
 def test_training_and_heldout_rows_come_from_different_images():
     from bench.quality.dataset import SourceImage, make_split
-    from bench.sequence.downstream import sample_rows
+    from bench.downstream.downstream import sample_rows
 
     rng = np.random.default_rng(1)
     images = make_split([SourceImage(f"s{i}", rng.random((50, 80)).astype(np.float32)) for i in range(6)], (16, 48), 1, 1).images
@@ -354,8 +354,8 @@ def test_training_and_heldout_rows_come_from_different_images():
 
 def test_a_small_downstream_check_trains_the_lstm_and_scores_it(tmp_path):
     from bench.quality.dataset import SourceImage, make_split
-    from bench.sequence.downstream import run_downstream
-    from bench.sequence.output import write_outputs
+    from bench.downstream.downstream import run_downstream
+    from bench.downstream.output import write_outputs
 
     rng = np.random.default_rng(0)
     sources = [SourceImage(f"s{i}", rng.random((60, 100)).astype(np.float32)) for i in range(6)]
@@ -367,11 +367,11 @@ def test_a_small_downstream_check_trains_the_lstm_and_scores_it(tmp_path):
     assert all(math.isfinite(v) for v in (r.lstm_mse, r.repeat_mse, r.ridge_mse, r.mean_mse, r.pixel_lstm_mse,
                                           r.pixel_ridge_mse, r.pixel_floor_mse, r.seed_spread))
     assert r.diff == pytest.approx(r.lstm_mse - min(r.repeat_mse, r.ridge_mse), abs=1e-6)
-    md = write_outputs(tmp_path, [r], dict(command="python -m bench downstream (test)", when="now", device="cpu",
-                                           torch=torch.__version__, commit="x", dirty=False, seconds=1.0, data="noise",
+    md = write_outputs(tmp_path, [r], dict(command="python -m bench downstream (test)", created="2026-12-08T00:00:00+00:00",
+                                           device="cpu", torch=torch.__version__, commit="x", dirty=False, seconds=1.0, data="noise",
                                            dropped="", ae_steps=3, seeds=[0, 1]))
     text = md.read_text()
-    assert "| cnn | 128 | 3 |" in text and "ridge" in text and "commit x" in text
+    assert "| cnn | 128 | 3 |" in text and "ridge" in text and "commit x" in text and "(2026-12-08T00:00:00+00:00)" in text
     assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "curves.csv").exists()
 
 

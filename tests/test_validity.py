@@ -22,6 +22,7 @@ from bench.core.loop import sweep
 from bench.core.measure import Settings, measure_case
 from bench.core.selection import Selection
 from bench.core.validity import achieved_by_dtype, rate_against_peak, refuse_impossible, rerate_rows
+from bench.report.build import write_report
 from bench.runs.reader import load_run
 from bench.runs.schema import STATUSES, empty_row, invalid_reasons
 from bench.runs.writer import RunWriter
@@ -191,7 +192,7 @@ def test_a_busy_run_says_so_records_its_peaks_and_rates_its_rows_again(tmp_path,
     try:
         sweep(run, cases, progress=None)
         first = dict(run.rows[0])
-        lines = session_module.end_run(run)
+        lines = session_module.end_run(run, write_report)
     finally:
         calibration.measured_gemm_tflops.cache_clear()
     assert first["peak_tflops"] == first["tflops"] and "raised" in first["peak_source"]  # 1e-6 TFLOP/s was outrun

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from bench.runs.reader import load_run
 from bench.runs.schema import empty_row
-from bench.runs.writer import RESULTS_CSV, SAMPLES_JSONL, RunWriter
+from bench.runs.contract import RESULTS_CSV, SAMPLES_JSONL
+from bench.runs.writer import RunWriter
 
 META = {"created": "2026-01-01T00:00:00+00:00", "commit": "abc1234", "matrix": "test", "command": "test",
         "device": {"type": "cpu", "name": "cpu", "torch": "2.13.0", "slug": "cpu"}}

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from bench.compare.sides import open_run
-from bench.runs.writer import META_JSON, RESULTS_CSV, SAMPLES_JSONL
+from bench.runs.contract import META_JSON, RESULTS_CSV, SAMPLES_JSONL
 
 _RUN_FILES = (RESULTS_CSV, SAMPLES_JSONL, META_JSON)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bench.runs.reader import load_run, read_sample_processes
-from bench.runs.writer import RESULTS_CSV, SAMPLES_JSONL
+from bench.runs.contract import RESULTS_CSV, SAMPLES_JSONL
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """What a case is expected to cost, before it runs, and the time left that those costs imply while a
-run goes on: the shard planner's split (``bench/scale/shard.py``) and every progress line's ETA
+run goes on: the shard planner's split (``bench/core/shard.py``) and every progress line's ETA
 (``bench/core/loop.py``) read the same estimate.
 
 The cost is a cheap estimate, not a measurement: a fixed part per case (build, warm-up, the minimum

@@ -39,7 +39,7 @@ class Settings:
     min_time_s: float = 1.0    # ... and enough to fill this long
     memory_iters: int = 2      # steps in the memory pass
     noise_threshold: float = NOISE_THRESHOLD
-    predict_memory: bool = True  # each row's memory-model prediction (bench/plan/predictor.py; one fit per configuration)
+    predict_memory: bool = True  # each row's memory-model prediction (bench/core/memory_model.py; one fit per configuration)
     processes: int = 1         # fresh processes per case (bench/core/processes.py): the build-to-build spread
 
     @classmethod
@@ -148,17 +148,18 @@ def _measure(scenario: Scenario, case: Case, device: torch.device, facts: Device
         row.update(predicted_tensor_peak(case, device.type, row["tensor_peak_mib"]))
     check_output(scenario)  # outside the timed loop: NaN/inf or a wrong shape makes the case an error row
     if sequence:  # a profiled pass of its own: the encoder's and the LSTM's shares of a step
-        from bench.core.sequence import step_shares
+        from bench.core.sequence_metrics import step_shares
 
         row.update(step_shares(scenario.eager_step, device))
 
     with record_attention_kernels() as kernels:
         if sequence:
-            from bench.core.sequence import sequence_flops
+            from bench.core.sequence_metrics import sequence_flops
 
             flops = sequence_flops(scenario.eager_step, model, case)
         else:
-            flops = count_step_flops(scenario.eager_step, model, case)
+            flops = count_step_flops(scenario.eager_step, model, hw=case.hw, batch=case.batch, mode=case.mode,
+                                     checkpointing=case.checkpointing)
     row["attention_ran"] = "+".join(kernels) if kernels else ("none" if case.attention == "none" else "")
     row["gflop_per_image"] = flops.total / case.images / 1e9
     row["flops_source"] = flops.source

@@ -18,7 +18,8 @@ from typing import Callable, Optional
 
 from bench.core.selection import Selection
 from bench.runs.files import FolderLock, atomic_write_text
-from bench.runs.writer import META_JSON, RESULTS_CSV, RunWriter, check_run_files, csv_records
+from bench.runs.contract import META_JSON, RESULTS_CSV
+from bench.runs.writer import RunWriter, check_run_files, csv_records
 
 
 def selection_fingerprint(selection: Selection) -> dict:

@@ -32,7 +32,7 @@ class Selection:
     matrix: Matrix
     cases: list[Case]
     settings: Settings
-    shard: str = ""  # "K/N (n of m cases)" when --shard took one part of the selection (bench/scale/shard.py)
+    shard: str = ""  # "K/N (n of m cases)" when --shard took one part of the selection (bench/core/shard.py)
     whole: list[Case] = field(default_factory=list)  # the selection before --shard (recorded for `merge`)
 
 
@@ -98,7 +98,7 @@ def _cases(matrix: str, get_axis: Callable[[str], Optional[str]], facts, keyword
             raise ValueError(f"no case of matrix {loaded.name!r} matches the selection")
     part, whole = "", list(cases)
     if shard:
-        from bench.scale.shard import take_shard
+        from bench.core.shard import take_shard
 
         cases = take_shard(cases, shard, shard_option)
         part = f"{shard.strip()} ({len(cases)} of {len(whole)} cases)"

@@ -4,7 +4,7 @@ and ``pytest bench``): one folder, one writer, one launcher, one timer.
     run = start_run(selection, results_root, entry="cli", command=[...], launcher="auto")
     for case in run.pending(selection.cases):
         run.measure(case)          # the launcher measures it; the row is on disk when this returns
-    print("\\n".join(end_run(run)))  # summary table, where the rows are, the report (or how to retry it)
+    print("\\n".join(end_run(run, write_report)))  # summary table, where the rows are, the report (or how to retry it)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from bench.core.cases import Case
 from bench.core.launchers import choose_launcher
@@ -22,7 +22,8 @@ from bench.core.measure import Measurement
 from bench.core.selection import Selection
 from bench.runs.files import FolderLock, atomic_write_text
 from bench.runs.provenance import claim_run_dir, run_meta
-from bench.runs.writer import META_JSON, RunWriter, csv_records
+from bench.runs.contract import META_JSON
+from bench.runs.writer import RunWriter, csv_records
 
 
 @dataclass
@@ -72,7 +73,7 @@ class Run:
 def start_run(selection: Selection, results_root: Path, entry: str, command: list[str], launcher: str = "auto",
               case_timeout_s: Optional[float] = None, resume: Optional[Path] = None) -> Run:
     """Open a run folder (or reopen ``resume``), record its provenance and calibration, choose the launcher."""
-    from bench.core.model_facts import write_model_facts
+    from bench.core.model_probe import write_model_facts
     from bench.trackers.calibration import calibrate
     from bench.trackers.device import cpu_load, oversubscribed
 
@@ -137,14 +138,14 @@ def _start_peaks(selection: Selection) -> dict:
     return measured
 
 
-def end_run(run: Run, settle: bool = True) -> list[str]:
-    """Close the run: the console summary, where the rows are, and the report written from them.
+def end_run(run: Run, write_report: Callable[[Path], Path], settle: bool = True) -> list[str]:
+    """Close the run: the console summary, where the rows are, and the report written from them by
+    ``write_report`` (the face passes ``bench.report.build.write_report``: the engine imports no report).
 
     ``settle=False`` (a stopped session, whose time before SIGKILL is short): the peaks are not measured
     again (seconds on a CPU); the rows keep the start figures' MFU, and a line says so."""
     from bench.core.commandline import rerun_command
     from bench.core.console import summary_table
-    from bench.report.build import write_report
 
     if settle:
         peak_lines = run.settle()  # before the summary: a corrected peak changes the rows' MFU

@@ -6,7 +6,7 @@
 - :func:`refuse_impossible`: an ``ok`` row whose figures cannot be true (MFU above 100%, a throughput
   or time that is not positive, a time below the timer's floor) becomes ``invalid``, with the reason
   (:func:`bench.runs.schema.invalid_reasons`); the report keeps it out of every result.
-- :func:`predicted_tensor_peak`: the memory model's prediction (``bench.plan.predictor``) of the row's
+- :func:`predicted_tensor_peak`: the memory model's prediction (``bench.core.memory_model``) of the row's
   ``tensor_peak_mib``, and its error, so every run re-checks the planner on the device it runs on.
 - :func:`rerate_rows`: the run's end (``bench.core.session``), when the peak a precision is rated
   against changed (:func:`bench.trackers.calibration.compare_peaks`): MFU again, against it.
@@ -46,7 +46,7 @@ def refuse_impossible(row: dict[str, Any], timer_floor_ms: Optional[float]) -> N
 
 @functools.lru_cache(maxsize=64)
 def _fitted(config: Case, target: str):
-    from bench.plan.predictor import fit
+    from bench.core.memory_model import fit
 
     return fit(config, target)
 

@@ -16,7 +16,7 @@ from bench.core.cases import Case
 from bench.plan.budget import Budget
 from bench.plan.defaults import ACCURACY_ATTENTION, ACCURACY_PRECISIONS, ACCURACY_SIZES, CHECK_BATCH_CAP, CHECK_MEMORY
 from bench.plan.planner import config_label
-from bench.plan.predictor import fit, largest_power_of_two
+from bench.core.memory_model import fit, largest_power_of_two
 from bench.units import MIB, parse_bytes
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 from bench.core.commandline import EXIT_FAILED, EXIT_OK, Command, add_matrix_args
 from bench.plan.defaults import (
     ACCURACY_ATTENTION, ACCURACY_PRECISIONS, ACCURACY_SIZES, BUDGET_HELP, CHECK_BATCH_CAP, CHECK_MEMORY, DEFAULT_CONTEXT_MIB,
-    DEFAULT_DISPLAY_RESERVE, DEFAULT_MARGIN, DEFAULT_MAX_BATCH, PLAN_MODES,
+    DEFAULT_DISPLAY_RESERVE, DEFAULT_MARGIN, DEFAULT_MAX_BATCH,
 )
+from bench.runs.contract import PLAN_MODES
 
 
 def _plan_args(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +45,7 @@ def _plan(args: argparse.Namespace) -> int:
     from bench.plan.planner import configurations, run_plan
     from bench.core.cases import expand_modes, parse_axis_values
     from bench.core.selection import make_selection
-    from bench.runs.provenance import new_run_id
+    from bench.runs.provenance import bench_command, new_run_id, write_provenance
 
     plan = make_selection(args.matrix, lambda axis: getattr(args, axis), args.device)
     modes = expand_modes(parse_axis_values("modes", args.modes)) if args.modes else list(PLAN_MODES)
@@ -56,6 +57,7 @@ def _plan(args: argparse.Namespace) -> int:
     env.log(f"ae-bench plan: {len(cases)} configurations x modes for {env.target}, {env.source} ({env.device_label})")
     result = run_plan(cases, env)
     csv_path, md_path = write_plan(result, Path(args.results) / f"{new_run_id(plan.facts.slug)}-plan", load_seed_batch_claims())
+    write_provenance(csv_path.parent, bench_command(getattr(args, "argv", None) or sys.argv[1:]))
     print(md_path.read_text())
     print(f"plan: {csv_path}\n      {md_path}")
     return EXIT_OK

@@ -3,12 +3,12 @@
 Why each value: see ``bench/plan/budget.py``'s module docstring (the budget accounting).
 """
 
+from bench.runs.contract import DEFAULT_CARD
+
 DEFAULT_CONTEXT_MIB = 450       # predicted CUDA context + library workspaces (see budget.py's docstring)
 DEFAULT_DISPLAY_RESERVE = "256MiB"
 DEFAULT_MARGIN = 0.05
 DEFAULT_MAX_BATCH = 16384       # the search stops here: "at least this many"
-PLAN_MODES = ("train", "infer")
-DEFAULT_CARD = "rtx4060"  # the card a run's report answers for (8 GiB), unless --plan-for / --ae-plan-for say otherwise
 PLAN_FOR_HELP = ("the card the report's first screen answers for (a partial plan of the run's fastest configurations is "
                  "written into the run folder): a GPU name (rtx4060, rtx4070, rtx4060ti-16gb, ...) or a memory size "
                  f"(8GiB); 'none' plans nothing [default: {DEFAULT_CARD}]")

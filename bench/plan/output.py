@@ -11,7 +11,8 @@ from typing import Optional
 
 from bench.core.cases import Case
 from bench.plan.budget import PREDICTED, PlanEnv
-from bench.plan.predictor import CATEGORIES
+from bench.core.memory_model import CATEGORIES
+from bench.runs.contract import PLAN_CSV, PLAN_MD
 from bench.runs.seed_claims import CLAIMS_FILE, load_claims
 from bench.units import MIB
 
@@ -58,7 +59,7 @@ class PlanResult:
     models: dict = field(default_factory=dict)   # config key -> MemoryModel
     env: Optional[PlanEnv] = None
     seconds: float = 0.0
-    partial: str = ""   # what a plan of some configurations only holds (bench/plan/answer.py), shown in plan.md
+    partial: str = ""   # what a plan of some configurations only holds (bench/plan/partial.py), shown in plan.md
 
 
 # -- plan.csv and plan.md ---------------------------------------------------------------------
@@ -147,7 +148,7 @@ def plan_markdown(result: PlanResult, seed_rows: Optional[list[dict]] = None) ->
     if result.partial:
         out.append(f"**A partial plan**: {result.partial}.")
     if env.source == PREDICTED:
-        out.append("Predicted figures come from the memory model (`bench/plan/predictor.py`): the case's own step traced with fake "
+        out.append("Predicted figures come from the memory model (`bench/core/memory_model.py`): the case's own step traced with fake "
                    "tensors at two batch sizes, every moment a line `fixed + per_image x batch`, the peak their upper envelope. "
                    "Its error against the live-tensor peaks of real CPU steps is printed by `python -m bench plan-check`; "
                    "the GPU-only parts (allocator overhead, context, foreach AdamW, CUDA autocast policy) are checked when "
@@ -221,7 +222,7 @@ def write_plan(result: PlanResult, out_dir: Path, seed_rows: Optional[list[dict]
     from bench.runs.files import atomic_write_text
 
     out_dir = Path(out_dir)
-    csv_path, md_path = out_dir / "plan.csv", out_dir / "plan.md"
+    csv_path, md_path = out_dir / PLAN_CSV, out_dir / PLAN_MD
     atomic_write_text(csv_path, plan_csv(result.rows))
     atomic_write_text(md_path, plan_markdown(result, seed_rows))
     return csv_path, md_path

@@ -7,7 +7,7 @@ memory at each, and where each figure comes from:
 - ``measured``: searched on this GPU, whose memory is the budget;
 - ``emulated``: searched on a larger GPU held to the budget (``set_per_process_memory_fraction``,
   the CUDA context and display reserve taken off first);
-- ``predicted``: no GPU here; the memory model (``bench.plan.predictor``) fitted on this CPU and solved
+- ``predicted``: no GPU here; the memory model (``bench.core.memory_model``) fitted on this CPU and solved
   for the budget. Its error against real live-tensor peaks is measured by ``python -m bench plan-check``.
 
 The package, by concept: ``budget`` (what the card leaves to a batch; where the figures come from),
@@ -30,9 +30,9 @@ from bench.core.cases import Case
 from bench.core.loop import Progress
 from bench.core.runner import UNSUPPORTED, CaseRun, run_case
 from bench.plan.budget import EMULATED, PREDICTED, Budget, PlanEnv, make_env
-from bench.plan.defaults import PLAN_MODES
+from bench.runs.contract import PLAN_MODES, config_key
 from bench.plan.output import PLAN_COLUMNS, PlanResult, add_frames, cnn_note, load_seed_batch_claims, write_plan
-from bench.plan.predictor import MemoryModel, check_fit, fit, traced_case
+from bench.core.memory_model import MemoryModel, check_fit, fit, traced_case
 from bench.plan.search import (
     RECOMMEND_WITHIN, SearchError, TimingError, cuda_throughput, cuda_trial, held_to_budget, recommend_measured,
     recommend_predicted, search_max_batch,
@@ -44,11 +44,6 @@ from bench.units import MIB
 def config_label(case: Case) -> str:
     """``transformer-tiny-201x201-fp32-flash-ckpt``: the case's id without mode and batch."""
     return case.id.removesuffix(f"-{case.mode}-b{case.batch}")
-
-
-def config_key(case: Case) -> str:
-    """The case's key without its batch (``...-compile-off-train``): equal for a plan row and the run's rows."""
-    return case.key.rsplit("-b", 1)[0]
 
 
 def configurations(cases: Iterable[Case], modes: Iterable[str] = PLAN_MODES) -> list[Case]:
@@ -69,7 +64,7 @@ def base_row(case: Case, env: PlanEnv) -> dict:
     budget = env.budget
     row = dict.fromkeys(PLAN_COLUMNS)
     row.update({k: v for k, v in case.fields().items() if k in PLAN_COLUMNS})
-    row["config_key"] = config_key(case)
+    row["config_key"] = config_key(case.key)  # the one join key: the report joins the run's rows on it
     if not case.seq_len:
         row.update(seq_len=None, encoder=None)  # not a sequence mode: empty cells
     row.update(status="ok", source=env.source, device=env.device_label, target=env.target,

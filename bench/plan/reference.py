@@ -1,6 +1,6 @@
 """The peak of live tensor memory a real CPU step reaches, from the allocator's own events.
 
-This is the independent measurement the memory model (``bench.plan.predictor``) is checked against. It
+This is the independent measurement the memory model (``bench.core.memory_model``) is checked against. It
 shares nothing with the model but the case: the model runs fake tensors and counts storages at the
 dispatcher; this runs the real step (real kernels, real data) under ``torch.profiler`` with
 ``profile_memory=True`` and reads c10's CPU allocator reports: every allocation and release, each

@@ -22,7 +22,7 @@ from bench.core.cases import Case
 from bench.core.runner import OOM, CaseRun, run_case
 from bench.plan.budget import Budget
 from bench.plan.defaults import DEFAULT_MAX_BATCH
-from bench.plan.predictor import largest_power_of_two
+from bench.core.memory_model import largest_power_of_two
 from bench.units import MIB, format_bytes
 
 RECOMMEND_WITHIN = 0.05         # recommended: smallest batch within 5% of the best throughput

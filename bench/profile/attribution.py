@@ -42,6 +42,7 @@ from torch.profiler import record_function
 
 from ae_models.attention import kernels_from_ops
 from ae_models.layers import Attention, Mlp
+from bench.trackers.flops import is_attention_kernel, is_attention_module
 from bench.units import MIB
 
 TOP_OPS = 25  # rows of the top-operator table
@@ -69,7 +70,6 @@ _EMBED_NAMES = {"patch_embed", "head", "input_proj", "output_proj"}
 _ACTIVATIONS = (nn.GELU, nn.ReLU, nn.SiLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid)
 _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.RMSNorm)
 _CONVS = (nn.modules.conv._ConvNd,)
-_ATTENTION_OP_MARKERS = ("scaled_dot_product", "flash_attention", "efficient_attention", "cudnn_attention")
 _CAST_OPS = {"aten::to", "aten::_to_copy"}
 _DATA_MOVEMENT_OPS = _CAST_OPS | {"aten::copy_", "aten::clone", "aten::contiguous", "aten::reshape", "aten::cat",
                                   "aten::stack", "aten::pad", "aten::constant_pad_nd"}
@@ -82,7 +82,7 @@ _DATA_MOVEMENT_NODES = {"CloneBackward0", "ToCopyBackward0", "CatBackward0", "St
 def module_category(name: str, module: nn.Module, parent: Optional[nn.Module]) -> Optional[str]:
     """The category of a module's own forward, or None for a module that is not labelled."""
     leaf = name.rsplit(".", 1)[-1]
-    if isinstance(module, Attention):
+    if is_attention_module(module):
         return "attention"
     if isinstance(module, Mlp):
         return "mlp"
@@ -137,10 +137,6 @@ def labelled(model: nn.Module) -> Iterator[int]:
 
 # -- attribution ----------------------------------------------------------------------------------
 
-def _is_attention_op(name: str) -> bool:
-    return name.startswith("aten::") and any(marker in name for marker in _ATTENTION_OP_MARKERS)
-
-
 def _label_category(name: str) -> str:
     return name[len(LABEL_PREFIX):].split(":", 1)[0]
 
@@ -157,7 +153,7 @@ def event_category(event, node_categories: dict[tuple[int, int], str]) -> str:
         n = node.name
         if n.startswith("Optimizer.") or n.startswith("aten::_amp_"):
             return "optimizer"
-        if _is_attention_op(n):
+        if is_attention_kernel(n):  # the one rule, shared with the FLOP counter (trackers/flops.py)
             return "attention"
         if n.startswith(LABEL_PREFIX):
             if cast or top in _DATA_MOVEMENT_OPS:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench.core.commandline import EXIT_FAILED, EXIT_OK, KEYWORD_HELP, Command, add_matrix_args
 from bench.profile.defaults import DEFAULT_STEPS
+from bench.runs.contract import PROFILE_MD
 
 
 def _profile_args(parser) -> None:
@@ -26,7 +27,7 @@ def _profile(args) -> int:
     from bench.core.selection import case_listing, selection_from_args
     from bench.profile.profiler import profile_case, warmup_steps
     from bench.profile.report import share_of, write_overview
-    from bench.runs.provenance import new_run_id
+    from bench.runs.provenance import bench_command, new_run_id, write_provenance
 
     if args.steps < 1:
         raise ValueError(f"bad --steps {args.steps}: expected at least 1")
@@ -38,6 +39,7 @@ def _profile(args) -> int:
     out = Path(args.out) if args.out else Path("results") / f"{new_run_id(plan.facts.slug)}-profile"
     print(f"ae-bench: profiling {len(cases)} cases on {plan.facts.name} ({plan.facts.type}), {args.steps} steps each -> {out}",
           file=sys.stderr)
+    write_provenance(out, bench_command(getattr(args, "argv", None) or sys.argv[1:]))
     failed = False
     meter = Progress(len(cases))
     for case in cases:
@@ -52,7 +54,7 @@ def _profile(args) -> int:
             detail = f"{case.id}: {result.status}: {s.get('reason', '')}"
         print(meter.step(detail), file=sys.stderr)
         write_overview(out)  # after every case, so an interrupted run keeps a complete overview
-    print((out / "profile.md").read_text())
+    print((out / PROFILE_MD).read_text())
     print(f"ae-bench: profiles in {out} (profile.md, roofline.png, <case>/trace.json.gz)", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
 

@@ -49,9 +49,9 @@ from bench.trackers.flops import count_step_flops
 from bench.trackers.latency import summarize, time_steps
 from bench.core.measure import Settings
 from bench.core.runner import CaseRun, run_case
-from bench.profile.report import markdown_table
 from bench.runs.provenance import utc_now
 from bench.runs.files import atomic_write_text
+from bench.runs.markdown import frame_table
 from bench.profile.roofline import count_step_bytes, place
 from bench.profile.defaults import DEFAULT_STEPS
 
@@ -190,7 +190,8 @@ def _profile_prepared(case: Case, scenario, facts: DeviceFacts, folder: Path, st
     ops = top_ops(events, on_cuda, steps, wall_ms)
     mem_ops = memory_ops(events, steps)
 
-    flops = count_step_flops(scenario.eager_step, scenario.model, case)
+    flops = count_step_flops(scenario.eager_step, scenario.model, hw=case.hw, batch=case.batch, mode=case.mode,
+                             checkpointing=case.checkpointing)
     moved = count_step_bytes(scenario.eager_step)
     peak = peak_for(facts, case.precision)
     placement = None
@@ -235,11 +236,11 @@ def _write_case_files(folder: Path, case: Case, summary: dict, categories: pd.Da
              "detail": f"the check: categories (without idle) over the wall time of a profiled step, {wall:.4g} ms"}
     cat = pd.concat([categories, pd.DataFrame([check])], ignore_index=True)
     atomic_write_text(folder / "categories.csv", categories.to_csv(index=False, float_format="%.6g"))
-    atomic_write_text(folder / "categories.md", f"# Time by category\n\n{head}\n\n" + markdown_table(
+    atomic_write_text(folder / "categories.md", f"# Time by category\n\n{head}\n\n" + frame_table(
         cat.assign(share_pct=100 * cat["share"]), [("category", "category", ""), ("ms_per_step", "ms / step", ".4g"),
                                                   ("share_pct", "% of step", ".1f"), ("detail", "what it holds", "")]))
     atomic_write_text(folder / "top_ops.csv", ops.to_csv(index=False, float_format="%.6g"))
-    atomic_write_text(folder / "top_ops.md", f"# Top operators by self time\n\n{head}\n\n" + markdown_table(
+    atomic_write_text(folder / "top_ops.md", f"# Top operators by self time\n\n{head}\n\n" + frame_table(
         ops.assign(share_pct=100 * ops["share"]),
         [("op", "op", ""), ("category", "category", ""), ("input_shapes", "input shapes", ""), ("dtypes", "dtypes", ""),
          ("calls_per_step", "calls / step", ".3g"), ("self_ms_per_step", "self ms / step", ".4g"),
@@ -248,9 +249,9 @@ def _write_case_files(folder: Path, case: Case, summary: dict, categories: pd.Da
     atomic_write_text(folder / "memory_ops.csv", mem_ops.to_csv(index=False, float_format="%.6g"))
     snapshot = "\n\nAllocator history: `memory_snapshot.pickle` (drop it on https://pytorch.org/memory_viz)." \
         if (folder / "memory_snapshot.pickle").exists() else ""
-    atomic_write_text(folder / "memory.md", f"# Memory\n\n`{case.id}` on {summary['device_name']}.\n\n## Breakdown\n\n" + markdown_table(
+    atomic_write_text(folder / "memory.md", f"# Memory\n\n`{case.id}` on {summary['device_name']}.\n\n## Breakdown\n\n" + frame_table(
         breakdown, [("part", "part", ""), ("mib", "MiB", ".4g"), ("source", "how", "")]) + snapshot +
-        "\n\n## Per operator (profile_memory: allocated minus freed inside the op itself)\n\n" + markdown_table(
+        "\n\n## Per operator (profile_memory: allocated minus freed inside the op itself)\n\n" + frame_table(
         mem_ops, [("op", "op", ""), ("calls_per_step", "calls / step", ".3g"),
                   ("cpu_self_mib_per_step", "CPU MiB / step", ".4g"), ("device_self_mib_per_step", "device MiB / step", ".4g")]))
 

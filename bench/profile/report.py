@@ -14,8 +14,9 @@ from typing import Iterable, Optional
 import pandas as pd
 
 from bench.profile.attribution import CATEGORIES
+from bench.runs.contract import PROFILE_MD
 from bench.runs.files import atomic_write_text
-from bench.runs.markdown import frame_table as markdown_table
+from bench.runs.markdown import frame_table
 from bench.profile.roofline import OVERHEAD_FRACTION, Roof, RoofPoint, roofline_png
 
 
@@ -85,7 +86,7 @@ def profile_section(out_dir: Path, relative_to: Optional[Path] = None, heading: 
                                "kernel": s.get("attention_kernel") or "—",
                                **{c: 100 * share_of(s, c) for c in used}} for i, s in enumerate(ok)])
         parts.append(f"{heading}# Time by category (% of a step, measured on {device})\n")
-        parts.append(markdown_table(frame, [("n", "#", "d"), ("case", "case", ""), ("step_ms", "step ms", ""),
+        parts.append(frame_table(frame, [("n", "#", "d"), ("case", "case", ""), ("step_ms", "step ms", ""),
                                  ("prof_ms", "profiled ms", ".4g"), ("coverage", "sum/wall", ".3f"),
                                  ("kernel", "attention ran", "")] + [(c, c, ".1f") for c in used]))
         parts.append("\n" + _attention_notes(ok, heading))
@@ -100,7 +101,7 @@ def profile_section(out_dir: Path, relative_to: Optional[Path] = None, heading: 
                       "roof": 1e3 * s["roof_tflops"] if s.get("roof_tflops") is not None else None,
                       "pct": 100 * s["fraction_of_roof"] if s.get("fraction_of_roof") is not None else None,
                       "ridge": s.get("ridge"), "bound": s.get("bound", "—")} for i, s in enumerate(ok)]
-        parts.append(markdown_table(pd.DataFrame(roof_rows), [
+        parts.append(frame_table(pd.DataFrame(roof_rows), [
             ("n", "#", "d"), ("case", "case", ""), ("gflop", "GFLOP / step", ".4g"), ("mb", "MB moved / step", ".4g"),
             ("intensity", "FLOP/byte", ".3g"), ("achieved", "achieved GFLOP/s", ".4g"), ("roof", "roof GFLOP/s", ".4g"),
             ("pct", "% of roof", ".1f"), ("ridge", "ridge FLOP/byte", ".3g"), ("bound", "bound", "")]))
@@ -112,7 +113,7 @@ def profile_section(out_dir: Path, relative_to: Optional[Path] = None, heading: 
                      " (each folder also has `top_ops.md`, `memory.md` and `trace.json.gz`).\n")
     failed = [s for s in summaries if s.get("status") != "ok"]
     if failed:
-        parts.append(f"\n{heading}# Not profiled\n\n" + markdown_table(pd.DataFrame(
+        parts.append(f"\n{heading}# Not profiled\n\n" + frame_table(pd.DataFrame(
             [{"case": f"`{s['case_id']}`", "status": s.get("status", "?"), "reason": s.get("reason", "")} for s in failed]),
             [("case", "case", ""), ("status", "status", ""), ("reason", "reason", "")]))
     parts.append(f"\n{heading}# Categories\n\n" + "\n".join(f"- **{c}**: {d}" for c, d in CATEGORIES.items()) + "\n")
@@ -179,5 +180,5 @@ def write_overview(out_dir: Path) -> list[dict]:
         tmp = out_dir / ".roofline.png.tmp"
         tmp.write_bytes(png)
         os.replace(tmp, out_dir / "roofline.png")
-    atomic_write_text(out_dir / "profile.md", "# Profile\n\n" + profile_section(out_dir, heading="##"))
+    atomic_write_text(out_dir / PROFILE_MD, "# Profile\n\n" + profile_section(out_dir, heading="##"))
     return summaries

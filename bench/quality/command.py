@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
@@ -47,7 +46,7 @@ def run_quality_command(args: argparse.Namespace) -> int:
     from bench.quality.report import QualityWriter, summary_lines, write_quality_report
     from bench.quality.run import QualityData, quality_case_id, quality_cases, run_quality_case
     from bench.quality.training import Budget, Schedule
-    from bench.runs.provenance import new_run_id, source_state, utc_now
+    from bench.runs.provenance import bench_command, new_run_id, provenance
 
     if args.report:
         print(f"report: {write_quality_report(Path(args.report))}")
@@ -73,9 +72,7 @@ def run_quality_command(args: argparse.Namespace) -> int:
     run_id = new_run_id(plan.facts.slug) + "-quality"
     run_dir = Path(args.out) if args.out else Path("results") / run_id
     # the thread count changes speed, never results: an OMP_NUM_THREADS given to the run belongs to its command
-    env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS",) if os.environ.get(k))
-    meta = {"created": utc_now(), **source_state(), "seeds": seeds,
-            "command": " ".join(([env] if env else []) + ["python", "-m", "bench"] + sys.argv[1:]),
+    meta = {**provenance(bench_command(sys.argv[1:], env=("OMP_NUM_THREADS",))), "seeds": seeds,
             "entry": "cli", "matrix": plan.matrix.name, "budget": dataclasses.asdict(budget), "lr": args.lr,
             "warmup_steps": args.warmup_steps, "schedule": schedule.describe(),
             "device": plan.facts.as_dict()}

@@ -32,13 +32,12 @@ from bench.quality.verdicts import (  # noqa: F401 - re-exported: the report's v
     NOT_LEARNED, VERDICT_COLUMNS, _learned, _missing, case_margins, load_quality_claims, seed_quality_verdicts, step_mismatch,
     verdicts_table,
 )
+from bench.runs.contract import QUALITY_MD, QUALITY_META, QUALITY_VERDICTS
 from bench.runs.files import atomic_write_bytes, atomic_write_text
 from bench.runs.markdown import markdown_table as md_table
 from bench.runs.provenance import source_text
 
-QUALITY_CSV, CURVES_CSV, STRIPS_NPZ, META_JSON, REPORT_MD, VERDICTS_CSV, IMAGES_CSV = (
-    "quality.csv", "quality_curves.csv", "quality_strips.npz", "quality_meta.json", "quality.md", "quality_verdicts.csv",
-    "quality_images.csv")
+QUALITY_CSV, CURVES_CSV, STRIPS_NPZ, IMAGES_CSV = "quality.csv", "quality_curves.csv", "quality_strips.npz", "quality_images.csv"
 IMAGE_COLUMNS = ["predictor", "size", "seed", "image", "mse"]  # quality_images.csv: one MSE per predictor, seed and held-out image
 
 EARLY_STEPS = 100  # below this many steps a verdict is flagged as about early training
@@ -83,7 +82,7 @@ class QualityWriter:
         self._write_meta()
 
     def _write_meta(self) -> None:
-        atomic_write_text(self.run_dir / META_JSON, json.dumps(self.meta, indent=2, default=str) + "\n")
+        atomic_write_text(self.run_dir / QUALITY_META, json.dumps(self.meta, indent=2, default=str) + "\n")
 
     def add(self, result) -> None:
         """Append a :class:`bench.quality.run.QualityResult` and rewrite the run's files."""
@@ -165,8 +164,17 @@ def _threads(rows: pd.DataFrame) -> str:
 
 def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[str, str]],
                            images: Optional[pd.DataFrame] = None) -> str:
-    """quality.md: the results table, Pareto fronts, the seed's Quality column judged, embeddings, figures, method."""
+    """quality.md: the results table, Pareto fronts, the seed's Quality column judged, embeddings, figures, method
+    (one function per section, in the page's order)."""
     rows = with_pareto(rows)
+    md = (_quality_heading(rows, meta) + _did_the_models_learn(rows, images) + _quality_next_to_speed(rows)
+          + _seed_quality_column(rows, images) + _embeddings_for_the_lstm(rows) + _figures_section(figures)
+          + _method_section(meta))
+    return "\n".join(md)
+
+
+def _quality_heading(rows: pd.DataFrame, meta: dict) -> list[str]:
+    """The page's heading: where, when, which code and command, the budget and the data."""
     device = meta.get("device", {})
     provenance = f"measured on {device.get('name', '?')} ({device.get('type', '?')})"
     data = meta.get("data", {})
@@ -182,16 +190,21 @@ def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[s
         md.append("- not loaded: " + "; ".join(f"{k} ({v})" for k, v in data["unavailable"].items()))
     for size, dropped in data.get("dropped", {}).items():
         md.append(f"- not used at {size}: " + "; ".join(f"{k}: {v}" for k, v in dropped.items()))
-    md += ["", "## Did the models learn? Held-out PSNR against trivial predictors", "",
-           "Every model is scored on the same held-out crops as four predictors that learn nothing (`bench/quality/baselines.py`): "
-           "**train mean** (every pixel = the training crops' mean), **crop mean** (every pixel = that crop's own mean: one number "
-           "per crop), **downsample** (the crop area-averaged onto at most `latent` cells with its aspect, bilinear back) and "
-           "**PCA** (the first `latent` principal components of up to 512 training crops). The **latent** baseline is the better "
-           "of the last two: what a latent of that size buys with no training. Each is computed at the case's *effective* "
-           "latent (a linear map into a latent of 1024 from 128 values carries at most 128 numbers), and every dB here is "
-           "the PSNR of the MSE pooled over held-out images. "
-           f"A model is **learned** when it beats the crop mean by at least {LEARNED_MARGIN_DB:g} dB; the others are reported "
-           "but never compared.", ""]
+    return md
+
+
+def _did_the_models_learn(rows: pd.DataFrame, images: Optional[pd.DataFrame]) -> list[str]:
+    """Did the models learn? Held-out PSNR against the trivial predictors, per case with intervals."""
+    md = ["", "## Did the models learn? Held-out PSNR against trivial predictors", "",
+          "Every model is scored on the same held-out crops as four predictors that learn nothing (`bench/quality/baselines.py`): "
+          "**train mean** (every pixel = the training crops' mean), **crop mean** (every pixel = that crop's own mean: one number "
+          "per crop), **downsample** (the crop area-averaged onto at most `latent` cells with its aspect, bilinear back) and "
+          "**PCA** (the first `latent` principal components of up to 512 training crops). The **latent** baseline is the better "
+          "of the last two: what a latent of that size buys with no training. Each is computed at the case's *effective* "
+          "latent (a linear map into a latent of 1024 from 128 values carries at most 128 numbers), and every dB here is "
+          "the PSNR of the MSE pooled over held-out images. "
+          f"A model is **learned** when it beats the crop mean by at least {LEARNED_MARGIN_DB:g} dB; the others are reported "
+          "but never compared.", ""]
     ok_rows = rows[rows["status"] == "ok"]
     if "baseline_crop_mean_db" in ok_rows and ok_rows["baseline_crop_mean_db"].notna().any():
         width = "effective_latent" if "effective_latent" in ok_rows and ok_rows["effective_latent"].notna().all() else "latent"
@@ -224,11 +237,16 @@ def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[s
                         for m in margins.to_dict("records")]))
     for line in step_mismatch(rows):
         md += ["", f"**Warning: different step counts.** {line}: their comparison mixes training lengths."]
-    md += ["", "## Quality next to speed and memory", "",
-           "PSNR, SSIM and MSE over every held-out crop (reconstruction clipped to [0, 1], `data_range=1`); the held-out "
-           "loss is the training objective (unclipped MSE) on the curve's crops, untrained → after the budget. "
-           "Images/s is training throughput during the budget; peak MiB as the column says. "
-           "★ marks the Pareto front within a size (no other case has both higher PSNR and higher images/s, or lower MiB).", ""]
+    return md
+
+
+def _quality_next_to_speed(rows: pd.DataFrame) -> list[str]:
+    """Quality next to speed and memory, and the Pareto fronts per size."""
+    md = ["", "## Quality next to speed and memory", "",
+          "PSNR, SSIM and MSE over every held-out crop (reconstruction clipped to [0, 1], `data_range=1`); the held-out "
+          "loss is the training objective (unclipped MSE) on the curve's crops, untrained → after the budget. "
+          "Images/s is training throughput during the budget; peak MiB as the column says. "
+          "★ marks the Pareto front within a size (no other case has both higher PSNR and higher images/s, or lower MiB).", ""]
     lines = []
     for _, r in rows.iterrows():
         label = f"{r['case_id']} s{_num(r['seed'], '.0f')}"
@@ -254,18 +272,24 @@ def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[s
         memory = ", ".join(group.loc[group["pareto_memory"], "case_id"]) or "—"
         md += [f"- {size}, PSNR vs images/s: {speed}", f"- {size}, PSNR vs peak MiB: {memory}"]
 
-    md += ["", "## The seed's Quality column, measured", "",
-           "The seed (\"Speed Comparison (Relative to CNN)\") grades the CNN \"Good\" and the transformer presets \"Good\" "
-           "(tiny) or \"Better\" (small, medium, + Flash). A transformer case is paired with the CNN case of the same size, "
-           "preset, latent, precision, batch and budget, over the seeds both trained. ΔPSNR is transformer - CNN on the pooled "
-           "MSE, averaged over seeds, with a 95% interval from resampling held-out images and the seed spread (the range of "
-           "the per-seed ΔPSNR). \"Better\" holds when the interval lies above 0 and ΔPSNR exceeds the seed spread, and does "
-           "not hold when the same is shown the other way; \"Good\" (not worse than the CNN) cannot be shown by an interval "
-           "that includes 0: it holds only when the transformer is shown better and does not hold when shown worse. Anything "
-           "else is \"not shown\", with the numbers. The attention kernel does not change what a model computes, so a "
-           f"preset row is judged whatever kernel ran. Only models that learned (≥ {LEARNED_MARGIN_DB:g} dB over the crop "
-           "mean, mean over seeds) are compared. The verdict is for this budget: a longer budget can change it. "
-           f"Machine-readable: `{VERDICTS_CSV}`.", ""]
+    return md
+
+
+def _seed_quality_column(rows: pd.DataFrame, images: Optional[pd.DataFrame]) -> list[str]:
+    """The seed's Quality column, measured: each preset row judged against the CNN."""
+    md = ["", "## The seed's Quality column, measured", "",
+          "The seed (\"Speed Comparison (Relative to CNN)\") grades the CNN \"Good\" and the transformer presets \"Good\" "
+          "(tiny) or \"Better\" (small, medium, + Flash). A transformer case is paired with the CNN case of the same size, "
+          "preset, latent, precision, batch and budget, over the seeds both trained. ΔPSNR is transformer - CNN on the pooled "
+          "MSE, averaged over seeds, with a 95% interval from resampling held-out images and the seed spread (the range of "
+          "the per-seed ΔPSNR). \"Better\" holds when the interval lies above 0 and ΔPSNR exceeds the seed spread, and does "
+          "not hold when the same is shown the other way; \"Good\" (not worse than the CNN) cannot be shown by an interval "
+          "that includes 0: it holds only when the transformer is shown better and does not hold when shown worse. Anything "
+          "else is \"not shown\", with the numbers. The attention kernel does not change what a model computes, so a "
+          f"preset row is judged whatever kernel ran. Only models that learned (≥ {LEARNED_MARGIN_DB:g} dB over the crop "
+          "mean, mean over seeds) are compared. The verdict is for this budget: a longer budget can change it. "
+          f"Machine-readable: `{QUALITY_VERDICTS}`.", ""]
+    ok = rows[rows["status"] == "ok"]
     fewest = ok["steps"].min() if len(ok) else None
     if fewest is not None and fewest < EARLY_STEPS:
         md += [f"**Early training:** the fewest optimizer steps any case took is {fewest:.0f} (< {EARLY_STEPS}); "
@@ -281,30 +305,45 @@ def build_quality_markdown(rows: pd.DataFrame, meta: dict, figures: list[tuple[s
     md.append(md_table(["seed row", "seed's Quality", "size", "transformer case", "PSNR dB", "CNN PSNR dB", "ΔPSNR dB",
                         "95% over images", "seed spread dB", "seeds", "held-out images", "verdict", "why"], vlines))
 
-    md += ["", "## Embeddings for the LSTM: do neighbouring crops get similar latents?", "",
-           "A window of the case's size slides along the held-out band of up to 4 images (the roomiest, along the band's "
-           "roomier axis, 12 positions each); ρ is Spearman's rank correlation between the distance of two windows (px) and "
-           "the cosine similarity of their latents, averaged over images. Negative is good (nearer windows, more similar "
-           "latents); 0 means the latent ignores position. Untrained = the same seeded model before any step.", ""]
+    return md
+
+
+def _embeddings_for_the_lstm(rows: pd.DataFrame) -> list[str]:
+    """Embeddings for the LSTM: do neighbouring crops get similar latents?"""
+    md = ["", "## Embeddings for the LSTM: do neighbouring crops get similar latents?", "",
+          "A window of the case's size slides along the held-out band of up to 4 images (the roomiest, along the band's "
+          "roomier axis, 12 positions each); ρ is Spearman's rank correlation between the distance of two windows (px) and "
+          "the cosine similarity of their latents, averaged over images. Negative is good (nearer windows, more similar "
+          "latents); 0 means the latent ignores position. Untrained = the same seeded model before any step.", ""]
     emb = embedding_table(rows)
     md.append(md_table(["family", "latent", "preset", "size", "ρ untrained", "ρ trained", "windows", "images"],
                        [[r["family"], _num(r["latent"], ".0f"), r["preset"], r["size"], _num(r["embed_spearman_init"], "+.2f"),
                          _num(r["embed_spearman"], "+.2f"), _num(r["embed_windows"], ".0f"), _num(r["embed_images"], ".0f")]
                         for r in emb.to_dict("records")]))
-    md += ["", "## Figures", ""]
+    return md
+
+
+def _figures_section(figures: list[tuple[str, str]]) -> list[str]:
+    """The figures, each under its title."""
+    md = ["", "## Figures", ""]
     for title, rel in figures:
         md += [f"### {title}", "", f"![{title}]({rel})", ""]
-    md += ["## Method", "",
-           "- Data: single-channel float32 in [0, 1] (colour via `rgb2gray`); no mean/std subtracted, so `data_range` is 1. "
-           "Repeated arrays are removed by their pixels (not names). Whole images are held out (one in three, chosen by "
-           "pixel hash): no held-out image gives a training crop. Images smaller than a crop are upscaled bilinearly by "
-           "the smallest factor that fits, at most 2x (never downscaled); an image needing more is not used at that size.",
-           f"- Training: {meta.get('schedule', 'AdamW')} on MSE, the same recipe for every family, seeded weights, crops "
-           "and batch order. The training clock runs only around training steps; evaluations pause it.",
-           "- Columns and units: `bench/quality/report.py` (`QUALITY_COLUMNS`). Files: quality.csv (a row per case and "
-           "seed), quality_images.csv (every predictor's MSE per held-out image and seed: the intervals' input), "
-           "quality_verdicts.csv, quality_curves.csv, quality_strips.npz (8-bit strips), quality_meta.json.", ""]
-    return "\n".join(md)
+    return md
+
+
+def _method_section(meta: dict) -> list[str]:
+    """Method: the data, the training, the columns and files."""
+    md = ["## Method", "",
+          "- Data: single-channel float32 in [0, 1] (colour via `rgb2gray`); no mean/std subtracted, so `data_range` is 1. "
+          "Repeated arrays are removed by their pixels (not names). Whole images are held out (one in three, chosen by "
+          "pixel hash): no held-out image gives a training crop. Images smaller than a crop are upscaled bilinearly by "
+          "the smallest factor that fits, at most 2x (never downscaled); an image needing more is not used at that size.",
+          f"- Training: {meta.get('schedule', 'AdamW')} on MSE, the same recipe for every family, seeded weights, crops "
+          "and batch order. The training clock runs only around training steps; evaluations pause it.",
+          "- Columns and units: `bench/quality/report.py` (`QUALITY_COLUMNS`). Files: quality.csv (a row per case and "
+          "seed), quality_images.csv (every predictor's MSE per held-out image and seed: the intervals' input), "
+          "quality_verdicts.csv, quality_curves.csv, quality_strips.npz (8-bit strips), quality_meta.json.", ""]
+    return md
 
 
 def write_quality_report(run_dir: Path) -> Path:
@@ -318,7 +357,7 @@ def write_quality_report(run_dir: Path) -> Path:
     rows["reason"] = rows["reason"].where(rows["reason"].notna(), "")
     curves = pd.read_csv(run_dir / CURVES_CSV) if (run_dir / CURVES_CSV).is_file() else pd.DataFrame(
         columns=["case_id", "step", "train_s", "heldout_mse", "train_mse"])
-    meta = json.loads((run_dir / META_JSON).read_text()) if (run_dir / META_JSON).is_file() else {}
+    meta = json.loads((run_dir / QUALITY_META).read_text()) if (run_dir / QUALITY_META).is_file() else {}
     device = meta.get("device", {})
     provenance = f"measured on {device.get('name', '?')} ({device.get('type', '?')})"
     figures: list[tuple[str, str]] = []
@@ -351,7 +390,7 @@ def write_quality_report(run_dir: Path) -> Path:
                 save(f"quality_strip_{size}.png", f"{size}: held-out crops, baselines and reconstructions",
                      qp.reconstruction_strip(size, from_8bit(strips[key]), recons, provenance))
     images = pd.read_csv(run_dir / IMAGES_CSV) if (run_dir / IMAGES_CSV).is_file() else None
-    atomic_write_text(run_dir / VERDICTS_CSV, verdicts_table(seed_quality_verdicts(rows, images=images)).to_csv(index=False))
-    path = run_dir / REPORT_MD
+    atomic_write_text(run_dir / QUALITY_VERDICTS, verdicts_table(seed_quality_verdicts(rows, images=images)).to_csv(index=False))
+    path = run_dir / QUALITY_MD
     atomic_write_text(path, build_quality_markdown(rows, meta, figures, images))
     return path

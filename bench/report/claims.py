@@ -13,7 +13,7 @@ the verdict rules' tolerances. Verdicts:
 - ``baseline``: the CNN row, 1.0x by definition.
 
 Parameter counts and the flat layout's attention probe are computed from the model definitions
-when the run starts (``bench/core/model_facts.py`` writes them into ``model_facts.json``), so they
+when the run starts (``bench/core/model_probe.py`` writes them into ``model_facts.json``), so they
 are checked whatever the run measured; the report says they are computed. This module only reads
 them: a fact the file lacks (an old run, a pytest-benchmark JSON) is a row saying so, never a model
 built here.

@@ -17,12 +17,7 @@ from typing import Optional
 
 import pandas as pd
 
-from bench.report.answer import PLAN_CSV, PLAN_MD
-
-QUALITY_META = "quality_meta.json"
-QUALITY_MD = "quality.md"
-QUALITY_VERDICTS = "quality_verdicts.csv"
-PROFILE_MD = "profile.md"
+from bench.runs.contract import PLAN_CSV, PLAN_MD, PROFILE_MD, QUALITY_META, QUALITY_MD, QUALITY_VERDICTS
 
 
 @dataclass

@@ -6,7 +6,7 @@ returns PNG bytes, or ``None`` when the run has nothing to draw; the report says
 Every figure's title names its provenance (measured on which device, or computed).
 
 The one figure of a model rather than of the rows, the attention maps of an untrained model, is
-drawn when the run starts (``bench/core/model_facts.py``, ``plots/attention_maps.png``): the report
+drawn when the run starts (``bench/core/model_probe.py``, ``plots/attention_maps.png``): the report
 copies that file and never builds a model.
 """
 

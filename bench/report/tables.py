@@ -7,7 +7,7 @@ the CNN, that match on the axes the seed's comparison names), so no ratio mixes 
 A speed or time ratio is only taken over *clean* pairs, where neither side's timing is ``noisy``
 (its spread says the machine was busy); memory and parameter ratios do not depend on the timed
 loop and take every pair. Rows whose figures are outside physics are ``invalid`` and in no table
-but the validity section's (:func:`refuse_impossible` applies the same rule to runs written before it).
+but the validity section's (:func:`refuse_impossible_rows` applies the same rule to runs written before it).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def ok_rows(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["status"] == "ok"]
 
 
-def refuse_impossible(rows: pd.DataFrame, timer_floor_ms: Optional[float] = None) -> tuple[pd.DataFrame, int]:
+def refuse_impossible_rows(rows: pd.DataFrame, timer_floor_ms: Optional[float] = None) -> tuple[pd.DataFrame, int]:
     """``rows`` with every ``ok`` row whose figures are outside physics made ``invalid`` (the reason
     says which, and that the report refused it), and how many it refused. Rows measured since the
     rule existed were refused when they were measured; this catches older runs."""

@@ -1,6 +1,6 @@
 """``model_facts.json``: what a run knows about its models without measuring them, and its reader.
 
-``bench/core/model_facts.py`` computes the facts when a run starts (parameter counts, the flat
+``bench/core/model_probe.py`` computes the facts when a run starts (parameter counts, the flat
 layout's attention probe, the attention-map figure ``plots/attention_maps.png``) and writes them;
 the report reads them here, torch-free, and never builds a model. Tables of the file (lists of
 entries keyed by family, preset, size ``WxH`` and latent; latent 0 is the preset's default):
@@ -18,7 +18,7 @@ from typing import Any, Optional
 MODEL_FACTS_JSON = "model_facts.json"
 ATTENTION_MAPS_PNG = "plots/attention_maps.png"
 FORMAT = 1
-REGENERATE = "python -m bench.core.model_facts"  # the command that writes the file for a run already on disk
+REGENERATE = "python -m bench.core.model_probe"  # the command that writes the file for a run already on disk
 PRESET_ORDER = ("tiny", "small", "medium", "large", "xlarge")  # smallest first
 
 

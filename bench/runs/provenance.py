@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import os
 import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 
 def utc_now() -> str:
@@ -83,12 +85,35 @@ def source_text(meta: dict) -> str:
     return f"commit {commit}" + (" + uncommitted changes" if dirty else "" if dirty is False else " (clean state unknown)")
 
 
+def provenance(command: Sequence[str]) -> dict:
+    """Where a folder's files came from, the same for every command that writes one (run, quality,
+    downstream, plan, profile): ``created`` (UTC, ISO 8601), ``commit`` (short hash), ``dirty`` (tracked
+    files differ from the commit; None without git), ``tree`` (``""`` when clean, else a hash of the
+    difference) and ``command``, shell-quoted (:func:`shlex.join`: pasted into a shell, it runs again)."""
+    return {"created": utc_now(), **source_state(), "tree": git_tree_state(), "command": shlex.join(command)}
+
+
+def bench_command(argv: Sequence[str], env: Sequence[str] = ()) -> list[str]:
+    """``python -m bench ARGV``, after ``NAME=value`` for each of ``env`` set in the environment."""
+    return [f"{k}={os.environ[k]}" for k in env if os.environ.get(k)] + ["python", "-m", "bench", *argv]
+
+
+def write_provenance(folder: Path, command: Sequence[str]) -> dict:
+    """:func:`provenance` as ``folder/provenance.json`` (a plan's or a profile's folder, which have no meta.json)."""
+    from bench.runs.contract import PROVENANCE_JSON
+    from bench.runs.files import atomic_write_text
+
+    record = provenance(command)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(folder) / PROVENANCE_JSON, json.dumps(record, indent=2) + "\n")
+    return record
+
+
 def run_meta(facts: Any, matrix: str, command: Optional[list[str]] = None, extra: Optional[dict] = None,
              calibration: Optional[dict] = None) -> dict:
-    """What a run folder's ``meta.json`` holds: when, which commit, how to reproduce, on what."""
+    """What a run folder's ``meta.json`` holds: when, which commit, how to reproduce (:func:`provenance`), on what."""
     meta = {
-        "created": utc_now(), "commit": git_commit(), "tree": git_tree_state(), "matrix": matrix,
-        "command": shlex.join(command if command is not None else sys.argv),
+        **provenance(command if command is not None else sys.argv), "matrix": matrix,
         "device": facts.as_dict(),
         "calibration": calibration or {},
     }

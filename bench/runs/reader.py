@@ -22,7 +22,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from bench.runs.writer import CSV_FIELD_LIMIT, META_JSON, RESULTS_CSV, SAMPLES_JSONL
+from bench.runs.contract import META_JSON, RESULTS_CSV, SAMPLES_JSONL
+from bench.runs.writer import CSV_FIELD_LIMIT
 from bench.runs.schema import COLUMN_NAMES, COLUMNS, LATER_COLUMNS, STATUSES
 
 # Typed columns: everything with a unit is a number; these are booleans; the rest is text.

@@ -71,7 +71,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("encoder_pct", "%", "sequence modes: share of a step's time in the encoder (Embedding of the batch x seq_len "
            "frames, and its backward when fine-tuned), from torch.profiler over 2 extra eager steps: each op's self time "
            "(CPU; on CUDA the device time of its kernels) under the pipeline's encoder scope, backward ops by the "
-           "forward op that made their autograd node (bench/core/sequence.py); empty in other modes"),
+           "forward op that made their autograd node (bench/core/sequence_metrics.py); empty in other modes"),
     Column("lstm_pct", "%", "sequence modes: the same for the LSTM and its head; the rest of the step (100 - encoder_pct "
            "- lstm_pct) is the loss, AdamW and the reshape between the parts; empty in other modes"),
     Column("gflop_per_image", "GFLOP", "floating-point operations per image for the mode (2 per multiply-add; per frame "
@@ -88,7 +88,7 @@ COLUMNS: tuple[Column, ...] = (
            "CPU allocator's own running total during the step (torch.profiler events). The same on any device up to "
            "kernel workspaces"),
     Column("predicted_tensor_mib", "MiB", "the memory model's prediction of tensor_peak_mib for the same case and batch "
-           "(bench/plan/predictor.py, traced on fake tensors for this device type)"),
+           "(bench/core/memory_model.py, traced on fake tensors for this device type)"),
     Column("prediction_error_pct", "%", "(predicted_tensor_mib - tensor_peak_mib) / tensor_peak_mib x 100"),
     Column("alloc_peak_mib", "MiB", "torch allocator peak allocated during the memory pass (CUDA)"),
     Column("reserved_peak_mib", "MiB", "torch allocator peak reserved during the memory pass (CUDA)"),

@@ -2,7 +2,7 @@
 
 The report (``bench/report/claims.py``), the quality report (``bench/quality/report.py``), the
 batch-size planner (``bench/plan/planner.py``) and the model facts a run writes
-(``bench/core/model_facts.py``) all read it through :func:`load_claims`, each naming the tables it
+(``bench/core/model_probe.py``) all read it through :func:`load_claims`, each naming the tables it
 needs. Torch-free, so any of them may import it.
 """
 

@@ -17,12 +17,10 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from bench.runs.contract import META_JSON, RESULTS_CSV, SAMPLES_JSONL
 from bench.runs.files import atomic_write_text
 from bench.runs.schema import COLUMN_NAMES, check_row
 
-RESULTS_CSV = "results.csv"
-SAMPLES_JSONL = "samples.jsonl"
-META_JSON = "meta.json"
 REASON_CAP = 2000  # characters of a reason kept in results.csv (a child's output can be megabytes)
 CSV_FIELD_LIMIT = 2**27  # what the readers accept in one field (runs written before REASON_CAP)
 

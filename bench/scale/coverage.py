@@ -17,7 +17,7 @@ from bench.core.cases import Case
 from bench.runs.provenance import utc_now
 from bench.runs.schema import COLUMN_NAMES, empty_row
 from bench.runs.selection import keys_sha256
-from bench.scale.shard import assign, parse_shard
+from bench.core.shard import assign, parse_shard
 
 MISSING = "missing"  # the row status of a case no merged shard measured (bench/runs/schema.py STATUSES)
 

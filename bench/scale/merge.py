@@ -34,10 +34,12 @@ from bench.runs.model_facts import ATTENTION_MAPS_PNG, FORMAT as FACTS_FORMAT, M
 from bench.runs.provenance import git_commit, utc_now
 from bench.runs.schema import COLUMN_NAMES
 from bench.runs.selection import SELECTION_JSONL, read_selection
-from bench.runs.writer import META_JSON, RESULTS_CSV, SAMPLES_JSONL, check_run_files, csv_records
+from bench.runs.contract import META_JSON, RESULTS_CSV, SAMPLES_JSONL
+from bench.runs.writer import check_run_files, csv_records
 from bench.scale.coverage import Coverage, coverage, shard_part
-from bench.scale.plans import PLAN_CSV, PLAN_MD, merged_plan
-from bench.scale.shard import shard_of_command
+from bench.runs.contract import PLAN_CSV, PLAN_MD
+from bench.scale.plans import merged_plan
+from bench.core.shard import shard_of_command
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.scale.shard import SHARD_HELP
+from bench.core.shard import SHARD_HELP
 
 SWEEP_JSON = "sweep.json"
 EXECUTORS = ("local", "slurm")

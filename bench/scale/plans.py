@@ -2,7 +2,7 @@
 for the card (``## 1. What to run on NVIDIA GeForce RTX 4060``) as an unsharded run's does.
 
 Each shard planned, per group (model x size x mode), its own configurations from the fastest it
-measured down until one fits (``bench/plan/answer.py``). The fastest configuration of a group that
+measured down until one fits (``bench/plan/partial.py``). The fastest configuration of a group that
 fits is the first that fits in its own shard's order, so the union of the shards' plans holds it:
 the merged first screen picks from the union. A configuration two shards planned (its batches
 split between them) is kept once, the first shard's row. Plans for different cards are refused.
@@ -17,8 +17,7 @@ import io
 from pathlib import Path
 from typing import Optional, Sequence
 
-PLAN_CSV = "plan.csv"  # bench/plan/output.py writes it, bench/report/answer.py reads it
-PLAN_MD = "plan.md"
+from bench.runs.contract import PLAN_CSV, PLAN_MD
 
 
 def merged_plan(folders: Sequence[Path]) -> Optional[tuple[str, str, list[str]]]:

@@ -22,9 +22,10 @@ from bench.core.cases import Case, expand, load_matrix, parse_axis_values
 from bench.runs.files import atomic_write_text
 from bench.runs.provenance import utc_now
 from bench.runs.schema import COLUMN_NAMES, empty_row
-from bench.runs.writer import RESULTS_CSV, csv_records
+from bench.runs.contract import META_JSON, RESULTS_CSV
+from bench.runs.writer import csv_records
 from bench.scale.options import SWEEP_JSON
-from bench.scale.shard import assign, case_cost
+from bench.core.shard import assign, case_cost
 
 FORMAT = 1
 MERGED_DIR = "merged"
@@ -171,7 +172,7 @@ def rows_keys(run_dir: Path) -> set[str]:
 def run_device(run_dir: Optional[Path]) -> dict:
     """The device a shard's run recorded (empty when it has no meta.json yet)."""
     try:
-        meta = json.loads((Path(run_dir) / "meta.json").read_text(encoding="utf-8")) if run_dir else {}
+        meta = json.loads((Path(run_dir) / META_JSON).read_text(encoding="utf-8")) if run_dir else {}
     except (OSError, ValueError):
         meta = {}
     device = meta.get("device") if isinstance(meta, dict) else None

@@ -32,7 +32,7 @@ PYTEST = f"{sys.executable} -m pytest -x -q -p no:cacheprovider -p no:randomly"
 TARGETS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "bench/compare/ab.py": (("median_ranks", "min_rounds", "check_rounds", "paired_change"),
                             "tests/test_ab.py", "paired or rounds or median or cnns"),
-    "bench/scale/shard.py": (("assign",), "tests/test_scale.py", "most_expensive or twice"),
+    "bench/core/shard.py": (("assign",), "tests/test_scale.py", "most_expensive or twice"),
     "bench/runs/writer.py": (("_drop_partial_last_line",), "tests/test_writer_repair.py", ""),
     "bench/core/processes.py": (("is_bimodal",), "tests/test_ab.py", "bimodal"),
     "bench/compare/verdicts.py": (("Comparison.judged", "Comparison.inconclusive", "Comparison.exit_status"),
@@ -49,7 +49,7 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("bench/core/processes.py", "return bool(between >= BIMODAL_MIN and"):
         "max / min - 1 is never exactly 0.1 in floating point (1.1 is not representable: the nearest quotients give "
         "0.09999999999999987 and 0.10000000000000009), so > and >= agree on every input",
-    ("bench/scale/shard.py", "heap = [(1.0, i) for i in range(n)]"):
+    ("bench/core/shard.py", "heap = [(1.0, i) for i in range(n)]"):
         "every part starts with the same load, 1.0 instead of 0.0: each comparison of two loads is unchanged, so is "
         "every assignment",
 }

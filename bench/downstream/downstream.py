@@ -40,7 +40,7 @@ from ae_models.sequence import LSTMModel, SequencePipeline, frame_windows
 from bench.core.steps import train_step
 from bench.quality.dataset import CropDataset, PreparedImage, make_split, sample_rects
 from bench.quality.evidence import Difference, direction, paired_difference
-from bench.sequence.baselines import Ridge, bootstrap_interval, fit_ridge, per_image  # noqa: F401 - re-exported
+from bench.downstream.baselines import Ridge, bootstrap_interval, fit_ridge, per_image  # noqa: F401 - re-exported
 
 WINDOW = (152, 640)   # (H, W): a 640x152 window
 STEP = 64             # px between consecutive windows: each overlaps the next by 90%

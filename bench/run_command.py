@@ -13,7 +13,8 @@ from bench.core.commandline import (
     EXIT_FAILED, EXIT_INTERRUPTED, EXIT_IO, EXIT_OK, KEYWORD_HELP, MIN_TIME_HELP, PROCESSES_HELP, RESULTS_HELP, Command,
     add_launcher_args, add_matrix_args, check_case_timeout, rerun_command, without_option,
 )
-from bench.plan.defaults import DEFAULT_CARD, PLAN_FOR_HELP
+from bench.plan.defaults import PLAN_FOR_HELP
+from bench.runs.contract import DEFAULT_CARD
 from bench.scale.options import add_scale_args, orchestrated
 
 def _run_args(parser: argparse.ArgumentParser) -> None:
@@ -47,11 +48,12 @@ def _run(args: argparse.Namespace) -> int:
         print(case_listing(listed_cases(args)))
         return EXIT_OK
     check_args(args)  # a bad matrix or axis value is refused before torch loads (resolve_card's import loads it)
-    from bench.plan.answer import resolve_card
+    from bench.plan.partial import resolve_card
 
     resolve_card(args.plan_for)  # a bad card is refused before the sweep, not after it
     from bench.core.loop import SweepInterrupted, sweep, watch_deadline
     from bench.core.session import end_run, start_run
+    from bench.report.build import write_report
 
     watch_deadline()  # SIGUSR2 before a batch job's time limit: finish the case in flight, then end the run cleanly
     selection = selection_from_args(args)
@@ -89,11 +91,11 @@ def _run(args: argparse.Namespace) -> int:
               f"stopped with {kept} whole rows kept in {run.writer.csv_path} ({len(selection.cases)} cases asked for)\n"
               f"when the folder is writable again, resume with: {resume}", file=sys.stderr)
         return EXIT_IO
-    from bench.plan.answer import plan_for_run  # before the report, which answers from it
+    from bench.plan.partial import plan_for_run  # before the report, which answers from it
 
     for line in plan_for_run(run, selection, args.plan_for):
         print(f"ae-bench: {line}", file=sys.stderr)
-    print("\n".join(end_run(run)))
+    print("\n".join(end_run(run, write_report)))
     return EXIT_FAILED if any(r["status"] in ("error", "timeout") for r in run.rows) else EXIT_OK
 
 
@@ -101,14 +103,15 @@ def _end_before_the_limit(run, selection, args, stop, resume: str) -> int:
     """After a SIGUSR2: the run's end files (settled peaks, plan, report) for the rows measured, and how
     to resume the rest; exits 130 (interrupted) so a sweep knows cases are left."""
     from bench.core.session import end_run
-    from bench.plan.answer import plan_for_run
+    from bench.plan.partial import plan_for_run
+    from bench.report.build import write_report
 
     print(f"ae-bench: {stop.deadline}: stopped before the time limit with {len(run.writer.done_keys())} rows in "
           f"{run.writer.csv_path} ({stop.total - stop.done} of this sweep's cases not started); writing the end "
           "calibration and the report", file=sys.stderr)
     for line in plan_for_run(run, selection, args.plan_for):
         print(f"ae-bench: {line}", file=sys.stderr)
-    print("\n".join(end_run(run)))
+    print("\n".join(end_run(run, write_report)))
     print(f"ae-bench: resume with: {resume}", file=sys.stderr)
     return EXIT_INTERRUPTED
 

@@ -17,7 +17,7 @@ that the report reads them instead of building models (it never imports ``ae_mod
 
 A run written before this file existed gets one by an explicit step (the report never builds it):
 
-    python -m bench.core.model_facts RUN_DIR    # from RUN_DIR/results.csv; rewrites the two files
+    python -m bench.core.model_probe RUN_DIR    # from RUN_DIR/results.csv; rewrites the two files
 
 The file's format and its torch-free reader are ``bench/runs/model_facts.py``; here, only the
 functions that compute facts import torch and ``ae_models`` (inside them), so importing this
@@ -241,7 +241,7 @@ def compute_model_facts(configs: list[Config], figure_from: list[Config]) -> tup
     import torch
 
     facts: dict[str, Any] = {"format": FORMAT, "about": "computed from the model definitions, not measured (see "
-                             "bench/core/model_facts.py)", "torch": torch.__version__, "parameters": [],
+                             "bench/core/model_probe.py)", "torch": torch.__version__, "parameters": [],
                              "flat_projections": [], "flat_attention_probe": [], "attention_maps": None, "not_computed": []}
 
     def attempt(what: str, compute):

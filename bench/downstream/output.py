@@ -15,7 +15,7 @@ from typing import Sequence
 from bench.runs.files import atomic_write_bytes, atomic_write_text
 from bench.runs.markdown import markdown_table
 from bench.runs.provenance import source_text
-from bench.sequence.downstream import DownstreamResult
+from bench.downstream.downstream import DownstreamResult
 
 SKIP = ("curve", "ae_curve", "window")
 
@@ -102,7 +102,7 @@ def markdown(results: Sequence[DownstreamResult], meta: dict) -> str:
     r0 = results[0]
     h, w = r0.window
     seeds = ", ".join(map(str, meta.get("seeds", [])))
-    out = [f"# Downstream check: do the embeddings serve the LSTM? ({meta['when']})", "",
+    out = [f"# Downstream check: do the embeddings serve the LSTM? ({meta['created']})", "",
            f"Command: `{meta['command']}`", "",
            f"Machine: {meta['device']}, torch {meta['torch']}, {source_text(meta)}; {meta['seconds']:.0f} s in all.", "",
            f"Data: {meta['data']}. Whole images held out (one in three by pixel hash), each resized by at most 2x so a strip "
@@ -155,7 +155,7 @@ def write_outputs(out_dir: Path, results: Sequence[DownstreamResult], meta: dict
     atomic_write_text(out_dir / "downstream.csv", _csv(result_columns(), [result_row(r) for r in results]))
     curves = curve_rows(results)
     atomic_write_text(out_dir / "curves.csv", _csv(list(curves[0]) if curves else ["family"], curves))
-    atomic_write_bytes(out_dir / "curves.png", curves_png(results, f"{meta['command']} ({meta['device']}, {meta['when']})"))
+    atomic_write_bytes(out_dir / "curves.png", curves_png(results, f"{meta['command']} ({meta['device']}, {meta['created']})"))
     md = out_dir / "downstream.md"
     atomic_write_text(md, markdown(results, meta))
     return md

@@ -25,7 +25,7 @@ from typing import Optional
 
 from bench.core.cases import Case
 from bench.plan.budget import find_gpu, make_env
-from bench.plan.defaults import DEFAULT_CARD, PLAN_MODES
+from bench.runs.contract import DEFAULT_CARD, PLAN_MODES
 from bench.plan.output import load_seed_batch_claims, write_plan
 from bench.plan.planner import configurations, run_plan
 from bench.trackers.card_model import images_per_s

@@ -23,12 +23,10 @@ from typing import Optional
 import pandas as pd
 
 from bench.report import pick as picks
+from bench.runs.contract import PLAN_CSV, PLAN_MD, PLAN_MODES, config_key
 from bench.report.display import show
 from bench.trackers.card_model import Card, card_for_target, images_per_s
 
-PLAN_CSV = "plan.csv"
-PLAN_MD = "plan.md"
-PLAN_MODES = ("infer", "train")
 GROUP = ["size", "mode", "family", "preset", "latent"]
 TWIN = GROUP + ["precision", "attention"]  # a configuration with and without checkpointing
 
@@ -50,10 +48,6 @@ def read_plan(folder: Optional[Path]) -> Optional[pd.DataFrame]:
     if folder is None or not (Path(folder) / PLAN_CSV).is_file():
         return None
     return pd.read_csv(Path(folder) / PLAN_CSV, dtype=str, keep_default_na=False)
-
-
-def config_key(case_key: str) -> str:
-    return str(case_key).rsplit("-b", 1)[0]
 
 
 def _num(value) -> float:

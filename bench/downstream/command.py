@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from pathlib import Path
 
 from bench.core.commandline import EXIT_OK, Command
 
-# the defaults of bench/sequence/downstream.py, repeated here so that --help needs no torch
+# the defaults of bench/downstream/downstream.py, repeated here so that --help needs no torch
 WINDOW, STEP, CONTEXT, AE_STEPS, LSTM_STEPS, SEEDS = "640x152", 64, 4, 200, 300, "0,1,2"
 
 
@@ -63,15 +62,16 @@ def _run(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
 
     from bench.quality.dataset import load_sources
-    from bench.runs.provenance import new_run_id, source_state
-    from bench.sequence.downstream import prepare_images, run_downstream
-    from bench.sequence.output import write_outputs
+    from bench.runs.provenance import bench_command, new_run_id, provenance
+    from bench.downstream.downstream import prepare_images, run_downstream
+    from bench.downstream.output import write_outputs
     from bench.trackers.device import device_facts, resolve_device
 
     device = resolve_device(args.device)
     facts = device_facts(device)
     out = Path(args.out) if args.out else Path("results") / f"{new_run_id(facts.slug)}-downstream"
-    started, source = time.perf_counter(), source_state()  # the code as it was when the run started
+    started = time.perf_counter()
+    source = provenance(bench_command(getattr(args, "argv", None) or sys.argv[1:]))  # the code as it was when the run started
     sources, failed, data = load_sources(args.images)
     images, dropped = prepare_images(sources, window, args.step, args.context, seeds[0])
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
@@ -93,10 +93,7 @@ def meta(args: argparse.Namespace, facts, started: float, source: dict, data: st
     """What downstream.md says about its run: the command, the machine, the code, the data and the budget."""
     import torch
 
-    from bench.runs.provenance import utc_now
-
-    command = shlex.join(["python", "-m", "bench", *(getattr(args, "argv", None) or sys.argv[1:])])
-    return dict(command=command, when=utc_now(), device=f"{facts.name} ({torch.get_num_threads()} threads)",
+    return dict(device=f"{facts.name} ({torch.get_num_threads()} threads)",
                 torch=torch.__version__, **source, seconds=time.perf_counter() - started, data=data,
                 dropped="; ".join(f"{k}: {v}" for k, v in {**failed, **dropped}.items()), ae_steps=args.ae_steps,
                 ae_seconds=args.ae_seconds, seeds=seeds,

@@ -1,6 +1,6 @@
 """The downstream check's simple predictors and its per-image grouping: a ridge one-step linear
 predictor of the next embedding, and errors averaged per source image (the unit its intervals resample).
-Embeddings are ``(..., latent)`` in standardised units (:mod:`bench.sequence.downstream`)."""
+Embeddings are ``(..., latent)`` in standardised units (:mod:`bench.downstream.downstream`)."""
 
 from __future__ import annotations
 

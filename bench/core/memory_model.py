@@ -55,7 +55,7 @@ from torch.utils._pytree import tree_flatten
 from ae_models import build_model
 
 from bench.core import precision as prec
-from bench.core import steps as scenarios
+from bench.core import steps
 from bench.core.cases import Case
 
 CATEGORIES = ("params", "grads", "optimizer", "amp_copies", "saved", "inputs", "transient")
@@ -175,8 +175,8 @@ def _trunc_normal(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
 
 
 def _fake_build_for(case: Case, device: torch.device) -> nn.Module:
-    """``scenarios.build_for`` without ``Module.to`` (which cannot swap fake parameters in place)."""
-    model = build_model(case.family, case.preset, case.hw, **scenarios.model_overrides(case))
+    """``steps.build_for`` without ``Module.to`` (which cannot swap fake parameters in place)."""
+    model = build_model(case.family, case.preset, case.hw, **steps.model_overrides(case))
     dtype = prec.weight_dtype(case.precision)
     if dtype != torch.float32:
         for module in model.modules():
@@ -231,9 +231,9 @@ def trace(case: Case, batch: int, target: str = "cpu") -> Trace:
 
     policy = cuda_autocast_policy() if target == "cuda" and case.precision.startswith("amp-") else contextlib.nullcontext()
     patches = (mock.patch.object(nn.init, "trunc_normal_", _trunc_normal),
-               mock.patch.object(scenarios, "build_for", _fake_build_for))
+               mock.patch.object(steps, "build_for", _fake_build_for))
     with patches[0], patches[1], FakeTensorMode(), tracker, policy, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        sc = scenarios.prepare(case, torch.device("cpu"))
+        sc = steps.prepare(case, torch.device("cpu"))
         params = [p for p in sc.model.parameters()]
         weights = {tracker.serial(p) for p in params} | {tracker.serial(b) for b in sc.model.buffers()}
         tracker.weights = weights

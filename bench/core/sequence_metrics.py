@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ae_models.sequence import ENCODER_SCOPE, LSTM_SCOPE
 
 from bench.core.cases import Case
-from bench.trackers.flops import FlopCount, attention_flops_forward
+from bench.trackers.flops import FlopCount, attention_flops_counted, attention_flops_forward
 
 PROFILED_STEPS = 2
 _NODE_PREFIX = "autograd::engine::evaluate_function: "
@@ -56,10 +56,6 @@ def recurrent_flops_forward(module: nn.Module, frames: int) -> float:
     return flops * frames
 
 
-def _attention_ops(counts: dict) -> float:
-    return float(sum(v for op, v in counts.items() if "bmm" in str(op) or "scaled_dot_product" in str(op)))
-
-
 def sequence_flops(step: Callable[[], object], pipeline: nn.Module, case: Case) -> FlopCount:
     """FLOPs of one step of the pipeline (a batch of ``case.batch`` sequences), what the counter misses added."""
     counter = FlopCounterMode(display=False)
@@ -68,7 +64,7 @@ def sequence_flops(step: Callable[[], object], pipeline: nn.Module, case: Case) 
     counts = counter.get_flop_counts()  # "Global", and per module: "SequencePipeline.lstm", ...
     root = type(pipeline).__name__
     total = float(counter.get_total_flops())
-    attn_counted = _attention_ops(counts.get("Global", {})) - _attention_ops(counts.get(f"{root}.lstm", {}))
+    attn_counted = attention_flops_counted(counts, pipeline)  # the one rule (trackers/flops.py): the LSTM head's bmm is not attention
     added = []
     forward = attention_flops_forward(pipeline.autoencoder, case.hw, case.images, "embed")
     analytic = None if forward is None else forward * ((3 + (1 if case.checkpointing else 0)) if trains_encoder(case) else 1)
