@@ -3,6 +3,12 @@
 One thread because the CI machine has two cores and keeps one of them busy with another process for
 the whole suite: two OpenMP threads would wait for each other at every parallel loop while the busy
 process holds a core, which makes each model step 10-50x slower and changes no result a test checks.
+Under pytest-xdist (`pytest -n auto`, the README's test command) each worker imports this file, so each
+keeps one thread too.
+
+Under pytest-xdist the tests that share a module- or session-scoped fixture (a real run, a sweep, a
+trained model) run on one worker (`--dist loadgroup`, the groups made below), so the fixture is made once
+for the whole suite instead of once per worker; every other test goes to whichever worker is free.
 """
 
 from __future__ import annotations
@@ -18,6 +24,46 @@ import torch  # noqa: E402
 
 matplotlib.use("Agg")
 torch.set_num_threads(1)  # for module- and session-scoped fixtures too (torch may have been imported before this file)
+
+
+def pytest_configure(config):
+    # `-n N` alone means `--dist load`, which spreads a shared fixture's tests over every worker (each
+    # then makes it again); loadgroup keeps them together (the groups are made below) and balances the rest
+    if getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadgroup"
+
+
+def shared_fixture_groups(items) -> dict[str, str]:
+    """nodeid -> the xdist group of the tests that share one of its module- or session-scoped fixtures
+    (this suite's own, not pytest's), connected: a test that uses two of them joins their groups."""
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    shared = {}
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        keys = []
+        for name, defs in (info.name2fixturedefs.items() if info else ()):
+            fixture = defs[-1]
+            if fixture.scope in ("module", "session") and fixture.baseid:  # baseid "": pytest's or a plug-in's
+                keys.append(f"{fixture.baseid}::{name}" if fixture.scope == "module" else name)
+        for key in keys[1:]:
+            parent[root(key)] = root(keys[0])
+        if keys:
+            shared[item.nodeid] = keys[0]
+    return {nodeid: root(key) for nodeid, key in shared.items()}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the markers
+def pytest_collection_modifyitems(config, items):
+    groups = shared_fixture_groups(items)
+    for item in items:
+        if item.nodeid in groups:
+            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
 
 
 @pytest.fixture(autouse=True)
