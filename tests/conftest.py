@@ -17,6 +17,11 @@ import os
 
 # before torch is imported here, and inherited by every command line a test runs in a child process
 os.environ["OMP_NUM_THREADS"] = "1"
+# A pytest-xdist worker names itself in the environment; a `pytest bench` session that a test starts would
+# inherit that, and pytest-benchmark then turns itself off ("xdist is active") and saves no JSON. Those
+# sessions are pytest runs of their own, one case at a time: they must not read as workers.
+for _name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+    os.environ.pop(_name, None)
 
 import matplotlib  # noqa: E402
 import pytest  # noqa: E402
@@ -74,3 +79,16 @@ def deterministic_cpu():
     torch.manual_seed(0)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def speed_face_session(tmp_path_factory):
+    """One real ``pytest bench/test_speed.py`` session (the speed face) of the smoke matrix's CNN inference case
+    at 201x201, with ``--ae-plan-budget 8GiB``: tests/test_faces.py compares it with the command line's run of
+    the same case, tests/test_commands.py reads the plan it wrote. Made once for both (an interpreter start, a
+    run start and end, and a plan). Returns the folder it ran in (its run folder under ``p/``) and the process."""
+    from tests.test_faces import pytest_face
+
+    folder = tmp_path_factory.mktemp("speed-face")
+    return folder, pytest_face(folder, "--ae-plan-budget", "8GiB")
+

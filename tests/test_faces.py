@@ -24,12 +24,13 @@ def pytest_face(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def both(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("faces")
+def both(speed_face_session):
+    """The command line's run of SELECTION beside the speed face's session of it (tests/conftest.py, shared
+    with tests/test_commands.py, which reads the plan its --ae-plan-budget wrote)."""
+    tmp, py = speed_face_session
+    assert py.returncode == 0, py.stdout + py.stderr
     cli = bench_cli("run", *SELECTION, "--results", str(tmp / "c"), "--min-time", "0.1", cwd=tmp)
     assert cli.returncode == 0, cli.stderr
-    py = pytest_face(tmp)
-    assert py.returncode == 0, py.stdout + py.stderr
     return tmp, only_run_dir(tmp / "c"), only_run_dir(tmp / "p")
 
 
