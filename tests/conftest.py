@@ -13,6 +13,7 @@ for the whole suite instead of once per worker; every other test goes to whichev
 
 from __future__ import annotations
 
+import gc
 import os
 
 # before torch is imported here, and inherited by every command line a test runs in a child process
@@ -33,9 +34,18 @@ torch.set_num_threads(1)  # for module- and session-scoped fixtures too (torch m
 
 def pytest_configure(config):
     # `-n N` alone means `--dist load`, which spreads a shared fixture's tests over every worker (each
-    # then makes it again); loadgroup keeps them together (the groups are made below) and balances the rest
+    # then makes it again); loadgroup keeps them together (the groups are made below) and balances the rest.
+    # The controller schedules by group; each worker must also name its tests by group (xdist reads that from
+    # the worker's own command line, which has no --dist here): told through the worker's input, below.
     if getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadgroup"
+    if getattr(config, "workerinput", {}).get("ae_dist") == "loadgroup":
+        config.option.loadgroup = True
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook, on the controller; absent without xdist
+def pytest_configure_node(node):
+    node.workerinput["ae_dist"] = node.config.option.dist
 
 
 def shared_fixture_groups(items) -> dict[str, str]:
@@ -61,6 +71,16 @@ def shared_fixture_groups(items) -> dict[str, str]:
         if keys:
             shared[item.nodeid] = keys[0]
     return {nodeid: root(key) for nodeid, key in shared.items()}
+
+
+def pytest_collection_finish(session):
+    """Every object alive once the tests are collected (torch, pandas, the modules under test: about 450,000) is
+    put out of the garbage collector's reach. The harness calls gc.collect() around every step it measures in
+    this process (bench/core/steps.py:release_memory, the memory model's traces, the memory pass), and each
+    full collection walked them all again: 0.36 CPU-s a call here. What a test makes later is collected as
+    before, and nothing in bench/ or tests/ reads the collector's lists."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the markers
