@@ -110,5 +110,6 @@ def speed_face_session(tmp_path_factory):
     from tests.test_faces import pytest_face
 
     folder = tmp_path_factory.mktemp("speed-face")
-    return folder, pytest_face(folder, "--ae-plan-budget", "8GiB")
+    # a hang guard only: the session plans too (the plan-budget test gave it 600 s), on a machine that may be busy
+    return folder, pytest_face(folder, "--ae-plan-budget", "8GiB", timeout=900)
 
