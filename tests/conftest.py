@@ -77,8 +77,9 @@ def pytest_collection_finish(session):
     """Every object alive once the tests are collected (torch, pandas, the modules under test: about 450,000) is
     put out of the garbage collector's reach. The harness calls gc.collect() around every step it measures in
     this process (bench/core/steps.py:release_memory, the memory model's traces, the memory pass), and each
-    full collection walked them all again: 0.36 CPU-s a call here. What a test makes later is collected as
-    before, and nothing in bench/ or tests/ reads the collector's lists."""
+    full collection walked them all again: tests/test_measure.py and tests/test_memory.py, with the whole suite
+    collected, spent 31.6 CPU-s in their 72 calls, 1.8 with the freeze. What a test makes later is collected
+    as before, and nothing in bench/ or tests/ reads the collector's lists."""
     gc.collect()
     gc.freeze()
 
