@@ -163,10 +163,12 @@ def _pytest_bench(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
 
 
-def test_ae_plan_budget_writes_the_plan_of_the_sessions_matrix_into_the_run_folder(tmp_path):
-    done = _pytest_bench(tmp_path, "--ae-plan-budget", "8GiB")
+def test_ae_plan_budget_writes_the_plan_of_the_sessions_matrix_into_the_run_folder(speed_face_session):
+    """The speed face's session of the smoke matrix's CNN inference at 201x201 with --ae-plan-budget 8GiB
+    (tests/conftest.py; tests/test_faces.py reads the same session)."""
+    folder, done = speed_face_session
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (run,) = (tmp_path / "results").iterdir()
+    (run,) = (folder / "p").iterdir()
     assert f"ae-bench: batch-size plan for 8GiB written to {run / 'plan.csv'} and {run / 'plan.md'}" in done.stdout
     rows = list(csv.DictReader((run / "plan.csv").open()))
     # the session's one configuration, in the mode it asked for (--ae-modes infer)

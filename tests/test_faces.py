@@ -15,21 +15,22 @@ from bench.selfcheck.faults import REPO, bench_cli, csv_rows, only_run_dir
 SELECTION = ["--matrix", "smoke", "--families", "cnn", "--sizes", "201x201", "--modes", "infer"]
 
 
-def pytest_face(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+def pytest_face(tmp_path: Path, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess:
     args = [a.replace("--", "--ae-", 1) if a.startswith("--") else a for a in SELECTION]
     return subprocess.run([sys.executable, "-m", "pytest", str(REPO / "bench" / "test_speed.py"), "-q", "-p", "no:cacheprovider",
                            "--benchmark-json", str(tmp_path / "bench.json"), "--ae-results", str(tmp_path / "p"),
                            "--ae-min-time", "0.1", "--ae-plan-for", "none", *args, *extra],  # as drive.py's CLI runs
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
-def both(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("faces")
+def both(speed_face_session):
+    """The command line's run of SELECTION beside the speed face's session of it (tests/conftest.py, shared
+    with tests/test_commands.py, which reads the plan its --ae-plan-budget wrote)."""
+    tmp, py = speed_face_session
+    assert py.returncode == 0, py.stdout + py.stderr
     cli = bench_cli("run", *SELECTION, "--results", str(tmp / "c"), "--min-time", "0.1", cwd=tmp)
     assert cli.returncode == 0, cli.stderr
-    py = pytest_face(tmp)
-    assert py.returncode == 0, py.stdout + py.stderr
     return tmp, only_run_dir(tmp / "c"), only_run_dir(tmp / "p")
 
 

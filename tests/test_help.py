@@ -7,6 +7,7 @@ command is covered without editing this file.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -33,7 +34,13 @@ print(json.dumps({"rc": rc, "torch": "torch" in sys.modules}))
 
 
 def probe(argv: list[str]) -> tuple[int, bool, str, str]:
-    """``python -m bench ARGV`` in a child: (exit status, torch imported, stdout without the probe's line, stderr)."""
+    """``python -m bench ARGV`` in a child: (exit status, torch imported, stdout without the probe's line, stderr).
+    One child per command line in this process: a test that reads the same one again (`run --help`) gets its answer."""
+    return _probe(tuple(argv))
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(argv: tuple[str, ...]) -> tuple[int, bool, str, str]:
     out = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=REPO, capture_output=True, text=True, timeout=120,
                          env=child_env({"OMP_NUM_THREADS": "1"}))
     lines = out.stdout.rstrip("\n").splitlines()

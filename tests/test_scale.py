@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -321,14 +320,13 @@ def test_merge_refuses_a_shard_still_being_written(tmp_path, halves, capsys):
 
 
 @pytest.mark.slow
-def test_merged_shards_answer_for_the_card(tmp_path, monkeypatch):
+def test_merged_shards_answer_for_the_card(cnn_infer_on_two_gpus, tmp_path):
     """Two measured shards (each plans its own configurations for the RTX 4060 at its end): the merged
-    report's first screen answers for the card from the union of their plans, one pick per size."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    argv = ["run", "--matrix", "smoke", "--families", "cnn", "-k", "infer", "--min-time", "0.05", "--results", str(tmp_path)]
-    for k in (1, 2):
-        assert main([*argv, "--shard", f"{k}/2"]) == 0
-    shards = sorted(p for p in tmp_path.iterdir() if (p / "results.csv").is_file())
+    report's first screen answers for the card from the union of their plans, one pick per size. The shards
+    are those of the --gpus sweep below (`run --shard 1/2` and `2/2`, each in a child), merged here again
+    with `bench merge`."""
+    folder = cnn_infer_on_two_gpus["folder"]
+    shards = sorted(p for k in (1, 2) for p in (folder / f"shard-{k}-of-2").iterdir() if (p / "results.csv").is_file())
     assert [json.loads((p / "meta.json").read_text())["selection"]["shard"] for p in shards] == ["1/2", "2/2"]
     assert main(["merge", *map(str, shards), "--out", str(tmp_path / "m")]) == 0
     report = (tmp_path / "m" / "report.md").read_text()
@@ -649,17 +647,28 @@ def test_three_shards_merge_to_the_unsharded_runs_cases(local_sweep, capsys):
     one_line_error(capsys, "continues with its own selection")
 
 
-@pytest.mark.slow
-def test_gpus_run_one_child_per_gpu_and_merge(tmp_path, monkeypatch):
-    """--gpus with a stubbed device list: each child gets --device (cuda:I, here the CPU) and shard I+1/N."""
+@pytest.fixture(scope="module")
+def cnn_infer_on_two_gpus(tmp_path_factory):
+    """`run --gpus 2,0` of the smoke matrix's CNN inference cases with a stubbed device list (each child measures
+    on the CPU): the exit status, the GPU indices the children were given and the sweep folder. Made once for
+    the --gpus test and the merge test, which reads its two measured shards."""
     given = []
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setattr(executors, "visible_gpus", lambda: [0, 1, 2])
-    monkeypatch.setattr(executors, "gpu_device", lambda index: given.append(index) or "cpu")
+    results = tmp_path_factory.mktemp("gpus")
     argv = ["run", "--matrix", "smoke", "--families", "cnn", "-k", "infer", "--min-time", "0.1", "--gpus", "2,0",
-            "--results", str(tmp_path)]
-    assert main(argv) == 0
-    folder = sweep_folder(tmp_path)
+            "--results", str(results)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        mp.setattr(executors, "visible_gpus", lambda: [0, 1, 2])
+        mp.setattr(executors, "gpu_device", lambda index: given.append(index) or "cpu")
+        rc = main(argv)
+    return {"rc": rc, "given": given, "folder": sweep_folder(results)}
+
+
+@pytest.mark.slow
+def test_gpus_run_one_child_per_gpu_and_merge(cnn_infer_on_two_gpus):
+    """--gpus with a stubbed device list: each child gets --device (cuda:I, here the CPU) and shard I+1/N."""
+    assert cnn_infer_on_two_gpus["rc"] == 0
+    folder, given = cnn_infer_on_two_gpus["folder"], cnn_infer_on_two_gpus["given"]
     assert given == [2, 0]
     for k in (1, 2):
         log = (folder / f"shard-{k}-of-2" / "job.log").read_text()
@@ -667,7 +676,6 @@ def test_gpus_run_one_child_per_gpu_and_merge(tmp_path, monkeypatch):
     merged = load_run(folder / "merged")
     wanted = make_selection("smoke", lambda axis: {"families": "cnn"}.get(axis), "cpu", keyword="infer").cases
     assert sorted(merged.rows["case_key"]) == sorted(keys_of(wanted)) and set(merged.rows["status"]) <= {"ok", "invalid"}
-    shutil.rmtree(folder)
 
 
 # --------------------------------------------------------------------------- the CI example
