@@ -4,6 +4,7 @@ and the memory model fitted once per configuration."""
 import dataclasses
 import gc
 import json
+import os
 import types
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import bench.core.measure as measure
 import bench.core.validity as validity
 import bench.plan.predictor as predictor
 from bench.core.cases import Case, parse_matrix, expand
+from bench.core.commandline import child_env
 from bench.core.loop import sweep
 from bench.core.measure import Settings, measure_case
 from bench.core.selection import Selection
@@ -140,10 +142,13 @@ def test_a_run_records_its_wall_time_and_its_report_says_what_share_the_timed_lo
                     launcher="in-process")
     try:
         assert gc.get_freeze_count() > 0  # the heap before the cases is out of the collector's reach ...
+        shared = Path(os.environ[validity.MODELS_ENV])
+        assert shared.is_dir() and child_env()[validity.MODELS_ENV] == str(shared)  # a child per case finds the models
         sweep(run, cases, progress=None)
     finally:
         lines = end_run(run)
     assert gc.get_freeze_count() == 0  # ... and back in it once the run ends
+    assert validity.MODELS_ENV not in os.environ and not shared.exists()  # the shared models go with the run
     meta = json.loads((run.run_dir / "meta.json").read_text())
     spent = meta["time"]
     assert spent["attempts"] == 1 and spent["start_s"] > 0
@@ -171,6 +176,7 @@ def counted_fits(monkeypatch):
         return real(case, target, *args, **kwargs)
 
     validity._fitted.cache_clear()
+    monkeypatch.delenv(validity.MODELS_ENV, raising=False)
     monkeypatch.setattr(predictor, "fit", fit)
     yield calls
     validity._fitted.cache_clear()
@@ -192,3 +198,22 @@ def test_the_cached_prediction_equals_a_fresh_fit_at_every_batch_of_the_configur
             cached = validity.predicted_tensor_peak(case, "cpu", 10.0)["predicted_tensor_mib"]
             fresh = predictor.fit(case, "cpu").peak(batch) / MIB
             assert cached == pytest.approx(fresh, rel=1e-9), (mode, batch)
+
+
+def test_another_process_of_the_run_reads_the_model_instead_of_fitting_it(counted_fits, tmp_path, monkeypatch):
+    monkeypatch.setenv(validity.MODELS_ENV, str(tmp_path))
+    validity.predicted_tensor_peak(dataclasses.replace(SWEEP, batch=2), "cpu", 10.0)
+    validity._fitted.cache_clear()  # as a fresh child process starts
+    again = validity.predicted_tensor_peak(dataclasses.replace(SWEEP, batch=8), "cpu", 10.0)["predicted_tensor_mib"]
+    assert len(counted_fits) == 1 and len(list(tmp_path.iterdir())) == 1
+    assert again == predictor.fit(SWEEP, "cpu").peak(8) / MIB  # the same model, bit for bit
+
+
+def test_a_damaged_shared_model_is_fitted_again(counted_fits, tmp_path, monkeypatch):
+    monkeypatch.setenv(validity.MODELS_ENV, str(tmp_path))
+    first = validity.predicted_tensor_peak(SWEEP, "cpu", 10.0)["predicted_tensor_mib"]
+    for path in tmp_path.iterdir():
+        path.write_bytes(path.read_bytes()[:40])  # a write cut short
+    validity._fitted.cache_clear()
+    assert validity.predicted_tensor_peak(SWEEP, "cpu", 10.0)["predicted_tensor_mib"] == first
+    assert len(counted_fits) == 2

@@ -13,6 +13,9 @@ import csv
 import gc
 import io
 import json
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +24,7 @@ from typing import Any, Optional
 from bench.core.cases import Case
 from bench.core.launchers import choose_launcher
 from bench.core.measure import Measurement
+from bench.core.validity import MODELS_ENV
 from bench.core.selection import Selection
 from bench.runs.files import FolderLock, atomic_write_text
 from bench.runs.provenance import claim_run_dir, run_meta
@@ -74,7 +78,7 @@ class Run:
     def close(self) -> None:
         """Stop a child process still running (an interrupted session); the heap frozen by start_run thaws."""
         self.launcher.close()
-        gc.unfreeze()
+        _thaw()
 
 
 def start_run(selection: Selection, results_root: Path, entry: str, command: list[str], launcher: str = "auto",
@@ -138,8 +142,17 @@ def _started(run: Run) -> Run:
     still freed when their count of references drops to zero; ``end_run`` unfreezes them."""
     gc.collect()
     gc.freeze()
+    os.environ[MODELS_ENV] = tempfile.mkdtemp(prefix="ae-bench-memory-models-")  # children inherit it (child_env)
     run.start_s = time.perf_counter() - run.began
     return run
+
+
+def _thaw() -> None:
+    """The run's end (or its interruption): the heap back in the collector's reach, the shared models removed."""
+    gc.unfreeze()
+    folder = os.environ.pop(MODELS_ENV, None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _start_peaks(selection: Selection) -> dict:
@@ -172,7 +185,7 @@ def end_run(run: Run, settle: bool = True) -> list[str]:
         peak_lines = run.settle()  # before the summary: a corrected peak changes the rows' MFU
     else:
         peak_lines = [NOT_SETTLED] if run.start_peaks and run.start_peaks.get("peaks") and run.peak_notes is None else []
-    gc.unfreeze()
+    _thaw()
     lines = [summary_table(run.rows), f"results: {run.writer.csv_path}"] + peak_lines
     _record_time(run)
     try:
