@@ -6,9 +6,11 @@ detection each run their own extra steps afterwards. Any failure becomes the row
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -83,6 +85,16 @@ def base_row(case: Case, facts: DeviceFacts, run_id: str) -> dict:
     return row
 
 
+@contextlib.contextmanager
+def phase(row: dict, column: str) -> Iterator[None]:
+    """Add the wall seconds of the block to ``row[column]`` (one of ``PHASE_COLUMNS``), however the block ends."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        row[column] = (row.get(column) or 0.0) + time.perf_counter() - start
+
+
 def measure_case(case: Case, device: torch.device, facts: DeviceFacts, settings: Settings, run_id: str = "",
                  timed_loop: Optional[TimedLoop] = None) -> Measurement:
     """Measure ``case``; never raises for a failing case (the row says what happened)."""
@@ -90,9 +102,11 @@ def measure_case(case: Case, device: torch.device, facts: DeviceFacts, settings:
     measured: dict = {}
 
     def body(run: CaseRun) -> None:
-        measured["samples"] = _measure(run.prepare(), case, device, facts, settings, row, timed_loop)
+        with phase(row, "build_s"):
+            scenario = run.prepare()
+        measured["samples"] = _measure(scenario, case, device, facts, settings, row, timed_loop)
 
-    with cuda_scope(device):  # cuda:N current while it runs: events, streams and kernels of that GPU
+    with cuda_scope(device), phase(row, "case_s"):  # cuda:N current while it runs: events, streams and kernels of that GPU
         outcome = run_case(case, device, body)
     row.update(status=outcome.status, reason=outcome.reason, timestamp=utc_now())
     if outcome.ok:  # a figure outside physics makes the row invalid (its samples kept, for the record)
@@ -116,17 +130,19 @@ def _measure(scenario: Scenario, case: Case, device: torch.device, facts: Device
     if cfg is not None:
         row["latent"] = getattr(cfg, "latent_dim", row["latent"])
         row["tokenizer"] = getattr(cfg, "tokenizer", None) or row["tokenizer"]
-    first_s = timed_first_step(scenario)
-    step_s = first_s
-    for _ in range(max(0, settings.warmup - 1)):
-        step_s = timed_first_step(scenario)
+    with phase(row, "warmup_s"):
+        first_s = timed_first_step(scenario)
+        step_s = first_s
+        for _ in range(max(0, settings.warmup - 1)):
+            step_s = timed_first_step(scenario)
     iters = plan_iterations(step_s, settings.min_iters, settings.max_iters, settings.min_time_s)
 
     nvml = NVML.get() if device.type == "cuda" else None
     handle = nvml.handle(device.index or 0) if nvml and nvml.available else None
     energy_start = nvml.energy_mj(handle) if handle is not None else None
     throttle_start = nvml.throttle_counters(handle) if handle is not None else None
-    samples, timer = (timed_loop or (lambda step, n: time_steps(step, device, n)))(scenario.step, iters)
+    with phase(row, "timed_loop_s"):
+        samples, timer = (timed_loop or (lambda step, n: time_steps(step, device, n)))(scenario.step, iters)
     energy_end = nvml.energy_mj(handle) if handle is not None else None
     # the SM clock and the loop's slowdowns, read before the memory pass and FLOP count run
     after_loop = nvml.after_loop(handle, throttle_start) if handle is not None else {}
@@ -141,18 +157,22 @@ def _measure(scenario: Scenario, case: Case, device: torch.device, facts: Device
     if energy_start is not None and energy_end is not None and energy_end > energy_start:
         row["energy_j_per_image"] = (energy_end - energy_start) / 1e3 / (len(samples) * case.images)
 
-    mem = memory_pass(scenario.step, device, settings.memory_iters, model=model, optimizer=scenario.optimizer,
-                      inputs=scenario.inputs)
+    with phase(row, "memory_pass_s"):
+        mem = memory_pass(scenario.step, device, settings.memory_iters, model=model, optimizer=scenario.optimizer,
+                          inputs=scenario.inputs)
     row.update(mem.__dict__)
     if settings.predict_memory:
-        row.update(predicted_tensor_peak(case, device.type, row["tensor_peak_mib"]))
-    check_output(scenario)  # outside the timed loop: NaN/inf or a wrong shape makes the case an error row
+        with phase(row, "prediction_s"):
+            row.update(predicted_tensor_peak(case, device.type, row["tensor_peak_mib"]))
+    with phase(row, "check_s"):
+        check_output(scenario)  # outside the timed loop: NaN/inf or a wrong shape makes the case an error row
     if sequence:  # a profiled pass of its own: the encoder's and the LSTM's shares of a step
         from bench.core.sequence_metrics import step_shares
 
-        row.update(step_shares(scenario.eager_step, device))
+        with phase(row, "flops_s"):
+            row.update(step_shares(scenario.eager_step, device))
 
-    with record_attention_kernels() as kernels:
+    with phase(row, "flops_s"), record_attention_kernels() as kernels:
         if sequence:
             from bench.core.sequence_metrics import sequence_flops
 

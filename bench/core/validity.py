@@ -16,9 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
+import os
+import zipfile
+from pathlib import Path
 from typing import Any, Iterable, Optional
 
+import numpy as np
+
 from bench.core.cases import Case
+from bench.runs.files import atomic_write_bytes
 from bench.runs.schema import invalid_reasons
 from bench.trackers.device import PEAK_DTYPE, Peak
 from bench.units import MIB
@@ -44,11 +51,54 @@ def refuse_impossible(row: dict[str, Any], timer_floor_ms: Optional[float]) -> N
         row.update(status="invalid", reason="; ".join(reasons))
 
 
+MODELS_ENV = "AE_BENCH_MEMORY_MODELS"  # a folder through which a run's processes share fitted memory models
+
+
 @functools.lru_cache(maxsize=64)
 def _fitted(config: Case, target: str):
+    """The memory model of ``config`` (its batch 1) for ``target``, fitted once per configuration and run: this
+    process keeps it (the cache above), and where the run shares a folder of models (``MODELS_ENV``, which
+    ``bench.core.session`` makes for the run and removes at its end) the run's other processes read it from
+    there instead of fitting it again (a child per case, ``--processes``). Not across runs: the code of the
+    models, the steps or the predictor may have changed in between."""
     from bench.core.memory_model import fit
 
-    return fit(config, target)
+    path = _shared_path(config, target)
+    model = _load(path, config, target) if path is not None else None
+    if model is None:
+        model = fit(config, target)
+        if path is not None:
+            _save(path, model)
+    return model
+
+
+def _shared_path(config: Case, target: str) -> Optional[Path]:
+    folder = os.environ.get(MODELS_ENV)
+    if not folder or not os.path.isdir(folder):
+        return None
+    return Path(folder) / f"{config.key}-{target}.npz"
+
+
+def _load(path: Path, config: Case, target: str):
+    """The model another process of the run saved at ``path``; None when there is none (or a damaged one)."""
+    from bench.core.memory_model import MemoryModel
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return MemoryModel(config, target, data["fixed"], data["per_image"],
+                               tuple(int(b) for b in data["fit_batches"]), [str(n) for n in data["notes"]])
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def _save(path: Path, model) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, fixed=model.fixed, per_image=model.per_image, fit_batches=np.asarray(model.fit_batches),
+             notes=np.asarray(model.notes, dtype=str))
+    try:
+        atomic_write_bytes(path, buffer.getvalue())
+    except OSError:
+        pass  # the folder went (the run ended): this process keeps the model all the same
 
 
 def predicted_tensor_peak(case: Case, device_type: str, measured_mib: Optional[float]) -> dict[str, Optional[float]]:

@@ -14,6 +14,7 @@ import pandas as pd
 from bench.report.claims import fmt_count
 from bench.runs.markdown import markdown_table
 from bench.runs.reader import SavedRun
+from bench.runs.schema import PHASE_COLUMNS
 
 
 def missing(value: Any) -> bool:
@@ -108,4 +109,47 @@ def run_facts(run: SavedRun, model_facts: str) -> pd.DataFrame:
         said = [f"{load['busy_cores']:.1f} of {load['cores']} cores busy with other work"] if "busy_cores" in load else []
         said += [f"1-minute load average {load['load_1min']:.2f}"] if "load_1min" in load else []
         facts.insert(8, ("machine load at the start", f"{', '.join(said)} (torch {load['threads']} threads)"))
+    shares = time_shares(rows, meta)
+    if shares is not None:
+        facts.append(("timed loops", shares))
     return pd.DataFrame(facts, columns=["fact", "value"])
+
+
+# (row column or meta.json time key, what the report calls it), in the order a run spends them
+PHASES = (("start_s", "run start (calibration, peaks, model facts)"), ("build_s", "model builds"),
+          ("warmup_s", "warm-up steps"), ("timed_loop_s", "timed loops"), ("memory_pass_s", "memory passes"),
+          ("prediction_s", "memory-model predictions"), ("flops_s", "FLOP counts"), ("check_s", "output checks"),
+          ("within_cases_s", "the rest of the cases (memory release, between phases)"),
+          ("between_cases_s", "between cases (launcher, rows written)"), ("end_s", "run end (peaks again)"))
+
+
+def phase_seconds(rows: pd.DataFrame, meta: dict) -> Optional[dict[str, float]]:
+    """Seconds per phase of the whole run (``PHASES``' keys) and ``wall_s``, or None for a run that did not
+    record them (written before the phase columns, or a merge of shards whose meta.json has no ``time``)."""
+    spent = meta.get("time") if isinstance(meta.get("time"), dict) else {}
+    wall = spent.get("wall_s")
+    if not isinstance(wall, (int, float)) or wall <= 0 or "case_s" not in rows:
+        return None
+    cases = pd.to_numeric(rows["case_s"], errors="coerce")
+    if cases.isna().all():
+        return None
+    total = {key: float(pd.to_numeric(rows[key], errors="coerce").sum()) if key in rows else 0.0
+             for key in PHASE_COLUMNS if key != "case_s"}
+    in_cases = float(cases.sum())
+    total["within_cases_s"] = max(0.0, in_cases - sum(total.values()))
+    total.update(start_s=float(spent.get("start_s") or 0.0), end_s=float(spent.get("end_s") or 0.0))
+    total["between_cases_s"] = max(0.0, float(wall) - in_cases - total["start_s"] - total["end_s"])
+    total["wall_s"] = float(wall)
+    return total
+
+
+def time_shares(rows: pd.DataFrame, meta: dict) -> Optional[str]:
+    """"N% of the run's wall time", and the phases behind it (seconds and shares, largest first)."""
+    seconds = phase_seconds(rows, meta)
+    if seconds is None:
+        return None
+    wall = seconds["wall_s"]
+    parts = sorted(((seconds[key], name) for key, name in PHASES if seconds[key] > 0), reverse=True)
+    behind = "; ".join(f"{name} {value:,.1f} s ({100 * value / wall:.0f}%)" for value, name in parts)
+    return (f"{100 * seconds['timed_loop_s'] / wall:.0f}% of the run's wall time ({wall:,.1f} s from its start to "
+            f"its report, the report not counted): {behind}")

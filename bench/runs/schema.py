@@ -106,14 +106,29 @@ COLUMNS: tuple[Column, ...] = (
     Column("threads", "count", "torch intra-op threads"),
     Column("torch", "", "torch version"),
     Column("timestamp", "ISO 8601", "when the case finished (UTC)"),
+    # where the case's time went (wall seconds per phase, bench/core/measure.py): the harness's own cost beside the timed loop
+    Column("build_s", "s", "phase time: building the model, its inputs and optimizer (wall seconds)"),
+    Column("warmup_s", "s", "phase time: the untimed steps before the timed loop, the first (compiling) one included"),
+    Column("timed_loop_s", "s", "phase time: the timed loop, all its iterations (what the statistics come from)"),
+    Column("memory_pass_s", "s", "phase time: the memory pass (its own steps, polled and profiled)"),
+    Column("prediction_s", "s", "phase time: the memory model's prediction (a fit, once per configuration and process; "
+           "the configuration's other batches reuse it)"),
+    Column("flops_s", "s", "phase time: the FLOP count and attention-kernel detection (sequence modes: the profiled "
+           "encoder/LSTM shares pass too)"),
+    Column("check_s", "s", "phase time: the output check (one more forward, untimed)"),
+    Column("case_s", "s", "the whole case in the process that measured it: the phases above, the release of its memory "
+           "and what lies between them"),
 )
 
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
+# A case's phases, in the order they run; ``case_s`` holds them all (bench/report/display.py:time_shares reads them).
+PHASE_COLUMNS: tuple[str, ...] = ("build_s", "warmup_s", "timed_loop_s", "memory_pass_s", "prediction_s", "flops_s",
+                                  "check_s", "case_s")
 UNITS: dict[str, str] = {c.name: c.unit for c in COLUMNS}
 # Columns added after runs were first written: a results.csv without them still reads (they are empty).
 LATER_COLUMNS: tuple[str, ...] = ("tensor_peak_mib", "predicted_tensor_mib", "prediction_error_pct",
                                   "seq_len", "encoder", "sequences_per_s", "frames_per_s", "encoder_pct", "lstm_pct",
-                                  "processes", "process_medians_ms", "bimodal", "nvml_process_source")
+                                  "processes", "process_medians_ms", "bimodal", "nvml_process_source") + PHASE_COLUMNS
 
 
 def _number(value: Any) -> Optional[float]:
