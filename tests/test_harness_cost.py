@@ -146,7 +146,9 @@ def test_a_run_records_its_wall_time_and_its_report_says_what_share_the_timed_lo
         assert shared.is_dir() and child_env()[validity.MODELS_ENV] == str(shared)  # a child per case finds the models
         sweep(run, cases, progress=None)
     finally:
-        lines = end_run(run)
+        from bench.report.build import write_report
+
+        lines = end_run(run, write_report)
     assert gc.get_freeze_count() == 0  # ... and back in it once the run ends
     assert validity.MODELS_ENV not in os.environ and not shared.exists()  # the shared models go with the run
     meta = json.loads((run.run_dir / "meta.json").read_text())
