@@ -9,6 +9,7 @@ from pathlib import Path
 from bench.compare import stats as st
 from bench.core.commandline import (
     DEFAULT_CASE_TIMEOUT_S, EXIT_INCONCLUSIVE, EXIT_OK, KEYWORD_HELP, MIN_TIME_HELP, Command, add_matrix_args,
+    check_case_timeout,
 )
 
 
@@ -180,6 +181,7 @@ def _ab(args: argparse.Namespace) -> int:
     rules = load_rules(args.config, cli)
     share = min_judged(args.min_judged)
     check_rounds(args.rounds)  # before any worktree is made
+    check_case_timeout(args.case_timeout)  # 0, -1, nan, inf: every measurement a timeout, a comparison of nothing
     selection = selection_from_args(args)
     selection.settings.predict_memory = False  # the memory model's fit: nothing to compare, a second per measurement
     if selection.device.type == "cpu":  # both sides suffer alike, but every measurement takes many times longer
