@@ -113,11 +113,11 @@ def _emit(result, args: argparse.Namespace) -> int:
     from bench.runs.files import atomic_write_text
 
     text = result.markdown()
+    print(result.headline() if args.quiet else text, flush=True)  # the verdict first: an unwritable --json cannot hide it
     if args.markdown:
         atomic_write_text(args.markdown, text)
     if args.json:
         atomic_write_text(args.json, json.dumps(finite_json(result.as_json()), indent=2, default=str, allow_nan=False) + "\n")
-    print(result.headline() if args.quiet else text)
     return result.exit_status
 
 
