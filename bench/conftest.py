@@ -253,6 +253,11 @@ def pytest_sessionfinish(session, exitstatus):
         if not ae.stopped:  # a stopped session has seconds left before SIGKILL: the JSON and the report come first
             ae.run.settle()
     yield
+    # after the terminal summary (inside this wrapper) wrote the report: a report that could not be written, or a
+    # session that measured cases and kept no row, is never a success
+    if ae is not None and ae.run is not None and session.exitstatus == pytest.ExitCode.OK:
+        if ae.run.report_error is not None or (session.testscollected and not ae.run.rows):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

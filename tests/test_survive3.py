@@ -47,3 +47,60 @@ def test_compare_prints_its_verdict_before_an_unwritable_json_fails(tmp_path, ca
     status = main(["compare", str(base), str(cand), "-q", "--json", str(blocker / "report.json")])
     out, err = capsys.readouterr()
     assert status == 3 and out.startswith("FAIL: 1 of 1 cases regressed") and str(blocker) in err
+
+
+# -- item 2: a factory that ends the process costs its row, never the run's exit status ---------------------------
+
+
+def _run_cli(tmp_path, family: str, *extra: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "bench", "run", "--matrix", "smoke", "--sizes", "201x201", "--modes",
+                           "infer", "--families", family, "--results", str(tmp_path / "r"), "--min-time", "0", *extra],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.parametrize("factory", ["os_exit", "sys_exit_3"])
+def test_a_factory_that_exits_is_an_error_row_and_the_run_fails(tmp_path, factory):
+    """The run used to build the model in its own process for the model facts: os._exit(0) or sys.exit(0) there ended
+    the run with 0, no row, no report; sys.exit(3) with 3 and no message. Now: an error row naming the exit, exit 1."""
+    import pandas as pd
+
+    done = _run_cli(tmp_path, f"tests.plugins_exit:{factory}", "--launcher", "in-process")
+    assert done.returncode == 1, (done.returncode, done.stderr[-1500:])
+    (csv_path,) = (tmp_path / "r").glob("*/results.csv")
+    table = pd.read_csv(csv_path)
+    assert list(table["status"]) == ["error"] and "exit(" in table["reason"][0]
+    assert list((tmp_path / "r").glob("*/report.md"))
+
+
+def test_model_facts_never_build_a_plugin_in_the_runs_process(tmp_path):
+    from bench.core.cases import Case
+    from bench.core.model_facts import write_model_facts
+
+    path = write_model_facts(tmp_path, [Case(family="tests.plugins_exit:sys_exit", preset="tiny", size="201x201",
+                                             attention="none")])
+    import json
+
+    skipped = [n for n in json.loads(path.read_text())["not_computed"] if "plugins_exit" in n["what"]]
+    assert skipped and "only where its case runs" in skipped[0]["error"]
+
+
+# -- item 4: a run whose report cannot be written never exits 0 -------------------------------------------------
+
+
+def test_a_run_whose_report_cannot_be_written_exits_3(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import bench.report.build as build
+
+    def full(run_dir):
+        raise OSError(errno.ENOSPC, "No space left on device", str(Path(run_dir) / "report.md"))
+
+    monkeypatch.setattr(build, "write_report", full)
+    status = main(["run", "--matrix", "smoke", "--sizes", "201x201", "--modes", "infer", "--families", "tests.plugins:fine",
+                   "--results", str(tmp_path / "r"), "--min-time", "0", "--launcher", "in-process"])
+    err = capsys.readouterr().err
+    assert status == 3 and "report could not be written" in err and "No space left" in err

@@ -38,6 +38,7 @@ class Run:
     notes: list[str] = field(default_factory=list)  # what a resume repaired, and a busy CPU's warning
     start_peaks: Optional[dict] = None  # the GEMM peaks and timer floor measured at the start (meta.json "peaks")
     peak_notes: Optional[list[str]] = None  # set by settle(): what the end-of-run peaks changed
+    report_error: Optional[str] = None  # set by end_run when the report could not be written (the run then fails)
 
     def pending(self, cases: list[Case]) -> list[Case]:
         """The cases of ``cases`` this run has not measured yet (all of them unless resumed)."""
@@ -84,6 +85,10 @@ def start_run(selection: Selection, results_root: Path, entry: str, command: lis
             raise ValueError(f"--processes {selection.settings.processes}: each process is a fresh child; the in-process "
                              "launcher has one process (use --launcher subprocess or auto)")
         launcher = "subprocess"
+    from bench.core.model_facts import is_plugin
+
+    if launcher == "auto" and any(is_plugin(c.family) for c in selection.cases if not c.skip):
+        launcher = "subprocess"  # user code: a factory or step that exits, hangs or crashes costs its row, never the run
     chosen = choose_launcher(launcher, selection.device, case_timeout_s)
     start_peaks = _start_peaks(selection)
     load = cpu_load() if selection.device.type == "cpu" else {}
@@ -154,6 +159,7 @@ def end_run(run: Run, settle: bool = True) -> list[str]:
     try:
         lines.append(f"report: {write_report(run.run_dir)}")
     except Exception as err:  # noqa: BLE001 - a report problem must not hide the rows measured above
+        run.report_error = f"{type(err).__name__}: {err}"
         lines.append(f"report not written: {type(err).__name__}: {err}; retry with `{rerun_command(['report', str(run.run_dir)])}`")
     if run.lock is not None:
         run.lock.release()
