@@ -104,3 +104,45 @@ def test_a_run_whose_report_cannot_be_written_exits_3(tmp_path, monkeypatch, cap
                    "--results", str(tmp_path / "r"), "--min-time", "0", "--launcher", "in-process"])
     err = capsys.readouterr().err
     assert status == 3 and "report could not be written" in err and "No space left" in err
+
+
+# -- item 14: meaningless option values refused in one line naming the option ------------------------------------
+
+SMALL = ["--matrix", "smoke", "--families", "cnn", "--sizes", "201x201", "--modes", "infer"]
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["plan-check", "--tolerance", "nan"], "--tolerance"),
+    (["plan-check", "--tolerance", "inf"], "--tolerance"),
+    (["plan-check", "--tolerance", "1e300"], "--tolerance"),
+    (["run", *SMALL, "--case-timeout", "1e300"], "--case-timeout"),
+    (["quality", "--families", "cnn", "--budget-seconds", "1e300"], "--budget-seconds"),
+    (["quality", "--families", "cnn", "--lr", "1e300"], "--lr"),
+    (["quality", "--families", "cnn", "--lr", "nan"], "--lr"),
+    (["downstream", "--ae-seconds", "1e300"], "--ae-seconds"),
+    (["run", *SMALL, "--shard", ""], "--shard"),
+    (["run", *SMALL, "--list", "--shard", ""], "--shard"),
+])
+def test_a_meaningless_option_value_is_refused_naming_the_option(argv, option, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and option in err[0], err
+
+
+def test_compare_refuses_a_negative_seed_naming_it(tmp_path, capsys):
+    base, cand = _tripled(tmp_path)
+    assert main(["compare", str(base), str(cand), "-q", "--seed", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seed" in err[0]
+
+
+def test_baseline_never_deletes_a_json_file_it_did_not_write(tmp_path, capsys):
+    run = write_run(tmp_path / "run", {"a": {"samples_ms": steady(5)}})
+    store = tmp_path / "baselines"
+    assert main(["baseline", str(run), "--store", str(store)]) == 0
+    folder = Path(capsys.readouterr().out.strip())
+    notes = folder / "notes.json"
+    notes.write_text('{"why": "the card was swapped on 1 March"}')
+    assert main(["baseline", str(run), "--store", str(store)]) == 0
+    assert notes.read_text() == '{"why": "the card was swapped on 1 March"}'
+    assert (folder / "results.csv").is_file()

@@ -89,6 +89,8 @@ def _compare(args: argparse.Namespace) -> int:
            "max_spread": parse_fraction(args.max_spread, "--max-spread") if args.max_spread is not None else None}
     if not 0 < args.confidence < 1:
         raise ValueError(f"bad --confidence {args.confidence}: expected a fraction between 0 and 1, e.g. 0.95")
+    if not 0 <= args.seed < 2 ** 32:
+        raise ValueError(f"--seed: bad seed {args.seed}: expected 0 to {2 ** 32 - 1}")
     if args.resamples < 100:
         raise ValueError(f"bad --resamples {args.resamples}: expected at least 100")
     share = min_judged(args.min_judged)

@@ -64,6 +64,11 @@ def run_quality_command(args: argparse.Namespace) -> int:
             print(quality_case_id(case) + (f"    [skip: {case.skip}]" if case.skip else ""))
         print(f"{len(cases)} quality cases")
         return EXIT_OK
+    if args.budget_seconds is not None and not 0 < args.budget_seconds <= 7 * 24 * 3600:
+        raise ValueError(f"--budget-seconds: bad value {args.budget_seconds}: expected seconds above 0 and at most 604800 "
+                         "(a week)")
+    if not 0 < args.lr <= 10:  # 1e300 trained into error rows; nan or inf never trains
+        raise ValueError(f"--lr: bad learning rate {args.lr}: expected a number above 0 and at most 10, e.g. 0.001")
     steps = DEFAULT_STEPS if args.budget_steps is None and args.budget_seconds is None else args.budget_steps
     budget = Budget(steps, args.budget_seconds, args.eval_every)
     schedule = Schedule(args.lr, args.warmup_steps, args.schedule)  # ValueError names a bad rate or warm-up
