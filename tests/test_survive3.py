@@ -146,3 +146,32 @@ def test_baseline_never_deletes_a_json_file_it_did_not_write(tmp_path, capsys):
     assert main(["baseline", str(run), "--store", str(store)]) == 0
     assert notes.read_text() == '{"why": "the card was swapped on 1 March"}'
     assert (folder / "results.csv").is_file()
+
+
+# -- item 7: a row twice, or a last line cut inside a field, is refused ------------------------------------------
+
+
+def test_report_and_compare_refuse_a_case_key_twice(tmp_path, capsys):
+    run = write_run(tmp_path / "r", {"a": {"samples_ms": steady(5)}, "b": {"samples_ms": steady(5)}})
+    csv_path = run / "results.csv"
+    lines = csv_path.read_text().splitlines(keepends=True)
+    csv_path.write_text("".join(lines + [lines[1].replace(",5.", ",9.", 1)]))  # case a again, another figure
+    other = write_run(tmp_path / "o", {"a": {"samples_ms": steady(5)}, "b": {"samples_ms": steady(5)}})
+    for argv in (["report", str(run)], ["compare", str(other), str(run), "-q"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "key-a" in err[0] and "lines 2 and 4" in err[0], err
+
+
+@pytest.mark.parametrize("cut", [3, 30])  # inside the timestamp (every field there), and mid-row
+def test_a_last_line_cut_short_is_refused_with_the_resume_hint(tmp_path, capsys, cut):
+    stamp = {"timestamp": "2026-01-01T00:00:00+00:00"}
+    run = write_run(tmp_path / "r", {"a": {"samples_ms": steady(5), **stamp}, "b": {"samples_ms": steady(5), **stamp}})
+    csv_path = run / "results.csv"
+    text = csv_path.read_text()
+    csv_path.write_text(text.rstrip()[:-cut])
+    if cut == 3:  # the cut fell inside the last field: the line still has every field
+        assert csv_path.read_text().splitlines()[-1].endswith(",2026-01-01T00:00:00+00")
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--resume" in err[0], err
