@@ -16,3 +16,10 @@ def sys_exit_3(input_size, preset, **overrides):
 
 def os_exit(input_size, preset, **overrides):
     os._exit(0)
+
+
+def hangs_in_factory(input_size, preset, **overrides):
+    """Never returns (a factory waiting on a lock, a download, a prompt)."""
+    import threading
+
+    threading.Event().wait()

@@ -175,3 +175,47 @@ def test_a_last_line_cut_short_is_refused_with_the_resume_hint(tmp_path, capsys,
     assert main(["report", str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--resume" in err[0], err
+
+
+# -- item 9: the case timeout starts when the child is ready; a hanging factory is under it ------------------------
+
+
+class _FakeChild:
+    """A child that never ends and writes its ready marker when the fake clock reaches ``ready_at``."""
+
+    def __init__(self, clock: list, ready: Path, ready_at):
+        self.clock, self.ready, self.ready_at = clock, ready, ready_at
+
+    def poll(self):
+        return None
+
+    def wait(self, timeout):
+        import subprocess
+
+        self.clock[0] += timeout
+        if self.ready_at is not None and self.clock[0] >= self.ready_at:
+            self.ready.touch()
+        raise subprocess.TimeoutExpired("child", timeout)
+
+
+@pytest.mark.parametrize("ready_at, killed_at", [(50.0, 60.0), (2.0, 12.0), (None, 610.0)])
+def test_the_case_timeout_counts_from_the_childs_ready_marker(tmp_path, ready_at, killed_at):
+    """A 10 s timeout: a child ready after 50 s of start-up is stopped at 60 s, not at 10; one that never says it is
+    ready (an older checkout's) gets the 600 s start-up allowance on top."""
+    from bench.core.launchers import wait_for_child
+
+    clock = [0.0]
+    child = _FakeChild(clock, tmp_path / "ready", ready_at)
+    assert wait_for_child(child, tmp_path / "ready", 10.0, startup_s=600.0, clock=lambda: clock[0], poll_s=1.0) is False
+    assert clock[0] == pytest.approx(killed_at, abs=1.0)
+
+
+def test_a_factory_that_hangs_is_a_timeout_row_not_a_hung_run(tmp_path):
+    """The run built every model in its own process for the model facts, before the first case and outside any
+    timeout: a hanging factory hung the run (0 rows, nothing on stderr). Now it is built only in the case's child."""
+    import pandas as pd
+
+    done = _run_cli(tmp_path, "tests.plugins_exit:hangs_in_factory", "--case-timeout", "5")
+    assert done.returncode == 1, (done.returncode, done.stderr[-1500:])
+    (csv_path,) = (tmp_path / "r").glob("*/results.csv")
+    assert list(pd.read_csv(csv_path)["status"]) == ["timeout"]
