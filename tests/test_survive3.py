@@ -219,3 +219,19 @@ def test_a_factory_that_hangs_is_a_timeout_row_not_a_hung_run(tmp_path):
     assert done.returncode == 1, (done.returncode, done.stderr[-1500:])
     (csv_path,) = (tmp_path / "r").glob("*/results.csv")
     assert list(pd.read_csv(csv_path)["status"]) == ["timeout"]
+
+
+# -- item 6: a line break in a plug-in family name is refused, not written two ways -------------------------------
+
+
+@pytest.mark.parametrize("name", ["tests.plugins:fi\nne", "tests.plugins:fi\rne", "tests.plugins:fi\x00ne"])
+def test_a_family_name_with_a_line_break_is_refused_in_one_line(name, capsys, tmp_path):
+    from bench.core.cases import Case
+
+    with pytest.raises(ValueError, match="bad family"):
+        Case(family=name, preset="x", attention="none")
+    assert main(["run", "--matrix", "smoke", "--sizes", "201x201", "--modes", "infer", "--families", name, "--results",
+                 str(tmp_path / "r"), "--launcher", "in-process", "--min-time", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad family" in err[0]
+    assert not (tmp_path / "r").exists()
