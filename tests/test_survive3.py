@@ -235,3 +235,31 @@ def test_a_family_name_with_a_line_break_is_refused_in_one_line(name, capsys, tm
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad family" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+# -- item 5: a quality rerun into the same --out never replaces the earlier run --------------------------------
+
+
+def test_quality_refuses_an_out_folder_that_holds_a_quality_run(tmp_path, capsys):
+    out = tmp_path / "q"
+    out.mkdir()
+    earlier = "case_id,seed\na,0\nb,0\nc,0\n"
+    (out / "quality.csv").write_text(earlier)
+    assert main(["quality", "--families", "cnn", "--budget-steps", "1", "--seeds", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a quality run" in err[0]
+    assert (out / "quality.csv").read_text() == earlier
+
+
+def test_quality_takes_its_folders_lock(tmp_path, capsys):
+    from bench.runs.lock import FolderLock
+
+    out = tmp_path / "q"
+    out.mkdir()
+    held = FolderLock(out).acquire("the test")
+    try:
+        assert main(["quality", "--families", "cnn", "--budget-steps", "1", "--seeds", "0", "--out", str(out)]) == 2
+    finally:
+        held.release()
+    assert "in use by another process" in capsys.readouterr().err
+    assert not (out / "quality.csv").exists()

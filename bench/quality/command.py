@@ -44,7 +44,7 @@ def add_quality_args(parser: argparse.ArgumentParser) -> None:
 def run_quality_command(args: argparse.Namespace) -> int:
     from bench.core.loop import Progress
     from bench.core.selection import make_selection, narrow_cases
-    from bench.quality.report import QualityWriter, summary_lines, write_quality_report
+    from bench.quality.report import QUALITY_CSV, QualityWriter, summary_lines, write_quality_report
     from bench.quality.run import QualityData, quality_case_id, quality_cases, run_quality_case
     from bench.quality.training import Budget, Schedule
     from bench.runs.provenance import new_run_id, source_state, utc_now
@@ -84,6 +84,16 @@ def run_quality_command(args: argparse.Namespace) -> int:
             "entry": "cli", "matrix": plan.matrix.name, "budget": dataclasses.asdict(budget), "lr": args.lr,
             "warmup_steps": args.warmup_steps, "schedule": schedule.describe(),
             "device": plan.facts.as_dict()}
+    from bench.runs.lock import FolderLock
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--out {run_dir} exists and is not a folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(run_dir).acquire("this quality run")  # one writer at a time (refused: one line); the process's end frees it
+    if (run_dir / QUALITY_CSV).is_file():  # an earlier run's rows (whole or stopped): never replaced by this one's
+        lock.release()
+        raise ValueError(f"--out {run_dir} already holds a quality run ({QUALITY_CSV}): its rows would be replaced; give "
+                         "another --out, or move that folder away")
     writer = QualityWriter(run_dir, meta)
     print(f"ae-bench quality: {len(cases)} cases x {len(seeds)} seeds, {budget.describe()} each, on {plan.facts.name} ({plan.facts.type}); "
           f"{data.description}; -> {run_dir}", file=sys.stderr)
@@ -103,6 +113,7 @@ def run_quality_command(args: argparse.Namespace) -> int:
                   if row["status"] == "ok" else f"{row['status']}: {row['reason']}")
         print(meter.step(f"{row['case_id']} seed {seed}: {detail} ({time.perf_counter() - start:.0f} s)"), file=sys.stderr)
     report = writer.finish()
+    lock.release()
     print("\n".join(summary_lines(writer.rows)))
     print(f"results: {writer.csv_path}\nreport: {report}")
     return EXIT_FAILED if failed else EXIT_OK
