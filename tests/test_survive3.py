@@ -263,3 +263,36 @@ def test_quality_takes_its_folders_lock(tmp_path, capsys):
         held.release()
     assert "in use by another process" in capsys.readouterr().err
     assert not (out / "quality.csv").exists()
+
+
+# -- item 11: SIGTERM or SIGHUP in a run's start-up or end phase: exit 130 with a message -------------------------
+
+_SIGNAL_AT = """
+import os, signal, sys
+import {module} as target
+real = target.{name}
+def {name}(*args, **kwargs):
+    os.kill(os.getpid(), signal.{sig})  # the signal lands inside this phase: an event, not a clock
+    return real(*args, **kwargs)
+target.{name} = {name}
+from bench.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("module, name, sig, hint", [
+    ("bench.trackers.calibration", "calibrate", "SIGTERM", "interrupted"),   # start-up calibration
+    ("bench.plan.answer", "plan_for_run", "SIGTERM", "resume with"),         # the end phase: plan, peaks, report
+    ("bench.plan.answer", "plan_for_run", "SIGHUP", "resume with"),
+])
+def test_a_stop_signal_outside_the_sweep_exits_130_with_a_message(tmp_path, module, name, sig, hint):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _SIGNAL_AT.format(module=module, name=name, sig=sig), "run", "--matrix",
+                           "smoke", "--sizes", "201x201", "--modes", "infer", "--families", "tests.plugins:fine",
+                           "--results", str(tmp_path / "r"), "--launcher", "in-process", "--min-time", "0"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 130, (done.returncode, done.stderr[-1500:])
+    assert hint in done.stderr
