@@ -296,3 +296,21 @@ def test_a_stop_signal_outside_the_sweep_exits_130_with_a_message(tmp_path, modu
                           env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
     assert done.returncode == 130, (done.returncode, done.stderr[-1500:])
     assert hint in done.stderr
+
+
+# -- the fault table's new lines ----------------------------------------------------------------------------------
+
+
+def test_fault_table_a_last_line_cut_inside_its_timestamp_is_refused_and_kept(tmp_path):
+    from bench.selfcheck.faults import a_last_line_cut_inside_its_timestamp
+
+    result = a_last_line_cut_inside_its_timestamp(tmp_path)
+    assert result.exit_status == "2" and "--resume" in result.message and result.rows_lost == 0
+
+
+def test_fault_table_a_factory_that_exits_is_one_error_row_and_exit_1(tmp_path):
+    from bench.selfcheck.faults import a_factory_that_exits
+
+    result = a_factory_that_exits(tmp_path)
+    assert result.exit_status == "1" and result.rows_lost == 0 and result.facts["statuses"] == ["error", "ok"]
+    assert result.facts["report"]
