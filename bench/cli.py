@@ -157,6 +157,8 @@ def stop_on_signals() -> dict:
         sig = getattr(signal, name, None)
         if sig is not None and signal.getsignal(sig) in (signal.SIG_DFL, None):
             previous[sig] = signal.signal(sig, _interrupt)
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:  # a shell script's background job starts with SIGINT ignored:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _interrupt)  # kill -INT must still stop it cleanly
     return previous
 
 

@@ -314,3 +314,37 @@ def test_fault_table_a_factory_that_exits_is_one_error_row_and_exit_1(tmp_path):
     result = a_factory_that_exits(tmp_path)
     assert result.exit_status == "1" and result.rows_lost == 0 and result.facts["statuses"] == ["error", "ok"]
     assert result.facts["report"]
+
+
+# -- item 12: ab's worktrees left by a SIGKILL are removed by the next ab ------------------------------------------
+
+
+def test_ab_removes_the_worktrees_of_a_killed_ab_and_keeps_a_live_ones(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from bench.compare.ab import remove_stale_worktrees
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *a],  # noqa: E731
+                                    check=True, capture_output=True, text=True)
+    git("init", "-q")
+    (repo / "f").write_text("x")
+    git("add", "f")
+    git("commit", "-qm", "one")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer runs: the killed ab's
+    dead = Path(tempfile.mkdtemp(prefix=f"ae-bench-ab-{gone.pid}-")) / "tree"
+    live = Path(tempfile.mkdtemp(prefix=f"ae-bench-ab-{os.getpid()}-")) / "tree"
+    try:
+        git("worktree", "add", "--detach", "-q", str(dead), "HEAD")
+        git("worktree", "add", "--detach", "-q", str(live), "HEAD")
+        assert remove_stale_worktrees(repo) == [dead]
+        listed = git("worktree", "list", "--porcelain").stdout
+        assert str(dead) not in listed and str(live) in listed and not dead.parent.exists()
+    finally:
+        shutil.rmtree(dead.parent, ignore_errors=True)
+        shutil.rmtree(live.parent, ignore_errors=True)

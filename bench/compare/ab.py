@@ -26,6 +26,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -105,7 +107,8 @@ def worktree(repo: Path, ref: Optional[str]) -> Iterator[tuple[Path, str]]:
         yield repo, f"working tree ({git_commit() or 'no commit'}, uncommitted changes included)"
         return
     commit = resolve_ref(repo, ref)
-    folder = Path(tempfile.mkdtemp(prefix="ae-bench-ab-")) / "tree"
+    remove_stale_worktrees(repo)
+    folder = Path(tempfile.mkdtemp(prefix=f"{_AB_PREFIX}{os.getpid()}-")) / "tree"  # the pid: whose it is, once orphaned
     subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", "--quiet", str(folder), commit],
                    check=True, capture_output=True, timeout=300)
     try:
@@ -115,6 +118,30 @@ def worktree(repo: Path, ref: Optional[str]) -> Iterator[tuple[Path, str]]:
         subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(folder)], capture_output=True, timeout=300)
         subprocess.run(["git", "-C", str(repo), "worktree", "prune"], capture_output=True, timeout=300)
         shutil.rmtree(folder.parent, ignore_errors=True)  # the ae-bench-ab-* folder that held it
+
+
+_AB_PREFIX = "ae-bench-ab-"
+
+
+def remove_stale_worktrees(repo: Path) -> list[Path]:
+    """Remove the worktrees an ``ab`` killed with SIGKILL left registered (their folder is named for their pid,
+    which is gone), then prune the registrations whose folder is gone. Another live ``ab``'s worktree stays.
+    Returns the folders removed."""
+    from bench.runs.lock import pid_alive
+
+    listed = subprocess.run(["git", "-C", str(repo), "worktree", "list", "--porcelain"], capture_output=True, text=True,
+                            timeout=60)
+    removed = []
+    for line in listed.stdout.splitlines():
+        path = Path(line[len("worktree "):]) if line.startswith("worktree ") else None
+        match = re.fullmatch(rf"{_AB_PREFIX}(\d+)-.*", path.parent.name) if path is not None else None
+        if match and path.name == "tree" and not pid_alive(int(match.group(1))):
+            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(path)], capture_output=True,
+                           timeout=300)
+            shutil.rmtree(path.parent, ignore_errors=True)
+            removed.append(path)
+    subprocess.run(["git", "-C", str(repo), "worktree", "prune"], capture_output=True, timeout=300)
+    return removed
 
 
 # Run in a side's code root: which protocol its child speaks, and which of its harness modules came from elsewhere
