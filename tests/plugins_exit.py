@@ -23,3 +23,26 @@ def hangs_in_factory(input_size, preset, **overrides):
     import threading
 
     threading.Event().wait()
+
+
+def chdir_in_step(input_size, preset, **overrides):
+    """A model whose forward changes the working directory (to a fresh temporary folder) and works otherwise."""
+    import tempfile
+
+    import torch.nn as nn
+
+    class _Moves(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            os.chdir(tempfile.mkdtemp(prefix="ae-bench-chdir-"))
+            return x * self.scale, None
+
+        def Embedding(self, x):  # noqa: N802
+            return self.forward(x)[0].flatten(1)[:, :8]
+
+    import torch
+
+    return _Moves()

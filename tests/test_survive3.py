@@ -348,3 +348,21 @@ def test_ab_removes_the_worktrees_of_a_killed_ab_and_keeps_a_live_ones(tmp_path)
     finally:
         shutil.rmtree(dead.parent, ignore_errors=True)
         shutil.rmtree(live.parent, ignore_errors=True)
+
+
+# -- item 13: a case's os.chdir does not move a relative --results ------------------------------------------------
+
+
+def test_a_case_that_changes_directory_leaves_a_relative_results_folder_working(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "bench", "run", "--matrix", "smoke", "--sizes", "201x201", "--modes",
+                           "infer", "--families", "tests.plugins_exit:chdir_in_step,tests.plugins:fine", "--results", "r",
+                           "--launcher", "in-process", "--min-time", "0"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    assert done.returncode in (0, 1), (done.returncode, done.stderr[-1500:])
+    assert "writable again" not in done.stderr
+    (csv_path,) = (tmp_path / "r").glob("*/results.csv")
+    assert len(csv_path.read_text().strip().splitlines()) == 3  # the header and both cases
+    assert list((tmp_path / "r").glob("*/report.md"))
