@@ -366,3 +366,20 @@ def test_a_case_that_changes_directory_leaves_a_relative_results_folder_working(
     (csv_path,) = (tmp_path / "r").glob("*/results.csv")
     assert len(csv_path.read_text().strip().splitlines()) == 3  # the header and both cases
     assert list((tmp_path / "r").glob("*/report.md"))
+
+
+# -- item 8: with meta.json lost, a resume under other timing settings is refused ---------------------------------
+
+
+def test_a_resume_without_meta_json_under_another_process_count_is_refused(tmp_path, capsys):
+    base = ["run", "--matrix", "smoke", "--sizes", "201x201", "--modes", "infer", "--results", str(tmp_path / "r"),
+            "--min-time", "0"]
+    assert main([*base, "--families", "tests.plugins:fine", "--launcher", "in-process"]) == 0
+    (run_dir,) = (tmp_path / "r").iterdir()
+    (run_dir / "meta.json").unlink()
+    rows = (run_dir / "results.csv").read_text()
+    capsys.readouterr()
+    assert main([*base, "--families", "tests.plugins:fine,cnn", "--processes", "2", "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "processes 1" in err[0] and "meta.json is lost" in err[0], err
+    assert (run_dir / "results.csv").read_text() == rows

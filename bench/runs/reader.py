@@ -124,7 +124,7 @@ def _read_csv_records(path: Path) -> list[dict[str, str]]:
               "line off and measures its case again")
     if not text.endswith("\n"):  # the writer ends every row with a line end: a last line without one is cut short,
         # even when the cut fell inside its last field (a timestamp cut to "2026-0" still has every field)
-        raise ValueError(f"{path}: its last line is cut short; {resume}")
+        raise ValueError(f"{path} is truncated or corrupt: its last line is cut short; {resume}")
     records, lines = [], {}
     last = body[-1][0] if body else 0
     for line, record in body:
@@ -132,7 +132,7 @@ def _read_csv_records(path: Path) -> list[dict[str, str]]:
             continue
         if len(record) != len(header):
             raise ValueError(f"{path} line {line} has {len(record)} fields where the header has {len(header)}: "
-                             + (resume if line == last else "the file is truncated or corrupt"))
+                             + "the file is truncated or corrupt" + (f"; {resume}" if line == last else ""))
         records.append(dict(zip(header, record)))
         key = records[-1].get("case_key", "")
         if key in lines:  # compare would silently take the later row, the report count the case twice
