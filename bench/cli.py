@@ -113,13 +113,15 @@ def main(argv: Optional[list[str]] = None) -> int:
             return EXIT_USAGE
         raise
     args.argv = argv  # the command line as typed, for a printed resume command
+    previous = stop_on_signals()
     try:
         return table[args.command].run(args)
     except ValueError as err:
         print(f"ae-bench: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("ae-bench: interrupted; rows measured so far are in the results folder", file=sys.stderr)
+        kept = "ab keeps no rows: nothing was saved" if args.command == "ab" else "rows measured so far are in the results folder"
+        print(f"ae-bench: interrupted; {kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `python -m bench matrices | head`: the reader left; nothing is lost
         sys.stdout = open(os.devnull, "w")
@@ -135,6 +137,34 @@ def main(argv: Optional[list[str]] = None) -> int:
         if os.environ.get("AE_BENCH_TRACEBACK"):
             traceback.print_exc()
         return EXIT_IO
+    finally:
+        import signal
+
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def stop_on_signals() -> dict:
+    """SIGTERM and SIGHUP (a batch job's kill, a closed terminal) stop a command as Ctrl-C does, in every phase (a
+    run's start-up calibration and its end included, not only its sweep): a message and exit 130, never -15 or -1.
+    Returns the handlers replaced (in the main thread only; elsewhere nothing changes)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) in (signal.SIG_DFL, None):
+            previous[sig] = signal.signal(sig, _interrupt)
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:  # a shell script's background job starts with SIGINT ignored:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _interrupt)  # kill -INT must still stop it cleanly
+    return previous
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signum)
 
 
 def os_error_text(err: OSError) -> str:

@@ -133,6 +133,8 @@ def _session(config) -> AeSession:
 def pytest_configure(config):
     from bench.core.selection import make_selection
 
+    _stop_on_signals()
+
     option = lambda axis: config.getoption(f"--ae-{axis}")  # noqa: E731
     if getattr(config.option, "numprocesses", None) or hasattr(config, "workerinput"):
         # pytest-xdist: cases timed side by side slow each other down, and each worker would be a run of its own
@@ -243,6 +245,22 @@ def pytest_benchmark_compare_machine_info(config, benchmarksession, machine_info
                 "differences may be the machine, not the code")
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM (what a CI job's timeout sends) and SIGHUP stop the session as Ctrl-C does: pytest then ends it cleanly
+    (the rows, the report and pytest-benchmark's JSON are written), instead of dying with -15 and only the rows."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is not None and signal.getsignal(sig) in (signal.SIG_DFL, None):
+                signal.signal(sig, interrupt)
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
     """Before pytest-benchmark saves its JSON (its own wrapper, inside this one): stop a child still
@@ -254,6 +272,11 @@ def pytest_sessionfinish(session, exitstatus):
         if not ae.stopped:  # a stopped session has seconds left before SIGKILL: the JSON and the report come first
             ae.run.settle()
     yield
+    # after the terminal summary (inside this wrapper) wrote the report: a report that could not be written, or a
+    # session that measured cases and kept no row, is never a success
+    if ae is not None and ae.run is not None and session.exitstatus == pytest.ExitCode.OK:
+        if ae.run.report_error is not None or (session.testscollected and not ae.run.rows):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -275,6 +298,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                                     f"`{rerun_command(['report', str(session.run_dir), '--with', 'PLAN_DIR'])}`)")
         for line in end_run(session.run, write_report, settle=False):
             terminalreporter.write_line(line)
+        terminalreporter.write_line(f"ae-bench: stopped; the rows measured are in {session.run.writer.csv_path}. To measure "
+                                    f"the cases left into the same folder: `python -m bench run` with the same selection "
+                                    f"(--matrix, --families, ... as --ae-* here) and --resume {session.run_dir}")
         return
     from bench.plan.partial import plan_for_run  # before the report, which answers from it
 

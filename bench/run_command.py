@@ -93,9 +93,22 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_IO
     from bench.plan.partial import plan_for_run  # before the report, which answers from it
 
-    for line in plan_for_run(run, selection, args.plan_for):
-        print(f"ae-bench: {line}", file=sys.stderr)
-    print("\n".join(end_run(run, write_report)))
+    try:
+        for line in plan_for_run(run, selection, args.plan_for):
+            print(f"ae-bench: {line}", file=sys.stderr)
+        print("\n".join(end_run(run, write_report)))
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP in the end phase (peaks, plan, report): the rows are whole
+        run.close()
+        print(f"ae-bench: interrupted while ending the run; {_rows_on_disk(run)} rows kept in {run.writer.csv_path}; "
+              f"the report is not written\nresume with (it writes the end files): {resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if run.report_error is not None:  # the rows are kept, the report is not: never a success
+        print(f"ae-bench: error: the report could not be written ({run.report_error}); the rows are in "
+              f"{run.writer.csv_path}: {rerun_command(['report', str(run.run_dir)])}", file=sys.stderr)
+        return EXIT_IO
+    if cases and not run.rows:  # cases asked for, none measured (a case or factory that ended the sweep early)
+        print(f"ae-bench: error: {len(cases)} cases asked for, no row measured; resume with: {resume}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_FAILED if any(r["status"] in ("error", "timeout") for r in run.rows) else EXIT_OK
 
 

@@ -293,3 +293,95 @@ def test_the_regression_checks_table_puts_each_verdict_under_its_own_case():
     assert header == "| repetition | exit | wall | `a` | `b` |"
     assert one == "| 1 | 1 | 1.0 min | noisy (+20%) | slower (+30%) |"
     assert two == "| 2 | 0 | 2.0 min | same (+1%) | noisy (+15%) |"
+
+
+# -- issue 35 item 1: ab never passes without measuring a side ------------------------------------------------------
+
+
+def _ab_with_statuses(monkeypatch, statuses: dict[str, list[dict]]):
+    """``run_ab`` of two cases whose side ``A``/``B`` measurements return the rows ``statuses[side][batch - 1]``."""
+    from types import SimpleNamespace
+
+    from bench.compare import ab
+    from bench.compare.rules import Rules
+    from bench.core.cases import Case
+
+    class Launcher:
+        def __init__(self, device, timeout_s, code_root):
+            self.side = "A" if code_root == "a" else "B"
+
+        def run(self, case, device, facts, settings, tag):
+            row = {"case_key": case.key, "reason": "", **statuses[self.side][case.batch - 1]}
+            return Measurement(row, [0.010] * 5 if row["status"] == "ok" else [])
+
+    monkeypatch.setattr(ab, "Subprocess", Launcher)
+    cases = [Case(family="cnn", preset="tiny", size="201x201", mode="infer", batch=b) for b in (1, 2)]
+    facts = SimpleNamespace(type="cpu", name="cpu", torch="2.13.0", slug="cpu")
+    return ab.run_ab(cases, SimpleNamespace(device="cpu", settings=None, facts=facts), ("a", "b"), ("A", "B"), 6,
+                     Rules(), 60.0)
+
+
+OK = {"status": "ok"}
+TIMEOUT = {"status": "timeout", "reason": "no result after 60 s; child killed. Last output: (none)"}
+
+
+def test_ab_whose_base_timed_out_is_not_fixed_and_never_a_pass(monkeypatch):
+    """A timeout in A is no measurement of A: not 'fixed'. One case judged, the other A-timed-out: 1 of 1 compared
+    (pass by its case); both A-timed-out: nothing compared, INCONCLUSIVE (4), never PASS."""
+    from bench.core.commandline import EXIT_INCONCLUSIVE
+
+    both = _ab_with_statuses(monkeypatch, {"A": [TIMEOUT, TIMEOUT], "B": [OK, OK]})
+    assert [c.outcome for c in both.cases] == ["skipped", "skipped"] and "no measurement in A" in both.cases[0].note
+    assert both.exit_status == EXIT_INCONCLUSIVE and not both.headline().startswith("PASS")
+    harness = {"status": "error", "reason": "child exited with status 1 without a result. Last output: x"}
+    assert _ab_with_statuses(monkeypatch, {"A": [harness, harness], "B": [OK, OK]}).exit_status == EXIT_INCONCLUSIVE
+    own = {"status": "oom", "reason": "CUDA out of memory"}  # A's own verdict on its code: B fixed it
+    assert [c.outcome for c in _ab_with_statuses(monkeypatch, {"A": [own, OK], "B": [OK, OK]}).cases][0] == "fixed"
+
+
+def test_ab_where_both_sides_timed_out_is_inconclusive(monkeypatch):
+    from bench.core.commandline import EXIT_INCONCLUSIVE
+
+    result = _ab_with_statuses(monkeypatch, {"A": [TIMEOUT, TIMEOUT], "B": [TIMEOUT, TIMEOUT]})
+    assert result.exit_status == EXIT_INCONCLUSIVE and result.headline().startswith("INCONCLUSIVE")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1e300"])
+def test_ab_refuses_a_case_timeout_that_measures_nothing(value, capsys):
+    from bench import cli
+
+    assert cli.main(["ab", "HEAD", "--case-timeout", value, "--matrix", "smoke", "--families", "cnn", "--modes",
+                     "infer", "--sizes", "201x201"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--case-timeout" in err[0]
+
+
+def _commit_tree(tmp_path, files: dict[str, str]) -> Path:
+    root = tmp_path / "side"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_a_base_without_its_own_child_is_refused_in_one_line(tmp_path):
+    """The repository's first commit had bench/ but no bench/core/: the editable install served today's child."""
+    from bench.compare.ab import check_harness
+
+    root = _commit_tree(tmp_path, {"bench/__init__.py": "", "ae_models/__init__.py": ""})
+    with pytest.raises(ValueError, match="lacks its own harness|has no bench.core.child") as err:
+        check_harness(root, "first (36ff112228)")
+    assert "\n" not in str(err.value)
+
+
+def test_a_base_whose_child_reads_its_case_from_stdin_is_refused(tmp_path):
+    """39031ba's child read the case from stdin (protocol 1): the parent never writes it, every measurement hangs."""
+    from bench.compare.ab import check_harness
+
+    files = {"bench/__init__.py": "", "bench/core/__init__.py": "", "bench/core/measure.py": "",
+             "bench/core/cases.py": "", "ae_models/__init__.py": "",
+             "bench/core/child.py": "import sys, json\ndef main(argv):\n    return json.loads(sys.stdin.read())\n"}
+    with pytest.raises(ValueError, match="protocol 1, this harness 2"):
+        check_harness(_commit_tree(tmp_path, files), "39031ba")
+    files["bench/core/child.py"] = "def watch_parent(folder):\n    pass\n"  # 4d39e09 .. today: the file protocol
+    check_harness(_commit_tree(tmp_path / "ok", files), "4d39e09")

@@ -24,7 +24,11 @@ work this way: both commits in one job, interleaved.)
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -99,23 +103,87 @@ def worktree(repo: Path, ref: Optional[str]) -> Iterator[tuple[Path, str]]:
     """(code root, label): a temporary worktree of ``ref`` (removed afterwards), or the repository's working
     tree itself for ``None``."""
     if ref is None:
+        check_harness(repo, "the working tree")
         yield repo, f"working tree ({git_commit() or 'no commit'}, uncommitted changes included)"
         return
     commit = resolve_ref(repo, ref)
-    folder = Path(tempfile.mkdtemp(prefix="ae-bench-ab-")) / "tree"
+    remove_stale_worktrees(repo)
+    folder = Path(tempfile.mkdtemp(prefix=f"{_AB_PREFIX}{os.getpid()}-")) / "tree"  # the pid: whose it is, once orphaned
     subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", "--quiet", str(folder), commit],
                    check=True, capture_output=True, timeout=300)
     try:
-        check = subprocess.run([sys.executable, "-c", "import bench.core.child, bench.core.measure"], cwd=folder,
-                               capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(folder),
-                                                                                 **_plain_env()})
-        if check.returncode != 0:
-            raise ValueError(f"ab: {ref} ({commit[:10]}) has no bench.core.child to measure with (a commit from before the "
-                             f"one-case-per-child harness): {check.stderr.strip().splitlines()[-1] if check.stderr else ''}")
+        check_harness(folder, f"{ref} ({commit[:10]})")
         yield folder, f"{ref} ({commit[:10]})"
     finally:
         subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(folder)], capture_output=True, timeout=300)
         subprocess.run(["git", "-C", str(repo), "worktree", "prune"], capture_output=True, timeout=300)
+        shutil.rmtree(folder.parent, ignore_errors=True)  # the ae-bench-ab-* folder that held it
+
+
+_AB_PREFIX = "ae-bench-ab-"
+
+
+def remove_stale_worktrees(repo: Path) -> list[Path]:
+    """Remove the worktrees an ``ab`` killed with SIGKILL left registered (their folder is named for their pid,
+    which is gone), then prune the registrations whose folder is gone. Another live ``ab``'s worktree stays.
+    Returns the folders removed."""
+    from bench.runs.lock import pid_alive
+
+    listed = subprocess.run(["git", "-C", str(repo), "worktree", "list", "--porcelain"], capture_output=True, text=True,
+                            timeout=60)
+    removed = []
+    for line in listed.stdout.splitlines():
+        path = Path(line[len("worktree "):]) if line.startswith("worktree ") else None
+        match = re.fullmatch(rf"{_AB_PREFIX}(\d+)-.*", path.parent.name) if path is not None else None
+        if match and path.name == "tree" and not pid_alive(int(match.group(1))):
+            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(path)], capture_output=True,
+                           timeout=300)
+            shutil.rmtree(path.parent, ignore_errors=True)
+            removed.append(path)
+    subprocess.run(["git", "-C", str(repo), "worktree", "prune"], capture_output=True, timeout=300)
+    return removed
+
+
+# Run in a side's code root: which protocol its child speaks, and which of its harness modules came from elsewhere
+# (the editable install's finder serves a module the checkout lacks, e.g. bench.core of a commit before bench/core/).
+_PROBE = """
+import json, os, sys
+root = os.path.realpath(sys.argv[1])
+try:
+    import bench.core.child as child, bench.core.measure, bench.core.cases
+except BaseException as err:
+    print(json.dumps({"error": f"{type(err).__name__}: {err}"}))
+    raise SystemExit(0)
+outside = sorted(name for name, mod in list(sys.modules.items()) if name.split(".")[0] in ("bench", "ae_models")
+                 and getattr(mod, "__file__", None) and not os.path.realpath(mod.__file__).startswith(root + os.sep))
+print(json.dumps({"outside": outside, "protocol": getattr(child, "PROTOCOL", 2 if hasattr(child, "watch_parent") else 1)}))
+"""
+
+
+def check_harness(root: Path, label: str, timeout_s: float = 300.0) -> None:
+    """Refuse (ValueError, one line) a side whose own harness cannot measure: its ``bench.core.child`` missing, served
+    from another checkout (the editable install), or speaking another protocol than this parent (39031ba's child
+    read its case from stdin: every measurement would hang until the case timeout, and the side measure nothing)."""
+    from bench.core.child import PROTOCOL
+
+    done = subprocess.run([sys.executable, "-c", _PROBE, str(Path(root).resolve())], cwd=root, capture_output=True,
+                          text=True, timeout=timeout_s, env={**_plain_env(), "PYTHONPATH": str(Path(root).resolve())})
+    lines = done.stdout.strip().splitlines()
+    try:
+        found = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ValueError(f"ab: {label}'s harness cannot start: {tail}") from None
+    if "error" in found:
+        raise ValueError(f"ab: {label} has no bench.core.child to measure with (a commit from before the "
+                         f"one-case-per-child harness): {found['error']}")
+    if found["outside"]:
+        raise ValueError(f"ab: {label} lacks its own harness: {', '.join(found['outside'][:3])} would come from "
+                         f"another checkout (the installed bench), not from {label}; pick a BASE with bench/core/child.py")
+    if found["protocol"] != PROTOCOL:
+        raise ValueError(f"ab: {label}'s bench.core.child speaks protocol {found['protocol']}, this harness {PROTOCOL} "
+                         "(it reads its case another way): its measurements would hang until the case timeout; pick a "
+                         "later BASE")
 
 
 def _plain_env() -> dict:
@@ -188,6 +256,14 @@ def run_ab(cases: list[Case], selection, roots: tuple[Path, Path], labels: tuple
     return Comparison(side_a, side_b, results, settings_out, notes)
 
 
+def not_measured(row: dict) -> bool:
+    """A row the harness made, not the case: a timeout, or a child that died or ended without a result (its
+    status says nothing about the code measured)."""
+    reason = str(row.get("reason") or "")
+    return row.get("status") == "timeout" or (row.get("status") == "error" and reason.startswith(("child killed by ",
+                                                                                                   "child exited with ")))
+
+
 def _judge(case: Case, runs: dict[str, list[Measurement]], rules: Rules) -> CaseResult:
     limits = rules.for_case(case.id, case.key)
     if limits.ignore:
@@ -195,6 +271,10 @@ def _judge(case: Case, runs: dict[str, list[Measurement]], rules: Rules) -> Case
     bad = {s: [m for m in runs[s] if m.row.get("status") != "ok"] for s in "AB"}
     if bad["A"] and bad["B"]:
         return CaseResult(case.key, case.id, "skipped", note=f"{bad['B'][0].row.get('status')} on both sides")
+    unmeasured = [m for m in bad["A"] if not_measured(m.row)]
+    if unmeasured:  # A's harness or its limit, not A's code, ended it: nothing measured, so nothing "fixed" either
+        return CaseResult(case.key, case.id, "skipped", note=f"no measurement in A: {unmeasured[0].row.get('status')} "
+                                                               f"({(unmeasured[0].row.get('reason') or '')[:120]})")
     if bad["B"]:
         return CaseResult(case.key, case.id, "broken", fails=True,
                           note=f"ok in A, {bad['B'][0].row.get('status')} in B: {bad['B'][0].row.get('reason') or ''}".strip())

@@ -12,6 +12,7 @@ from bench.compare.sides import open_run
 from bench.runs.contract import META_JSON, RESULTS_CSV, SAMPLES_JSONL
 
 _RUN_FILES = (RESULTS_CSV, SAMPLES_JSONL, META_JSON)
+_MANIFEST = ".ae-bench-baseline"  # the names the last save wrote: the only files the next save may replace
 
 
 def save_baseline(run_path: Path, store: Path) -> Path:
@@ -32,7 +33,14 @@ def save_baseline(run_path: Path, store: Path) -> Path:
         tmp = dest / f".{name}.copying"
         shutil.copy2(source, tmp)
         tmp.replace(dest / name)
-    for old in list(dest.glob("*.json")) + [dest / name for name in _RUN_FILES]:
-        if old.name not in names:
-            old.unlink(missing_ok=True)  # only the files a saved run is made of: anything else a person put there stays
+    # then the old run's other files: only those a baseline wrote (the run files, and the names the last save recorded);
+    # a *.json a person put there is theirs, never deleted
+    manifest = dest / _MANIFEST
+    written = manifest.read_text(encoding="utf-8").split("\n") if manifest.is_file() else []
+    for name in dict.fromkeys([n for n in written if n and "/" not in n and not n.startswith(".")] + list(_RUN_FILES)):
+        if name not in names:
+            (dest / name).unlink(missing_ok=True)
+    tmp = dest / f"{_MANIFEST}.writing"
+    tmp.write_text("\n".join(names) + "\n", encoding="utf-8")
+    tmp.replace(manifest)
     return dest

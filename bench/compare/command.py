@@ -9,6 +9,7 @@ from pathlib import Path
 from bench.compare import stats as st
 from bench.core.commandline import (
     DEFAULT_CASE_TIMEOUT_S, EXIT_INCONCLUSIVE, EXIT_OK, KEYWORD_HELP, MIN_TIME_HELP, Command, add_matrix_args,
+    check_case_timeout,
 )
 
 
@@ -88,6 +89,8 @@ def _compare(args: argparse.Namespace) -> int:
            "max_spread": parse_fraction(args.max_spread, "--max-spread") if args.max_spread is not None else None}
     if not 0 < args.confidence < 1:
         raise ValueError(f"bad --confidence {args.confidence}: expected a fraction between 0 and 1, e.g. 0.95")
+    if not 0 <= args.seed < 2 ** 32:
+        raise ValueError(f"--seed: bad seed {args.seed}: expected 0 to {2 ** 32 - 1}")
     if args.resamples < 100:
         raise ValueError(f"bad --resamples {args.resamples}: expected at least 100")
     share = min_judged(args.min_judged)
@@ -112,11 +115,11 @@ def _emit(result, args: argparse.Namespace) -> int:
     from bench.runs.files import atomic_write_text
 
     text = result.markdown()
+    print(result.headline() if args.quiet else text, flush=True)  # the verdict first: an unwritable --json cannot hide it
     if args.markdown:
         atomic_write_text(args.markdown, text)
     if args.json:
         atomic_write_text(args.json, json.dumps(finite_json(result.as_json()), indent=2, default=str, allow_nan=False) + "\n")
-    print(result.headline() if args.quiet else text)
     return result.exit_status
 
 
@@ -180,6 +183,7 @@ def _ab(args: argparse.Namespace) -> int:
     rules = load_rules(args.config, cli)
     share = min_judged(args.min_judged)
     check_rounds(args.rounds)  # before any worktree is made
+    check_case_timeout(args.case_timeout)  # 0, -1, nan, inf: every measurement a timeout, a comparison of nothing
     selection = selection_from_args(args)
     selection.settings.predict_memory = False  # the memory model's fit: nothing to compare, a second per measurement
     if selection.device.type == "cpu":  # both sides suffer alike, but every measurement takes many times longer

@@ -104,9 +104,14 @@ def _threshold_values(table: Any, where: str, allow: tuple[str, ...]) -> dict[st
     return out
 
 
+MAX_MEMORY_FLOOR_MIB = 1024.0 * 1024  # 1 TiB: more than any device holds; a floor above it (inf, 1e300) judges nothing
+
+
 def non_negative(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"{where}: memory_floor_mib must be a number of MiB >= 0, got {value!r}")
+    """A memory floor in MiB: finite, >= 0 and at most 1 TiB (nan, inf or 1e300 would turn every growth into a pass)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_MEMORY_FLOOR_MIB:
+        raise ValueError(f"{where}: memory_floor_mib must be a number of MiB from 0 to {MAX_MEMORY_FLOOR_MIB:g} (1 TiB), "
+                         f"got {value!r}")
     return float(value)
 
 

@@ -55,6 +55,9 @@ class Case:
     skip: Optional[str] = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        if any(ch.isspace() or not ch.isprintable() for ch in self.family):  # a "\n" became a space in the CSV key and
+            # stayed in samples.jsonl's: rows without samples, a resume refused, a compare that never fails them
+            raise ValueError(f"bad family {self.family!r}: a family name holds no space, line break or control character")
         if self.family not in FAMILIES and ":" not in self.family:
             raise ValueError(f"unknown family {self.family!r}; choose from {', '.join(FAMILIES)} or 'package.module:factory'")
         presets = CNN_PRESETS if self.family == "cnn" else PRESETS

@@ -22,6 +22,11 @@ import threading
 from pathlib import Path
 
 EXIT_ORPHANED = 70
+# How a parent and this child talk: 2 = the case in CASE.json, the result in OUT.json, stdin held open and never
+# written (the parent watch). 39031ba's child (protocol 1) read its case from stdin. python -m bench ab measures a
+# BASE with its own child only when the two speak the same protocol (bench.compare.ab.check_harness).
+PROTOCOL = 2
+READY_NAME = "ready"  # written next to OUT.json once the child has started: the case timeout counts from then
 _exit = os._exit  # the real one: a case's os._exit is turned into an exception while it runs (bench.core.runner)
 
 
@@ -69,6 +74,7 @@ def main(argv: list[str]) -> int:
     payload = json.loads(in_path.read_text())
     device = resolve_device(payload["device"])
     gc.freeze()  # the imports out of the collector's reach: the case's gc.collect() calls then scan only its own objects
+    (out_path.parent / READY_NAME).write_text(str(os.getpid()))  # imports done: the case's own time starts now
     measurement = measure_case(Case(**known_fields(Case, payload["case"])), device, device_facts(device),
                                Settings(**known_fields(Settings, payload["settings"])), payload["run_id"])
     atomic_write_text(out_path, json.dumps({"row": measurement.row, "samples_s": measurement.samples_s}, default=str))

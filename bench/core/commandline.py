@@ -8,7 +8,6 @@ none of them imports the CLI back.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shlex
 import sys
@@ -52,6 +51,7 @@ KEYWORD_HELP = "only cases whose id contains this text"
 
 LAUNCHER_CHOICES = ("auto", "in-process", "subprocess")
 DEFAULT_CASE_TIMEOUT_S = 900.0
+MAX_CASE_TIMEOUT_S = 7 * 24 * 3600.0  # a week: a longer limit is no limit (1e300 would read as one and mean none)
 
 
 def add_launcher_args(add_option, prefix: str = "--") -> None:
@@ -66,9 +66,10 @@ def add_launcher_args(add_option, prefix: str = "--") -> None:
 
 
 def check_case_timeout(seconds: float) -> float:
-    """``--case-timeout``: a finite number of seconds above 0, or ValueError naming the option."""
-    if not 0 < seconds < math.inf:  # also refuses nan
-        raise ValueError(f"--case-timeout: bad timeout {seconds}: expected a finite number of seconds > 0, e.g. 600")
+    """``--case-timeout``: a number of seconds above 0 and at most a week, or ValueError naming the option."""
+    if not 0 < seconds <= MAX_CASE_TIMEOUT_S:  # also refuses nan and inf
+        raise ValueError(f"--case-timeout: bad timeout {seconds}: expected seconds > 0 and at most {MAX_CASE_TIMEOUT_S:g} "
+                         "(a week), e.g. 600")
     return seconds
 
 

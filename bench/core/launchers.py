@@ -21,12 +21,14 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
 from bench.core.cases import Case
+from bench.core.child import READY_NAME
 from bench.core.commandline import DEFAULT_CASE_TIMEOUT_S, LAUNCHER_CHOICES as LAUNCHERS, check_case_timeout, child_env
 from bench.trackers.device import DeviceFacts
 from bench.core.measure import Measurement, Settings, base_row, measure_case
@@ -37,6 +39,7 @@ _TAIL_LINES = 6          # last lines of a failed child's output quoted in its r
 _TAIL_CHARS = 600        # ... and at most this many characters of them
 _TAIL_BYTES = 64 * 1024  # the child's output kept in memory while it runs: its last 64 KiB
 _TMP_PREFIX = "ae-bench-case-"
+STARTUP_LIMIT_S = 600.0  # a child's start-up (interpreter, torch, the harness) allowed before its case timeout starts
 
 
 def choose_launcher(name: str, device: torch.device, timeout_s: Optional[float] = None) -> "InProcess | Subprocess":
@@ -96,12 +99,10 @@ class Subprocess:
             )
             output = TailReader(proc.stdout, _TAIL_BYTES)
             try:
-                proc.wait(timeout=self.timeout_s)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                self._kill()
-                proc.wait()
-                timed_out = True
+                timed_out = not wait_for_child(proc, tmp / READY_NAME, self.timeout_s)
+                if timed_out:
+                    self._kill()
+                    proc.wait()
             except BaseException:  # an interrupt: the child goes before its folder does
                 self.close()
                 raise
@@ -141,6 +142,30 @@ class Subprocess:
         if self._proc is not None:
             self._proc.wait()
             self._proc = None
+
+
+def wait_for_child(proc, ready: Path, timeout_s: float, startup_s: float = STARTUP_LIMIT_S,
+                   clock: Callable[[], float] = time.monotonic, poll_s: float = 0.2) -> bool:
+    """Wait for a case's child: True when it ended, False when it ran past its limit (the caller kills it).
+
+    The case timeout counts from the child's ``ready`` marker (written once its interpreter, torch and the harness
+    are loaded, before the model is built), not from the spawn: a start-up of 16 s on a busy machine is no part of
+    a case's time, and ``--case-timeout 8`` must not record a healthy case as a timeout. A child that never says
+    it is ready (an older checkout's, under ``ab``) gets ``startup_s`` more than the timeout from its spawn."""
+    start, ready_at = clock(), None
+    while True:
+        if proc.poll() is not None:
+            return True
+        now = clock()
+        if ready_at is None and ready.exists():
+            ready_at = now
+        deadline = ready_at + timeout_s if ready_at is not None else start + startup_s + timeout_s
+        if now >= deadline:
+            return False
+        try:
+            proc.wait(timeout=max(min(poll_s, deadline - now), 0.001))
+        except subprocess.TimeoutExpired:
+            pass
 
 
 class TailReader:

@@ -214,6 +214,11 @@ def draw_attention_maps(image, weights: dict, query: tuple[int, int, tuple[int, 
     return fig
 
 
+def is_plugin(family: str) -> bool:
+    """A ``package.module:factory`` family: code of the user's, not of ae_models."""
+    return ":" in family
+
+
 def attention_model(configs: Iterable[Config]) -> Optional[Config]:
     """The smallest patch-transformer preset of ``configs``, at the first size and latent it has."""
     patch = [c for c in configs if c[0] == "transformer"]
@@ -244,16 +249,24 @@ def compute_model_facts(configs: list[Config], figure_from: list[Config]) -> tup
                              "bench/core/model_probe.py)", "torch": torch.__version__, "parameters": [],
                              "flat_projections": [], "flat_attention_probe": [], "attention_maps": None, "not_computed": []}
 
+    from bench.core.runner import no_process_exit
+
     def attempt(what: str, compute):
         try:
-            return compute()
-        except Exception as err:  # noqa: BLE001 - a model that cannot be built is a fact too, not a crash
+            with no_process_exit():  # a factory's os._exit raises here, as in a case: the run lives on
+                return compute()
+        except (Exception, SystemExit) as err:  # noqa: BLE001 - a model that cannot be built is a fact too, not a crash
             facts["not_computed"].append({"what": what, "error": f"{type(err).__name__}: {err}"})
             return None
 
     needed = attempt("the seed's claims", lambda: claim_configs(load_claims(need=("parameter_counts", "flat_layout"))))
     claim_params, projections, probes = needed or ([], [], [])
     for family, preset, size, latent in dict.fromkeys(list(configs) + claim_params):
+        if is_plugin(family):  # user code: built only in a case, under the case timeout (it may hang or exit)
+            facts["not_computed"].append({"what": f"parameters of {family}-{preset} at {size}, latent {latent}",
+                                          "error": "a plug-in model is built only where its case runs, never in the "
+                                                   "run's own process (its factory could hang or end the process)"})
+            continue
         n = attempt(f"parameters of {family}-{preset} at {size}, latent {latent}",
                     lambda: parameter_count(family, preset, size, latent))
         if n is not None:

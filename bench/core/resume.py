@@ -95,6 +95,8 @@ def check_resumable(run_dir: Path, selection: Selection) -> Optional[dict]:
             raise ValueError(f"{where}: the timing settings differ from the run's ({', '.join(changed)}): its rows and "
                              f"these would not be comparable{again}")
     records = csv_records((run_dir / RESULTS_CSV).read_text(encoding="utf-8"), run_dir / RESULTS_CSV)
+    if meta is None and records:  # the settings are lost with meta.json: the rows still record two of them
+        _check_row_settings(where, records, selection.settings.__dict__)
     if records:
         key = records[0].index("case_key")
         wanted = {c.key for c in selection.cases}
@@ -103,6 +105,35 @@ def check_resumable(run_dir: Path, selection: Selection) -> Optional[dict]:
             raise ValueError(f"{where}: the run holds {len(strangers)} case(s) this command does not select "
                              f"(e.g. {strangers[0]}){again}")
     return meta
+
+
+_ROW_SETTINGS = (("warmup_iters", "warmup"), ("processes", "processes"))  # (results.csv column, timing setting)
+
+
+def _check_row_settings(where: str, records: list[list[str]], now: dict) -> None:
+    """With meta.json lost, refuse a resume whose warm-up or process count differs from what the run's ok rows
+    record (a new meta.json would claim this command's settings for rows measured under others)."""
+    header = records[0]
+    if "status" not in header:
+        return
+    status = header.index("status")
+    for column, setting in _ROW_SETTINGS:
+        if column not in header or setting not in now:
+            continue
+        at = header.index(column)
+        seen = set()
+        for record in records[1:]:
+            if len(record) == len(header) and record[status] == "ok":
+                text = record[at].strip() or ("1" if setting == "processes" else "")  # one process: the column is empty
+                try:
+                    seen.add(float(text))
+                except ValueError:
+                    continue
+        expected = float(max(1, now[setting]) if setting == "warmup" else now[setting])  # measure.py records max(1, warmup)
+        if seen and seen != {expected}:
+            raise ValueError(f"{where}: {META_JSON} is lost, and the run's rows were measured with {setting} "
+                             f"{', '.join(f'{v:g}' for v in sorted(seen))}, this command's is {now[setting]}: its rows and "
+                             "these would not be comparable; resume with the run's own timing options")
 
 
 def recover_meta(run_dir: Path, new_meta: Callable[[], dict]) -> str:

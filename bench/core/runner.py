@@ -85,6 +85,7 @@ def run_case(case: Case, device: torch.device, body: Callable[[CaseRun], None], 
     if why:
         return Outcome(UNSUPPORTED, why)
     run = CaseRun(case, device)
+    cwd = os.getcwd()
     try:
         with case_context(case), no_process_exit():
             body(run)
@@ -93,6 +94,8 @@ def run_case(case: Case, device: torch.device, body: Callable[[CaseRun], None], 
         return failure(err)
     finally:
         run.release()
+        if os.getcwd() != cwd:  # a case's os.chdir must not move the run's relative --results folder under it
+            os.chdir(cwd)
 
 
 class ProcessExitAttempt(SystemExit):

@@ -97,7 +97,7 @@ def _cases(matrix: str, get_axis: Callable[[str], Optional[str]], facts, keyword
         if not cases:
             raise ValueError(f"no case of matrix {loaded.name!r} matches the selection")
     part, whole = "", list(cases)
-    if shard:
+    if shard is not None:  # --shard "" is a bad shard, refused by take_shard, never "every case"
         from bench.core.shard import take_shard
 
         cases = take_shard(cases, shard, shard_option)

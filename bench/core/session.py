@@ -48,6 +48,7 @@ class Run:
     began: float = field(default_factory=time.perf_counter)  # when start_run began (perf_counter seconds)
     start_s: Optional[float] = None  # seconds start_run took (calibration, peaks, model facts)
     end_s: float = 0.0  # seconds the run's end took before its report (the peaks measured again)
+    report_error: Optional[str] = None  # set by end_run when the report could not be written (the run then fails)
 
     def pending(self, cases: list[Case]) -> list[Case]:
         """The cases of ``cases`` this run has not measured yet (all of them unless resumed)."""
@@ -98,6 +99,10 @@ def start_run(selection: Selection, results_root: Path, entry: str, command: lis
             raise ValueError(f"--processes {selection.settings.processes}: each process is a fresh child; the in-process "
                              "launcher has one process (use --launcher subprocess or auto)")
         launcher = "subprocess"
+    from bench.core.model_probe import is_plugin
+
+    if launcher == "auto" and any(is_plugin(c.family) for c in selection.cases if not c.skip):
+        launcher = "subprocess"  # user code: a factory or step that exits, hangs or crashes costs its row, never the run
     chosen = choose_launcher(launcher, selection.device, case_timeout_s)
     start_peaks = _start_peaks(selection)
     load = cpu_load() if selection.device.type == "cpu" else {}
@@ -192,6 +197,7 @@ def end_run(run: Run, write_report: Callable[[Path], Path], settle: bool = True)
     try:
         lines.append(f"report: {write_report(run.run_dir)}")
     except Exception as err:  # noqa: BLE001 - a report problem must not hide the rows measured above
+        run.report_error = f"{type(err).__name__}: {err}"
         lines.append(f"report not written: {type(err).__name__}: {err}; retry with `{rerun_command(['report', str(run.run_dir)])}`")
     if run.lock is not None:
         run.lock.release()

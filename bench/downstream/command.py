@@ -38,8 +38,10 @@ def _args(parser: argparse.ArgumentParser) -> None:
 
 
 def _positive(name: str, value: float) -> None:
-    if not value > 0 or value != value or value == float("inf"):
-        raise ValueError(f"{name}: expected a positive number, got {value}")
+    limit = 7 * 24 * 3600 if name.endswith("seconds") else float("inf")  # 1e300 s: not a budget any run spends
+    if not 0 < value < float("inf") or not value <= limit:  # also nan
+        raise ValueError(f"{name}: expected a positive number{' of seconds, at most 604800 (a week)' if limit < float('inf') else ''}"
+                         f", got {value}")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -85,6 +85,8 @@ def _check(args: argparse.Namespace) -> int:
 
     from ae_models import PRESETS
 
+    if not 0 < args.tolerance <= 10:  # nan, inf, 1e300: no error would ever exceed it, the check would always pass
+        raise ValueError(f"--tolerance: bad value {args.tolerance}: expected a relative error above 0 and at most 10, e.g. 0.10")
     budget = Budget(parse_bytes(args.budget, "--budget"))
     families = parse_axis_values("families", args.families)
     cases = [c for family in families for c in accuracy_grid(

@@ -43,7 +43,7 @@ def add_quality_args(parser: argparse.ArgumentParser) -> None:
 def run_quality_command(args: argparse.Namespace) -> int:
     from bench.core.loop import Progress
     from bench.core.selection import make_selection, narrow_cases
-    from bench.quality.report import QualityWriter, summary_lines, write_quality_report
+    from bench.quality.report import QUALITY_CSV, QualityWriter, summary_lines, write_quality_report
     from bench.quality.run import QualityData, quality_case_id, quality_cases, run_quality_case
     from bench.quality.training import Budget, Schedule
     from bench.runs.provenance import bench_command, new_run_id, provenance
@@ -63,6 +63,11 @@ def run_quality_command(args: argparse.Namespace) -> int:
             print(quality_case_id(case) + (f"    [skip: {case.skip}]" if case.skip else ""))
         print(f"{len(cases)} quality cases")
         return EXIT_OK
+    if args.budget_seconds is not None and not 0 < args.budget_seconds <= 7 * 24 * 3600:
+        raise ValueError(f"--budget-seconds: bad value {args.budget_seconds}: expected seconds above 0 and at most 604800 "
+                         "(a week)")
+    if not 0 < args.lr <= 10:  # 1e300 trained into error rows; nan or inf never trains
+        raise ValueError(f"--lr: bad learning rate {args.lr}: expected a number above 0 and at most 10, e.g. 0.001")
     steps = DEFAULT_STEPS if args.budget_steps is None and args.budget_seconds is None else args.budget_steps
     budget = Budget(steps, args.budget_seconds, args.eval_every)
     schedule = Schedule(args.lr, args.warmup_steps, args.schedule)  # ValueError names a bad rate or warm-up
@@ -76,6 +81,16 @@ def run_quality_command(args: argparse.Namespace) -> int:
             "entry": "cli", "matrix": plan.matrix.name, "budget": dataclasses.asdict(budget), "lr": args.lr,
             "warmup_steps": args.warmup_steps, "schedule": schedule.describe(),
             "device": plan.facts.as_dict()}
+    from bench.runs.lock import FolderLock
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--out {run_dir} exists and is not a folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(run_dir).acquire("this quality run")  # one writer at a time (refused: one line); the process's end frees it
+    if (run_dir / QUALITY_CSV).is_file():  # an earlier run's rows (whole or stopped): never replaced by this one's
+        lock.release()
+        raise ValueError(f"--out {run_dir} already holds a quality run ({QUALITY_CSV}): its rows would be replaced; give "
+                         "another --out, or move that folder away")
     writer = QualityWriter(run_dir, meta)
     print(f"ae-bench quality: {len(cases)} cases x {len(seeds)} seeds, {budget.describe()} each, on {plan.facts.name} ({plan.facts.type}); "
           f"{data.description}; -> {run_dir}", file=sys.stderr)
@@ -95,6 +110,7 @@ def run_quality_command(args: argparse.Namespace) -> int:
                   if row["status"] == "ok" else f"{row['status']}: {row['reason']}")
         print(meter.step(f"{row['case_id']} seed {seed}: {detail} ({time.perf_counter() - start:.0f} s)"), file=sys.stderr)
     report = writer.finish()
+    lock.release()
     print("\n".join(summary_lines(writer.rows)))
     print(f"results: {writer.csv_path}\nreport: {report}")
     return EXIT_FAILED if failed else EXIT_OK

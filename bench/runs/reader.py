@@ -121,14 +121,25 @@ def _read_csv_records(path: Path) -> list[dict[str, str]]:
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise ValueError(f"{path} is not an ae-bench results.csv: its header lacks {len(missing)} column(s) ({shown})")
-    records = []
+    resume = (f"the run was stopped mid-write: resume it (its command with --resume {path.parent}), which cuts that "
+              "line off and measures its case again")
+    if not text.endswith("\n"):  # the writer ends every row with a line end: a last line without one is cut short,
+        # even when the cut fell inside its last field (a timestamp cut to "2026-0" still has every field)
+        raise ValueError(f"{path} is truncated or corrupt: its last line is cut short; {resume}")
+    records, lines = [], {}
+    last = body[-1][0] if body else 0
     for line, record in body:
         if not record:
             continue
         if len(record) != len(header):
             raise ValueError(f"{path} line {line} has {len(record)} fields where the header has {len(header)}: "
-                             f"the file is truncated or corrupt")
+                             + "the file is truncated or corrupt" + (f"; {resume}" if line == last else ""))
         records.append(dict(zip(header, record)))
+        key = records[-1].get("case_key", "")
+        if key in lines:  # compare would silently take the later row, the report count the case twice
+            raise ValueError(f"{path}: case_key {key!r} is on lines {lines[key]} and {line}: one run holds one row a "
+                             "case (merged or edited by hand?); keep one of them")
+        lines[key] = line
     return records
 
 

@@ -105,10 +105,38 @@ def a_corrupt_autosave_json(work: Path) -> FaultResult:
                        str(proc.returncode), last_line(proc.stderr) + (f" (files written: {written})" if written else ""))
 
 
+def a_factory_that_exits(work: Path) -> FaultResult:
+    """A plug-in whose factory calls ``os._exit(0)`` (issue 35): it ended the run with 0, no row and no report, while
+    the run built it in its own process for the model facts. Now it is one error row, and the run exits 1."""
+    return one_failing_case(work, "a model factory that calls `os._exit(0)` (in-process)", "tests.plugins_exit:os_exit",
+                            "error", "--launcher", "in-process")
+
+
+def a_factory_that_hangs(work: Path, timeout_s: float = CASE_TIMEOUT_S) -> FaultResult:
+    """A plug-in whose factory never returns: it hung the run before its first case, outside any timeout."""
+    return one_failing_case(work, f"a model factory that hangs, `--case-timeout {timeout_s:g}`",
+                            "tests.plugins_exit:hangs_in_factory", "timeout", "--case-timeout", str(timeout_s))
+
+
+def a_last_line_cut_inside_its_timestamp(work: Path) -> FaultResult:
+    """A kill that cut the last row inside its last field (every field still there): `report` refuses it, naming
+    `--resume`, instead of reading a cut timestamp as a whole row."""
+    bench_cli("run", "--matrix", "smoke", "--modes", "infer", "--sizes", "201x201", "--results", "r", "--launcher",
+              "in-process", *FAST, cwd=work)
+    path = only_run_dir(work / "r") / "results.csv"
+    path.write_text(path.read_text().rstrip()[:-3])
+    before = csv_rows(path)
+    proc = bench_cli("report", str(path.parent), cwd=work)
+    after = csv_rows(path)
+    return FaultResult("a last line cut inside its timestamp, given to `report`", len(before), len(after),
+                       lost(before, after), str(proc.returncode), last_line(proc.stderr))
+
+
 SCENARIOS: list[Callable[[Path], FaultResult]] = [
     a_case_that_raises, a_child_killed_with_sigkill, a_case_that_hangs, interrupted_then_resumed,
     lambda work: interrupted_then_resumed(work, signal.SIGTERM), a_truncated_results_csv, a_corrupt_results_csv,
-    a_corrupt_autosave_json, *hostile.SCENARIOS,
+    a_corrupt_autosave_json, a_factory_that_exits, a_factory_that_hangs, a_last_line_cut_inside_its_timestamp,
+    *hostile.SCENARIOS,
 ]
 
 
