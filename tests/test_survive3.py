@@ -163,15 +163,21 @@ def test_report_and_compare_refuse_a_case_key_twice(tmp_path, capsys):
         assert len(err) == 1 and "key-a" in err[0] and "lines 2 and 4" in err[0], err
 
 
-@pytest.mark.parametrize("cut", [3, 30])  # inside the timestamp (every field there), and mid-row
+@pytest.mark.parametrize("cut", [3, 30])  # inside the last field (every field there), and mid-row
 def test_a_last_line_cut_short_is_refused_with_the_resume_hint(tmp_path, capsys, cut):
-    stamp = {"timestamp": "2026-01-01T00:00:00+00:00"}
+    from bench.runs.schema import COLUMNS
+
+    last = COLUMNS[-1].name  # whichever column ends a row (the phase times, since issue 36; once the timestamp)
+    stamp = {"timestamp": "2026-01-01T00:00:00+00:00", last: 12.345678}
     run = write_run(tmp_path / "r", {"a": {"samples_ms": steady(5), **stamp}, "b": {"samples_ms": steady(5), **stamp}})
     csv_path = run / "results.csv"
     text = csv_path.read_text()
     csv_path.write_text(text.rstrip()[:-cut])
     if cut == 3:  # the cut fell inside the last field: the line still has every field
-        assert csv_path.read_text().splitlines()[-1].endswith(",2026-01-01T00:00:00+00")
+        import csv
+
+        header, *rows = csv.reader(csv_path.read_text().splitlines())
+        assert len(rows[-1]) == len(header) and rows[-1][-1] and rows[-1][-1] != "12.3457", rows[-1][-3:]
     assert main(["report", str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--resume" in err[0], err
@@ -282,8 +288,8 @@ raise SystemExit(main(sys.argv[1:]))
 
 @pytest.mark.parametrize("module, name, sig, hint", [
     ("bench.trackers.calibration", "calibrate", "SIGTERM", "interrupted"),   # start-up calibration
-    ("bench.plan.answer", "plan_for_run", "SIGTERM", "resume with"),         # the end phase: plan, peaks, report
-    ("bench.plan.answer", "plan_for_run", "SIGHUP", "resume with"),
+    ("bench.plan.partial", "plan_for_run", "SIGTERM", "resume with"),         # the end phase: plan, peaks, report
+    ("bench.plan.partial", "plan_for_run", "SIGHUP", "resume with"),
 ])
 def test_a_stop_signal_outside_the_sweep_exits_130_with_a_message(tmp_path, module, name, sig, hint):
     import subprocess
