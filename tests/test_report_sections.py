@@ -57,3 +57,21 @@ def test_every_file_the_report_names_exists():
     named = {node.value for path in (repo / "bench" / "report").glob("*.py") for node in ast.walk(ast.parse(path.read_text()))
              if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(r"bench/[\w/]+\.(py|toml|md)", node.value)}
     assert named and not sorted(p for p in named if not (repo / p).is_file())
+
+
+def test_the_parameter_ratio_is_given_per_input_size_never_pooled_over_sizes():
+    """The CNN's parameters change with the input size and the transformer's do not change with the kernel: the
+    ratio is per (model, size). Pooled over sizes (the old kernel table's column) a kernel that ran no 1280x152
+    case read 1.39× where another read 0.90×."""
+    import pandas as pd
+
+    from bench.report.sections import params_by_size
+
+    pairs = pd.DataFrame([
+        {"family": "transformer", "preset": "tiny", "size": "201x201", "attention": kernel, "params_ratio": 1.87}
+        for kernel in ("flash", "eager")] + [
+        {"family": "transformer", "preset": "tiny", "size": "1280x152", "attention": kernel, "params_ratio": 0.90}
+        for kernel in ("flash", "eager", "eager")])
+    (line,) = params_by_size(pairs)
+    assert line.endswith("transformer tiny: 1.87× at 201x201, 0.90× at 1280x152"), line
+    assert params_by_size(pairs.iloc[0:0]) == []

@@ -208,6 +208,23 @@ def _cnn_summary(cnn_pairs: pd.DataFrame) -> pd.DataFrame:
     return summary.sort_values(["family", "preset"], key=_preset_key).reset_index(drop=True)
 
 
+def params_by_size(cnn_pairs: pd.DataFrame) -> list[str]:
+    """The parameter ratio per model and input size, in one line: the CNN's parameters change with the input size
+    (its bottleneck maps the last feature map to the latent), the transformer's do not change with the attention
+    kernel, so a ratio pooled over sizes (once a column of the kernel table) mixes sizes, not kernels."""
+    if cnn_pairs.empty or "params_ratio" not in cnn_pairs:
+        return []
+    ratios = cnn_pairs.assign(params_ratio=pd.to_numeric(cnn_pairs["params_ratio"], errors="coerce")).dropna(
+        subset=["params_ratio"])
+    if ratios.empty:
+        return []
+    per_size = ratios.groupby(["family", "preset", "size"], sort=False)["params_ratio"].median().reset_index()
+    per_size = per_size.sort_values(["family", "preset"], key=_preset_key, kind="stable")
+    models = [f"{family} {preset}: " + ", ".join(f"{r:.2f}× at {size}" for size, r in zip(g["size"], g["params_ratio"]))
+              for (family, preset), g in per_size.groupby(["family", "preset"], sort=False)]
+    return ["parameters (× the CNN's of the same input size; the CNN's change with the input size): " + "; ".join(models)]
+
+
 def transformer_vs_cnn(src: Inputs, out_tables: dict) -> dict:
     """4. Transformer vs CNN: speed, memory and parameters, each against the CNN case of the same input."""
     cnn_pairs = src.pairs["vs_cnn"]
@@ -216,7 +233,7 @@ def transformer_vs_cnn(src: Inputs, out_tables: dict) -> dict:
         ("family", "family", "text"), ("preset", "preset", "text"), ("attention", "attention", "text"), *COUNTED,
         ("speed_ratio", "speed (× CNN images/s)", "ratio"),
         ("speed_ratio_min", "slowest (×)", "ratio"), ("speed_ratio_max", "fastest (×)", "ratio"),
-        ("memory_ratio", f"memory (× CNN peak MiB, {src.memory_label})", "ratio"), ("params_ratio", "parameters (× CNN)", "ratio")],
+        ("memory_ratio", f"memory (× CNN peak MiB, {src.memory_label})", "ratio")],
         TIMING),
         "vs_cnn_pairs": show(cnn_pairs, [
             ("case_id", "transformer case", "text"), ("baseline_case_id", "CNN case", "text"),
@@ -225,7 +242,8 @@ def transformer_vs_cnn(src: Inputs, out_tables: dict) -> dict:
             ("baseline_peak_mib", "CNN peak (MiB)", "mib"), ("memory_ratio", "memory (×)", "ratio"),
             ("params", "transformer parameters", "count"), ("baseline_params", "CNN parameters", "count"),
             ("params_ratio", "parameters (×)", "ratio"), ("clean", "timing clean", "bool")]),
-        "vs_cnn_notes": _pairing_notes(cnn_pairs, "CNN", ", ".join(tables.CNN_MATCH)), "memory_label": src.memory_label}
+        "vs_cnn_notes": [*params_by_size(cnn_pairs), *_pairing_notes(cnn_pairs, "CNN", ", ".join(tables.CNN_MATCH))],
+        "memory_label": src.memory_label}
     if src.device != "cuda" and not cnn_pairs.empty and src.memory_label == tables.PEAK_LABELS["rss_peak_mib"]:
         ctx["vs_cnn_notes"].append("on a CPU the memory ratio compares process RSS, which includes the interpreter and "
                                    "torch: it is compressed towards 1× and says little about GPU memory")
