@@ -334,3 +334,20 @@ def test_a_long_function_is_caught(tmp_path):
     body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
     root = _plant(tmp_path, "units.py", f"\n\ndef _planted():\n{body}\n")
     assert [f.split(" ", 1)[1] for f in long_functions(root)] == [f"_planted ({MAX_FUNCTION_LINES + 1} lines)"]
+
+
+def test_the_call_trace_counts_a_call_up_the_layers_and_nothing_else():
+    """``python -m bench.selfcheck.calltrace`` (issue 29's before/after figures): a call from the engine into a
+    command package climbs; a call down, or within one package, does not; an older layout's package is judged by
+    today's name."""
+    from bench.selfcheck.calltrace import layers, summarize
+
+    known = layers()
+    assert known["core"] < known["scale"] < known["run_command.py"] < known["cli.py"]
+    edges = [["bench.core.run_command", "bench.scale.options", 2],  # b167fdb: the run command inside the engine
+             ["bench.run_command", "bench.scale.options", 5],  # today: the command above the packages it calls
+             ["bench.report.sections", "bench.report.tables", 7],  # within a package
+             ["bench.sequence.command", "bench.core.commandline", 1]]  # the old name of downstream/, calling down
+    found = summarize(edges, known)
+    assert found["climbs"] == 2 and list(found["climb_edges"]) == ["bench.core.run_command -> bench.scale.options"]
+    assert found["tables_entries"] == 7 and found["modules"] == 7
