@@ -291,10 +291,13 @@ def test_12_the_printed_resume_command_is_quoted_for_a_shell_and_names_this_inte
 
 
 @slow
-def test_13_a_line_separator_in_a_family_name_is_read_back(tmp_path):
+def test_13_a_line_separator_in_a_family_name_is_refused_before_any_folder(tmp_path):
+    """Issue 35 item 6: a line break in a family's name reached the CSV key as a space and samples.jsonl as the
+    break (ok rows without samples); such a name is now refused in one line naming it, before a folder exists."""
     result = hostile.a_line_separator_in_a_family_name(tmp_path)
-    assert result.exit_status == "0; report 0; `--resume` 0", result.facts["report_err"] + result.facts["resume_err"]
-    assert result.facts["statuses"] == ["ok", "ok"] and "2 of 2 cases already measured" in result.message
+    assert result.exit_status == "2 (refused, no folder)", result.facts
+    refusal = result.facts["refusal"].strip().splitlines()
+    assert len(refusal) == 1 and r"line\u2028separator" in refusal[0] and "family" in refusal[0], refusal
 
 
 def test_13_both_csv_readers_keep_a_u2028_inside_a_cell(tmp_path):

@@ -99,11 +99,14 @@ def resolve_ref(repo: Path, ref: str) -> str:
 
 
 @contextlib.contextmanager
-def worktree(repo: Path, ref: Optional[str]) -> Iterator[tuple[Path, str]]:
+def worktree(repo: Path, ref: Optional[str], check: bool = True) -> Iterator[tuple[Path, str]]:
     """(code root, label): a temporary worktree of ``ref`` (removed afterwards), or the repository's working
-    tree itself for ``None``."""
+    tree itself for ``None``. ``check``: refuse a side whose harness this parent cannot drive (:func:`check_harness`;
+    ``ab`` runs the side's child itself); ``history backfill`` runs each commit's own ``python -m bench run`` and
+    records a commit that cannot as skipped, so it passes False."""
     if ref is None:
-        check_harness(repo, "the working tree")
+        if check:
+            check_harness(repo, "the working tree")
         yield repo, f"working tree ({git_commit() or 'no commit'}, uncommitted changes included)"
         return
     commit = resolve_ref(repo, ref)
@@ -112,7 +115,8 @@ def worktree(repo: Path, ref: Optional[str]) -> Iterator[tuple[Path, str]]:
     subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", "--quiet", str(folder), commit],
                    check=True, capture_output=True, timeout=300)
     try:
-        check_harness(folder, f"{ref} ({commit[:10]})")
+        if check:
+            check_harness(folder, f"{ref} ({commit[:10]})")
         yield folder, f"{ref} ({commit[:10]})"
     finally:
         subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(folder)], capture_output=True, timeout=300)

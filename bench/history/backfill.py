@@ -86,8 +86,12 @@ def backfill(repo: Path, spec: str, out: Path, bench_args: list[str], timeout_s:
              log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
              worktree=None) -> dict[str, str]:
     """Run each commit of ``spec`` not done yet; returns commit -> status (``ok``, ``skipped``, ``done before``)."""
-    if worktree is None:
-        from bench.compare.ab import worktree
+    if worktree is None:  # ab's worktrees, without ab's check that its own parent can drive the commit's child
+        import functools
+
+        from bench.compare.ab import worktree as ab_worktree
+
+        worktree = functools.partial(ab_worktree, check=False)
     out = Path(out).resolve()  # the run's --results is read in the worktree: a relative path would land there
     commits = commits_in(repo, spec)
     results: dict[str, str] = {}

@@ -348,13 +348,18 @@ def a_line_separator_in_a_family_name(work: Path) -> FaultResult:
     family = "tests.plugins:line\u2028separator"
     args = ["run", *ONE_CASE, "--families", f"{family},cnn", "--launcher", "in-process", *FAST]
     first = bench_cli(*args, "--results", "r", cwd=work)
+    label = "a U+2028 (LINE SEPARATOR) in a plug-in family's name, then `report` and `--resume`"
+    if not (work / "r").is_dir() or not any(p.is_dir() for p in (work / "r").iterdir()):  # refused before any folder
+        return FaultResult(label, 0, 0, lost([], []), f"{first.returncode} (refused, no folder)",
+                           last_line(first.stderr).replace("\u2028", "<U+2028>"),
+                           {"statuses": [], "refusal": first.stderr, "report_err": "", "resume_err": ""})
     run_dir = only_run_dir(work / "r")
     before = csv_rows(run_dir / "results.csv")
     report = bench_cli("report", str(run_dir), cwd=work)
     again = bench_cli(*args, "--resume", str(run_dir), cwd=work)
     after = csv_rows(run_dir / "results.csv")
     told = next((line for line in again.stderr.splitlines() if line.startswith("ae-bench: resuming")), last_line(again.stderr))
-    return FaultResult("a U+2028 (LINE SEPARATOR) in a plug-in family's name, then `report` and `--resume`", len(before),
+    return FaultResult(label, len(before),
                        len(after), lost(before, after), f"{first.returncode}; report {report.returncode}; `--resume` "
                        f"{again.returncode}", told.replace("\u2028", "<U+2028>"),
                        {"statuses": [r["status"] for r in after], "report_err": report.stderr, "resume_err": again.stderr})
