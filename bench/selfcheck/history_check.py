@@ -17,24 +17,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.selfcheck.regression import SLOWDOWN, THREADS, _git
+from bench.selfcheck.regression import SLOWDOWN, THREADS, _git, clone_working_tree
 
 CASE = ["--matrix", "smoke", "--families", "transformer", "--sizes", "201x201", "--attention", "flash",
         "--modes", "infer", "--batch", "4", "--device", "cpu"]  # batch 4: the extra quarter-batch forward is 25% more work
 
 
 def scratch_history(source: Path, work: Path, commits: int, slow_at: int) -> Path:
-    repo = work / "repo"
-    subprocess.run(["git", "clone", "--quiet", str(source), str(repo)], check=True)
-    listed = subprocess.run(["git", "-C", str(source), "ls-files", "-co", "--exclude-standard", "-z"], check=True,
-                            capture_output=True).stdout.decode().split("\0")
-    for rel in filter(None, listed):
-        src = source / rel
-        if src.is_file():
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            (repo / rel).write_bytes(src.read_bytes())
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "--quiet", "--allow-empty", "-m", "history check: commit 0 (the working tree)")
+    repo = clone_working_tree(source, work, "history check: commit 0 (the working tree)")
     for i in range(1, commits):
         if i == slow_at:
             with open(repo / "ae_models" / "registry.py", "a") as f:

@@ -68,8 +68,9 @@ def _git(repo: Path, *args: str) -> str:
                           check=True, capture_output=True, text=True).stdout.strip()
 
 
-def scratch_repo(source: Path, work: Path) -> Path:
-    """A clone of ``source`` whose tag A is its working tree as it is, and tag B is A slowed by 25%."""
+def clone_working_tree(source: Path, work: Path, message: str) -> Path:
+    """``work/repo``: a clone of ``source`` whose last commit (``message``) is its working tree as it is
+    (uncommitted and untracked, not ignored, files included)."""
     repo = work / "repo"
     subprocess.run(["git", "clone", "--quiet", str(source), str(repo)], check=True)
     listed = subprocess.run(["git", "-C", str(source), "ls-files", "-co", "--exclude-standard", "-z"], check=True,
@@ -80,7 +81,13 @@ def scratch_repo(source: Path, work: Path) -> Path:
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / rel)
     _git(repo, "add", "-A")
-    _git(repo, "commit", "--quiet", "--allow-empty", "-m", "regression check: A (the working tree)")
+    _git(repo, "commit", "--quiet", "--allow-empty", "-m", message)
+    return repo
+
+
+def scratch_repo(source: Path, work: Path) -> Path:
+    """A clone of ``source`` whose tag A is its working tree as it is, and tag B is A slowed by 25%."""
+    repo = clone_working_tree(source, work, "regression check: A (the working tree)")
     _git(repo, "tag", "A")
     with open(repo / "ae_models" / "registry.py", "a") as f:
         f.write(SLOWDOWN)
